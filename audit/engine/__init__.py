@@ -1,0 +1,1 @@
+"""The engine: the wrapped model, the batched inference pass and the per-example table."""

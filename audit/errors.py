@@ -1,0 +1,54 @@
+"""Exit codes and the exceptions that map onto them.
+
+The CLI turns these into one line on stderr and the matching exit code; `--debug` adds the traceback.
+Codes follow pytest's spirit: 0 all gates pass, 1 a gate failed, 2 usage or input error,
+3 internal error, 4 the evaluation itself is invalid.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    GATE_FAILED = 1
+    USAGE = 2
+    INTERNAL = 3
+    INVALID = 4
+
+
+class AuditError(Exception):
+    """An error the user can fix: bad recipe, missing file, refused checkpoint, bad data (exit 2).
+
+    The message must be one line that names the file, the field and the fix.
+    """
+
+    exit_code: ExitCode = ExitCode.USAGE
+
+    def __init__(self, message: str):
+        # One line, always: a multi-line message from a library is folded so that stderr stays one line.
+        super().__init__(" ".join(str(message).split()))
+
+
+class RecipeError(AuditError):
+    """A recipe key is unknown, of the wrong type, missing, or has a bad value."""
+
+
+class CheckpointError(AuditError):
+    """The checkpoint cannot be loaded safely or does not fit the architecture."""
+
+
+class DataError(AuditError):
+    """The data cannot be read or does not fit the recipe or the model."""
+
+
+class ReportError(AuditError):
+    """A report.json given to `audit gate` / `audit diff` is missing or malformed."""
+
+
+class InvalidEvaluation(Exception):
+    """Raised only where an evaluation cannot go on at all; failed validity checks are normally
+    recorded in the report and turned into exit 4 by the gate step."""
+
+    exit_code: ExitCode = ExitCode.INVALID

@@ -1,0 +1,323 @@
+"""Read evaluation data from npz, csv, scikit-learn's bundled datasets or a Python callable, and validate it.
+
+Every problem is reported as one line naming the file, the array or column, and how many rows are
+affected (with the first few global indices), then exit 2.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from audit.engine.data import Dataset
+from audit.errors import DataError
+from audit.loading.imports import import_callable
+from audit.recipe.load import Recipe
+
+
+def load_data(recipe: Recipe) -> Dataset:
+    cfg = recipe.section("data")
+    model = recipe.section("model")
+    src = cfg["source"]
+    loader = {"npz": _load_npz, "csv": _load_csv, "sklearn": _load_sklearn, "python": _load_python}[src]
+    x, y, sensitive, index, feature_names, meta = loader(cfg, recipe)
+    where = meta.get("path") or f"[data] source = {src!r}"
+    x, y, sensitive, index = _validate(x, y, sensitive, index, model, where)
+    if cfg["limit"] is not None:
+        x, y, index = x[: cfg["limit"]], y[: cfg["limit"]], index[: cfg["limit"]]
+        sensitive = {k: v[: cfg["limit"]] for k, v in sensitive.items()}
+    groups = {k: _encode_groups(k, v, cfg["sensitive_bins"].get(k), where) for k, v in sensitive.items()}
+    for k in cfg["sensitive_bins"]:
+        if k not in sensitive:
+            raise DataError(f"{recipe.path}: [data] sensitive_bins names {k!r}, which is not a sensitive attribute "
+                            f"(sensitive: {', '.join(sensitive) or 'none'})")
+    meta.update(source=src, n=int(len(y)), input_shape=list(x.shape[1:]), sha256=data_sha256(x, y, index, groups),
+                sensitive={k: v[1] for k, v in groups.items()})
+    return Dataset(x=x, y=y, index=index, groups=groups, feature_names=feature_names, meta=meta)
+
+
+def data_sha256(x: np.ndarray, y: np.ndarray, index: np.ndarray, groups: dict[str, tuple[np.ndarray, list[str]]]) -> str:
+    """A content hash of exactly what is evaluated (independent of the source format)."""
+    h = hashlib.sha256()
+    for arr in (x, y, index):
+        h.update(str((arr.dtype.str, arr.shape)).encode())
+        h.update(np.ascontiguousarray(arr).tobytes())
+    for name in sorted(groups):
+        codes, cats = groups[name]
+        h.update(name.encode())
+        h.update("\x1f".join(cats).encode())
+        h.update(np.ascontiguousarray(codes).tobytes())
+    return h.hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _rows(mask: np.ndarray, index: np.ndarray | None = None) -> str:
+    rows = np.nonzero(mask)[0]
+    shown = (index[rows] if index is not None else rows)[:5]
+    more = "..." if len(rows) > 5 else ""
+    return f"{len(rows)} row{'s' if len(rows) != 1 else ''} (first: {', '.join(map(str, shown))}{more})"
+
+
+# ------------------------------------------------------------------------------------------------ sources
+
+
+def _existing(recipe: Recipe, cfg: dict[str, Any]) -> Path:
+    path = recipe.resolve(cfg["path"])
+    if not path.is_file():
+        raise DataError(f"{recipe.path}: [data] path = {cfg['path']!r}: file {path} not found")
+    return path
+
+
+def _load_npz(cfg: dict[str, Any], recipe: Recipe):
+    path = _existing(recipe, cfg)
+    try:
+        z = np.load(path, allow_pickle=False)
+        files = list(z.files)
+    except Exception as e:
+        raise DataError(f"{path}: not a readable .npz file: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+
+    def get(name: str, key: str) -> np.ndarray:
+        if name not in files:
+            raise DataError(f"{path}: no array {name!r} (named by [data] {key}); arrays: {', '.join(files)}")
+        try:
+            return z[name]
+        except ValueError as e:  # object arrays need pickle: refused
+            raise DataError(f"{path}: array {name!r} cannot be read without pickle ({e}); store plain numeric "
+                            "or string arrays") from e
+
+    x = get(cfg["x"], "x")
+    y = get(cfg["y"], "y")
+    sensitive = {attr: get(arr, f"sensitive.{attr}") for attr, arr in (cfg["sensitive"] or {}).items()}
+    return x, y, sensitive, np.arange(len(y)), None, {"path": str(path), "file_sha256": _file_sha256(path)}
+
+
+def _load_csv(cfg: dict[str, Any], recipe: Recipe):
+    import pandas as pd
+
+    path = _existing(recipe, cfg)
+    try:
+        df = pd.read_csv(path)
+    except Exception as e:
+        raise DataError(f"{path}: not a readable CSV file: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+    from audit.recipe.fields import suggest
+
+    cols = [str(c) for c in df.columns]
+    needed = list(cfg["features"]) + [cfg["label"]] + list(cfg["sensitive"] or []) + list(cfg["categorical"])
+    for c in needed:
+        if c not in cols:
+            raise DataError(f"{path}: no column {c!r} {suggest(c, cols)}")
+    for c in cfg["categorical"]:
+        if c not in cfg["features"]:
+            raise DataError(f"{recipe.path}: [data] categorical column {c!r} is not listed in features")
+    parts, names = [], []
+    for c in cfg["features"]:
+        col = df[c]
+        if c in cfg["categorical"]:
+            if col.isna().any():
+                raise DataError(f"{path}: categorical column {c!r} has missing values in {_rows(col.isna().to_numpy())}")
+            values = col.astype(str).to_numpy()
+            for cat in sorted(set(values)):
+                parts.append((values == cat).astype(np.float32))
+                names.append(f"{c}={cat}")
+            continue
+        numeric = pd.to_numeric(col, errors="coerce")
+        bad = numeric.isna().to_numpy() & col.notna().to_numpy()
+        if bad.any():
+            raise DataError(f"{path}: feature column {c!r} is not numeric in {_rows(bad)}; list it in [data] "
+                            "categorical to one-hot encode it")
+        parts.append(numeric.to_numpy(dtype=np.float64))
+        names.append(c)
+    x = np.stack(parts, axis=1) if parts else np.zeros((len(df), 0))
+    label = df[cfg["label"]]
+    if cfg["label_values"] is not None:
+        lv = list(cfg["label_values"])
+        sv = label.astype(str).to_numpy()
+        unknown = ~np.isin(sv, lv)
+        if unknown.any():
+            raise DataError(f"{path}: label column {cfg['label']!r} has values outside label_values {lv} in "
+                            f"{_rows(unknown)} (e.g. {sv[unknown][0]!r})")
+        y = np.array([lv.index(v) for v in sv], dtype=np.int64)
+    else:
+        y = label.to_numpy()
+    sensitive = {c: df[c].to_numpy() for c in (cfg["sensitive"] or [])}
+    return x, y, sensitive, np.arange(len(df)), names, {"path": str(path), "file_sha256": _file_sha256(path)}
+
+
+def sklearn_split(name: str, split: str, test_size: float, split_seed: int):
+    """The bundled scikit-learn dataset ``name`` and a seeded stratified split.
+
+    Returns (x, y, global index). digits are images in [0, 1] of shape (1, 8, 8) (pixel values / 16).
+    Training scripts use this same function so that train and test never overlap.
+    """
+    from sklearn import datasets
+    from sklearn.model_selection import train_test_split
+
+    loaders = {"digits": datasets.load_digits, "breast_cancer": datasets.load_breast_cancer,
+               "iris": datasets.load_iris, "wine": datasets.load_wine}
+    bunch = loaders[name]()
+    if name == "digits":
+        x = (bunch.images / 16.0).astype(np.float32)[:, None, :, :]
+    else:
+        x = bunch.data.astype(np.float32)
+    y = bunch.target.astype(np.int64)
+    index = np.arange(len(y))
+    if split == "all":
+        return x, y, index, list(getattr(bunch, "feature_names", []) or []) or None
+    tr, te = train_test_split(index, test_size=test_size, random_state=split_seed, stratify=y)
+    chosen = np.sort(te if split == "test" else tr)
+    names = list(bunch.feature_names) if name != "digits" else None
+    return x[chosen], y[chosen], chosen, names
+
+
+def _load_sklearn(cfg: dict[str, Any], recipe: Recipe):
+    x, y, index, names = sklearn_split(cfg["name"], cfg["split"], cfg["test_size"], cfg["split_seed"])
+    return x, y, {}, index, names, {"path": None, "dataset": cfg["name"], "split": cfg["split"],
+                                     "test_size": cfg["test_size"], "split_seed": cfg["split_seed"]}
+
+
+def _load_python(cfg: dict[str, Any], recipe: Recipe):
+    where = f"{recipe.path}: [data] callable"
+    fn = import_callable(cfg["callable"], recipe.base_dir, where)
+    try:
+        out = fn(**cfg["kwargs"])
+    except Exception as e:
+        raise DataError(f"{where} = {cfg['callable']!r} raised {type(e).__name__}: {e}") from e
+    x, y, sensitive = _unpack_python(out, where)
+    return x, y, sensitive, np.arange(len(y)), None, {"path": None, "callable": cfg["callable"]}
+
+
+def _unpack_python(out: Any, where: str):
+    import torch
+
+    if isinstance(out, dict):
+        if "x" not in out or "y" not in out:
+            raise DataError(f"{where}: returned a dict without keys 'x' and 'y' (keys: {', '.join(map(str, out))})")
+        return _np(out["x"]), _np(out["y"]), {k: _np(v) for k, v in (out.get("sensitive") or {}).items()}
+    if isinstance(out, tuple) and len(out) in (2, 3):
+        sens = out[2] if len(out) == 3 else {}
+        if not isinstance(sens, dict):
+            raise DataError(f"{where}: the third element must be a dict {{attribute: values}}")
+        return _np(out[0]), _np(out[1]), {k: _np(v) for k, v in sens.items()}
+    if isinstance(out, torch.utils.data.Dataset):
+        try:
+            items = [out[i] for i in range(len(out))]  # type: ignore[arg-type]
+        except TypeError as e:
+            raise DataError(f"{where}: returned a Dataset without __len__/__getitem__: {e}") from e
+        if not items:
+            raise DataError(f"{where}: returned an empty Dataset")
+        if not all(isinstance(it, (tuple, list)) and len(it) in (2, 3) for it in items):
+            raise DataError(f"{where}: Dataset items must be (x, y) or (x, y, {{attribute: value}})")
+        x = np.stack([_np(it[0]) for it in items])
+        y = np.array([int(_np(it[1])) for it in items])
+        sens: dict[str, np.ndarray] = {}
+        if len(items[0]) == 3:
+            for k in items[0][2]:
+                sens[k] = np.array([it[2][k] for it in items])
+        return x, y, sens
+    raise DataError(f"{where}: returned {type(out).__name__}; expected (x, y), (x, y, sensitive), a dict or a "
+                    "torch Dataset")
+
+
+def _np(v: Any) -> np.ndarray:
+    try:
+        import torch
+
+        if isinstance(v, torch.Tensor):
+            return v.detach().cpu().numpy()
+    except ImportError:  # pragma: no cover
+        pass
+    return np.asarray(v)
+
+
+# ----------------------------------------------------------------------------------------------- validation
+
+
+def _validate(x: np.ndarray, y: np.ndarray, sensitive: dict[str, np.ndarray], index: np.ndarray,
+              model: dict[str, Any], where: str):
+    n = len(y) if np.ndim(y) else 0
+    if np.ndim(y) != 1:
+        raise DataError(f"{where}: labels must be a 1-D array, got shape {np.shape(y)}")
+    if n == 0 or len(x) == 0:
+        raise DataError(f"{where}: the data is empty (0 examples)")
+    if len(x) != n:
+        raise DataError(f"{where}: x has {len(x)} rows but y has {n}")
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        raise DataError(f"{where}: x must be numeric, got dtype {x.dtype}")
+    x = x.astype(np.float32, copy=False)
+    flat = x.reshape(n, -1)
+    bad = ~np.isfinite(flat).all(axis=1)
+    if bad.any():
+        raise DataError(f"{where}: x has NaN or Inf values in {_rows(bad, index)}")
+    if np.issubdtype(y.dtype, np.floating):
+        if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
+            bad_y = ~np.isfinite(y) | (y != np.round(y))
+            raise DataError(f"{where}: labels must be integers; non-integer labels in {_rows(bad_y, index)}")
+    elif not np.issubdtype(y.dtype, np.integer) and not np.issubdtype(y.dtype, np.bool_):
+        raise DataError(f"{where}: labels must be integers 0..{model['num_classes'] - 1}, got dtype {y.dtype} "
+                        "(csv: map them with [data] label_values)")
+    y = y.astype(np.int64)
+    k = model["num_classes"]
+    out = (y < 0) | (y >= k)
+    if out.any():
+        raise DataError(f"{where}: labels outside [0, {k}) ([model] num_classes = {k}) in {_rows(out, index)}")
+    for name, s in sensitive.items():
+        if len(s) != n:
+            raise DataError(f"{where}: sensitive attribute {name!r} has {len(s)} values but the data has {n} rows")
+        s_missing = _missing(s)
+        if s_missing.any():
+            raise DataError(f"{where}: sensitive attribute {name!r} is missing in {_rows(s_missing, index)}")
+    bounds = model["input_bounds"]
+    if bounds is not None:
+        lo, hi = bounds
+        outside = ((flat < lo) | (flat > hi)).any(axis=1)
+        if outside.any():
+            raise DataError(f"{where}: x has values outside [model] input_bounds = [{lo:g}, {hi:g}] in "
+                            f"{_rows(outside, index)} (min {flat.min():g}, max {flat.max():g})")
+    shape = model["input_shape"]
+    if shape is not None:
+        if list(x.shape[1:]) != list(shape):
+            if int(np.prod(shape)) != flat.shape[1]:
+                raise DataError(f"{where}: each example has shape {tuple(x.shape[1:])}, which cannot be reshaped to "
+                                f"[model] input_shape = {shape}")
+            x = flat.reshape(n, *shape)
+    return np.ascontiguousarray(x), y, sensitive, np.asarray(index, dtype=np.int64)
+
+
+def _missing(s: np.ndarray) -> np.ndarray:
+    if np.issubdtype(s.dtype, np.floating):
+        return ~np.isfinite(s)
+    if s.dtype == object:
+        return np.array([v is None or (isinstance(v, float) and not np.isfinite(v)) for v in s])
+    return np.zeros(len(s), dtype=bool)
+
+
+def _encode_groups(name: str, values: np.ndarray, bins: list[float] | None, where: str) -> tuple[np.ndarray, list[str]]:
+    """Codes 0..G-1 and category names. Numeric attributes with cut points are binned ("<25", "[25, 40)",
+    ">=40", in order); otherwise categories are the sorted distinct values."""
+    if bins is not None:
+        try:
+            v = values.astype(np.float64)
+        except (TypeError, ValueError):
+            raise DataError(f"{where}: sensitive attribute {name!r} is not numeric, so it cannot be binned") from None
+        codes = np.searchsorted(np.asarray(bins), v, side="right")
+        labels = [f"<{bins[0]:g}"] + [f"[{a:g}, {b:g})" for a, b in zip(bins, bins[1:])] + [f">={bins[-1]:g}"]
+        return codes.astype(np.int64), labels
+    as_str = np.array([_fmt(v) for v in values.tolist()])
+    cats, codes = np.unique(as_str, return_inverse=True)
+    return codes.astype(np.int64), [str(c) for c in cats]
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)

@@ -1,0 +1,179 @@
+"""Classification performance from a confusion matrix and from scores.
+
+Count-based metrics take a K x K confusion matrix ``cm[true, pred]`` and also accept a stack of them,
+shape (B, K, K), so that bootstrap replicates are computed in one vectorised call. Conventions follow
+scikit-learn (labels are the classes present in y_true or y_pred; 0/0 precision or recall is 0), so that
+the tests can compare against it to the last digit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """cm[i, j] = #{examples with true class i predicted as j}, via one bincount over i*K + j."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    flat = np.bincount(y_true * num_classes + y_pred, minlength=num_classes * num_classes)
+    return flat.reshape(num_classes, num_classes)
+
+
+def _div(a: np.ndarray, b: np.ndarray, zero: float = 0.0) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    out = np.full(np.broadcast(a, b).shape, zero, dtype=np.float64)
+    np.divide(a, b, out=out, where=b != 0)
+    return out
+
+
+def accuracy(cm: np.ndarray) -> np.ndarray:
+    """accuracy = trace(cm) / sum(cm)."""
+    cm = np.asarray(cm)
+    return _div(np.trace(cm, axis1=-2, axis2=-1), cm.sum(axis=(-2, -1)), np.nan)
+
+
+def per_class_recall(cm: np.ndarray) -> np.ndarray:
+    """recall_k = cm[k, k] / sum_j cm[k, j] (NaN where class k has no true examples)."""
+    cm = np.asarray(cm)
+    return _div(np.diagonal(cm, axis1=-2, axis2=-1), cm.sum(axis=-1), np.nan)
+
+
+def balanced_accuracy(cm: np.ndarray) -> np.ndarray:
+    """Mean of per-class recall over the classes present in y_true.
+
+    Reference: Brodersen et al., "The balanced accuracy and its posterior distribution", ICPR 2010;
+    sklearn.metrics.balanced_accuracy_score.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(per_class_recall(cm), axis=-1)
+
+
+def mcc(cm: np.ndarray) -> np.ndarray:
+    """Matthews correlation coefficient, multiclass form (Gorodkin, 2004):
+
+        MCC = (c s - t.p) / sqrt((s^2 - p.p)(s^2 - t.t))
+
+    with c = trace, s = total, t = true counts per class (row sums), p = predicted counts (column sums).
+    0 when the denominator is 0, as in sklearn.metrics.matthews_corrcoef.
+    """
+    cm = np.asarray(cm, dtype=np.float64)
+    t = cm.sum(axis=-1)
+    p = cm.sum(axis=-2)
+    c = np.trace(cm, axis1=-2, axis2=-1)
+    s = cm.sum(axis=(-2, -1))
+    num = c * s - (t * p).sum(axis=-1)
+    den = np.sqrt((s**2 - (p * p).sum(axis=-1)) * (s**2 - (t * t).sum(axis=-1)))
+    return _div(num, den, 0.0)
+
+
+def precision_recall_f1(cm: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+    """Per-class and averaged precision, recall and F1 (van Rijsbergen, 1979; sklearn's conventions).
+
+    precision_k = cm[k,k] / col_k, recall_k = cm[k,k] / row_k, f1_k = 2 P R / (P + R), each 0 when
+    undefined (sklearn's zero_division=0). Averages over the classes that occur in y_true or y_pred:
+    macro (unweighted mean), weighted (by support row_k), micro (from the pooled counts; equals accuracy
+    for single-label multiclass).
+
+    Returns {"precision"|"recall"|"f1": {"per_class": (..., K), "macro", "weighted", "micro"}}.
+    """
+    cm = np.asarray(cm, dtype=np.float64)
+    tp = np.diagonal(cm, axis1=-2, axis2=-1)
+    row = cm.sum(axis=-1)
+    col = cm.sum(axis=-2)
+    present = (row + col) > 0
+    prec = _div(tp, col)
+    rec = _div(tp, row)
+    f1 = _div(2 * prec * rec, prec + rec)
+    n_present = present.sum(axis=-1)
+    support = row.sum(axis=-1)
+    out: dict[str, dict[str, np.ndarray]] = {}
+    micro_tp = tp.sum(axis=-1)
+    micro = _div(micro_tp, support)  # micro P = micro R = micro F1 = accuracy here
+    for name, v in (("precision", prec), ("recall", rec), ("f1", f1)):
+        out[name] = {
+            "per_class": v,
+            "macro": _div((v * present).sum(axis=-1), n_present),
+            "weighted": _div((v * row).sum(axis=-1), support),
+            "micro": micro,
+        }
+    return out
+
+
+# ------------------------------------------------------------------------------------ ranking metrics
+
+
+def auroc_binary(y: np.ndarray, score: np.ndarray) -> float:
+    """Area under the ROC curve via the Mann-Whitney U statistic with mid-ranks for ties:
+
+        AUROC = (R_1 - n_1 (n_1 + 1) / 2) / (n_1 n_0)
+
+    where R_1 is the sum of the ranks of the positives. NaN if only one class is present.
+    Reference: Hanley & McNeil, Radiology 143 (1982); equals sklearn.metrics.roc_auc_score.
+    """
+    from scipy.stats import rankdata
+
+    y = np.asarray(y).astype(bool)
+    n1 = int(y.sum())
+    n0 = y.size - n1
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    ranks = rankdata(score)
+    return float((ranks[y].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
+
+
+def average_precision_binary(y: np.ndarray, score: np.ndarray) -> float:
+    """Average precision, the step-wise area under the PR curve:
+
+        AP = sum_n (R_n - R_{n-1}) P_n
+
+    over the distinct score thresholds in decreasing order (tied scores form one threshold).
+    NaN if there is no positive. Reference: sklearn.metrics.average_precision_score; Manning et al.,
+    Introduction to Information Retrieval (2008), section 8.4.
+    """
+    y = np.asarray(y).astype(bool)
+    n1 = int(y.sum())
+    if n1 == 0:
+        return float("nan")
+    order = np.argsort(-np.asarray(score, dtype=np.float64), kind="mergesort")
+    s = np.asarray(score, dtype=np.float64)[order]
+    yt = y[order]
+    # last position of each run of equal scores = one threshold
+    last = np.r_[np.nonzero(np.diff(s))[0], s.size - 1]
+    tp = np.cumsum(yt)[last]
+    fp = (last + 1) - tp
+    precision = tp / (tp + fp)
+    recall = tp / n1
+    recall_prev = np.r_[0.0, recall[:-1]]
+    return float(np.sum((recall - recall_prev) * precision))
+
+
+def one_vs_rest(y: np.ndarray, probs: np.ndarray, fn) -> np.ndarray:
+    """fn(y == k, probs[:, k]) for each class k (NaN where undefined)."""
+    return np.array([fn(y == k, probs[:, k]) for k in range(probs.shape[1])])
+
+
+def average_over_classes(per_class: np.ndarray, support: np.ndarray) -> dict[str, float]:
+    """Macro (unweighted) and weighted-by-support means over the classes where the value is defined."""
+    ok = np.isfinite(per_class)
+    if not ok.any():
+        return {"macro": float("nan"), "weighted": float("nan")}
+    w = support[ok].astype(np.float64)
+    return {
+        "macro": float(per_class[ok].mean()),
+        "weighted": float((per_class[ok] * w).sum() / w.sum()) if w.sum() > 0 else float("nan"),
+    }
+
+
+def downsample_curve(x: np.ndarray, y: np.ndarray, max_points: int) -> tuple[list[float], list[float]]:
+    """Keep at most ``max_points`` points of a curve for the report (first and last always kept), so the
+    report stays small on large data; the curve's area is computed before downsampling."""
+    n = len(x)
+    if n <= max_points:
+        idx = np.arange(n)
+    else:
+        idx = np.unique(np.r_[np.linspace(0, n - 1, max_points).round().astype(int), n - 1])
+    return [round(float(v), 6) for v in x[idx]], [round(float(v), 6) for v in y[idx]]

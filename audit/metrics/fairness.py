@@ -1,0 +1,578 @@
+"""Group fairness metrics from per-group confusion counts.
+
+Everything here is a function of one integer array, ``counts[..., g, c]``: the confusion counts of group
+``g``, with the cell index ``c = 2*y + yhat`` on the binarised label and prediction::
+
+    c = 0  TN (y=0, yhat=0)     c = 1  FP (y=0, yhat=1)
+    c = 2  FN (y=1, yhat=0)     c = 3  TP (y=1, yhat=1)
+
+which is the order of ``sklearn.metrics.confusion_matrix(y, yhat, labels=[neg, pos]).ravel()``. The counts
+come from one ``np.bincount`` over the rows; after that no function touches rows again. Counts add across
+shards, so a distributed run sums each rank's counts and calls :func:`fairness_from_counts` once.
+
+Conventions (the report should say them):
+
+- Undefined ratios (0/0: a TPR in a group with no positives, a precision in a group with no positive
+  predictions, any rate of an empty group) are NaN, never 0. Fairlearn (via scikit-learn's
+  ``confusion_matrix(normalize="true")`` and ``zero_division`` defaults) reports 0 there instead, which
+  silently makes such a group the worst one in every difference and ratio.
+- Disparities are computed over every group whose value is defined (present and not 0/0), small or not,
+  like fairlearn's ``between_groups``. Groups left out for being undefined are listed; a disparity whose
+  groups include one whose metric rests on fewer than ``min_group_size`` examples (the metric's own
+  denominator: all rows for a selection rate, positives for a TPR, negatives for an FPR, positive
+  predictions for a precision) says so, and the caller makes its gate inconclusive.
+- Bootstrap intervals are stratified by group: each group's four cells are redrawn as
+  Multinomial(n_g, observed cell frequencies of g), i.e. rows are resampled within groups, so group sizes
+  are fixed at their observed values (they are ancillary for the rates) and no group vanishes from a
+  replicate. All B x G draws are one ``rng.multinomial`` call.
+- Intervals for disparities. A max-minus-min over groups is not a smooth function of the group rates, and
+  its bootstrap distribution is shifted upwards: with 24 groups of equal true rates the point estimate
+  typically lies below the 2.5% quantile of the replicates, so a percentile interval (fairlearn's
+  ``difference_ci``, or ours with ``interval="percentile"``) often excludes both the estimate and the true
+  value 0 (tests/test_metrics_fairness.py shows it; Andrews, 2000, Econometrica 68(2), explains why the
+  bootstrap fails at such points). Stratification does not cure this. The default
+  ``interval="simultaneous"`` instead builds a simultaneous 95% band for the group rates from the same
+  replicates and projects it onto the disparity (its smallest and largest value over the band's box). The
+  result contains the point estimate by construction and covers the true disparity whenever the band
+  covers every group's true rate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Sequence
+
+import numpy as np
+
+from audit.metrics.bootstrap import percentile_interval
+
+CELLS: tuple[str, ...] = ("tn", "fp", "fn", "tp")
+RATES: tuple[str, ...] = ("selection_rate", "accuracy", "tpr", "fpr", "fnr", "precision", "fdr", "for",
+                          "base_rate")
+DISPARITIES: tuple[str, ...] = (
+    "demographic_parity_difference",
+    "demographic_parity_ratio",
+    "equalized_odds_difference",
+    "equalized_odds_ratio",
+    "equal_opportunity_difference",
+    "predictive_parity_difference",
+    "disparate_impact_ratio",
+)
+
+Reference = int | Literal["largest", "highest"]
+IntervalMethod = Literal["simultaneous", "percentile"]
+
+
+# --------------------------------------------------------------------------------------------- counts
+
+
+def binarize(labels: np.ndarray, pos_label: int = 1) -> np.ndarray:
+    """One-vs-rest indicator ``labels == pos_label`` (bool).
+
+    A multiclass task is audited for one named class at a time; a binary task passes its positive class.
+    """
+    return np.asarray(labels) == pos_label
+
+
+def intersect_groups(*columns: np.ndarray) -> tuple[np.ndarray, int, list[tuple]]:
+    """Intersectional group codes for one or more sensitive attributes.
+
+    Each column's levels are its sorted unique values; the code of a row is its mixed-radix position in the
+    Cartesian product of the levels (first column slowest), so empty combinations keep a code (n = 0). This
+    is the order of ``pandas.MultiIndex.from_product([np.unique(c) for c in columns])``, which is how
+    fairlearn's ``MetricFrame.by_group`` indexes several sensitive features.
+
+    Returns ``(codes, n_groups, levels)`` where ``levels[g]`` is the tuple of attribute values of group g.
+    """
+    if not columns:
+        raise ValueError("intersect_groups needs at least one column")
+    codes = np.zeros(len(columns[0]), dtype=np.int64)
+    uniques = []
+    for col in columns:
+        u, inv = np.unique(np.asarray(col), return_inverse=True)
+        if len(inv) != len(codes):
+            raise ValueError("sensitive attribute columns differ in length")
+        codes = codes * len(u) + inv.reshape(-1)
+        uniques.append(u)
+    n_groups = int(np.prod([len(u) for u in uniques]))
+    grids = np.meshgrid(*uniques, indexing="ij")
+    levels = list(zip(*(g.ravel().tolist() for g in grids)))
+    return codes, n_groups, levels
+
+
+def group_confusion(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, n_groups: int,
+                    pos_label: int = 1) -> np.ndarray:
+    """Per-group binary confusion counts, shape ``(n_groups, 4)``, cells ``(tn, fp, fn, tp)``.
+
+    ``counts[g, 2*y + yhat] = #{i : group_i = g, y_i = y, yhat_i = yhat}`` with ``y = 1[y_true == pos_label]``
+    and ``yhat = 1[y_pred == pos_label]``, computed by one ``np.bincount`` over ``4*g + 2*y + yhat``.
+    Reference: the same cells as ``sklearn.metrics.confusion_matrix(..., labels=[neg, pos]).ravel()``.
+    """
+    groups = np.asarray(groups)
+    y = binarize(y_true, pos_label)
+    yhat = binarize(y_pred, pos_label)
+    if not (len(groups) == len(y) == len(yhat)):
+        raise ValueError(f"y_true, y_pred and groups differ in length ({len(y)}, {len(yhat)}, {len(groups)})")
+    if groups.size and (groups.min() < 0 or groups.max() >= n_groups):
+        raise ValueError(f"group codes must lie in 0..{n_groups - 1}")
+    # In-place arithmetic keeps this to one int64 temporary on a million rows.
+    key = groups.astype(np.int64, copy=True)
+    key *= 4
+    key += y * 2
+    key += yhat
+    return np.bincount(key, minlength=4 * n_groups).reshape(n_groups, 4)
+
+
+# ---------------------------------------------------------------------------------------- group rates
+
+
+def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.true_divide(a, b)
+
+
+def group_rates(counts: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-group rates from confusion counts of shape ``(..., G, 4)``; any leading axes (e.g. bootstrap
+    replicates) are kept.
+
+    With ``n = tn+fp+fn+tp``::
+
+        selection_rate = (fp+tp)/n      accuracy = (tn+tp)/n       base_rate = (fn+tp)/n
+        tpr = tp/(tp+fn)   fnr = fn/(tp+fn)   fpr = fp/(fp+tn)
+        precision = tp/(tp+fp)   fdr = fp/(tp+fp)   for = fn/(fn+tn)   (false omission rate)
+
+    0/0 is NaN (undefined), not 0. Also returns ``n`` (float). Reference: fairlearn.metrics
+    (selection_rate, true_positive_rate, false_positive_rate, false_negative_rate) and
+    sklearn.metrics.precision_score / accuracy_score, which agree wherever the ratio is defined.
+    """
+    c = np.asarray(counts, dtype=np.float64)
+    tn, fp, fn, tp = c[..., 0], c[..., 1], c[..., 2], c[..., 3]
+    n = tn + fp + fn + tp
+    pos, neg, ppos, pneg = tp + fn, fp + tn, tp + fp, fn + tn
+    return {
+        "n": n,
+        "selection_rate": _div(ppos, n),
+        "accuracy": _div(tn + tp, n),
+        "tpr": _div(tp, pos),
+        "fpr": _div(fp, neg),
+        "fnr": _div(fn, pos),
+        "precision": _div(tp, ppos),
+        "fdr": _div(fp, ppos),
+        "for": _div(fn, pneg),
+        "base_rate": _div(pos, n),
+    }
+
+
+def rate_denominators(counts: np.ndarray) -> dict[str, np.ndarray]:
+    """The number of examples each per-group rate rests on (its denominator), shape ``(..., G)``.
+
+    Used to decide whether a rate is too thin to gate on: a TPR rests on the group's positives, not on
+    all its rows.
+    """
+    c = np.asarray(counts, dtype=np.int64)
+    tn, fp, fn, tp = c[..., 0], c[..., 1], c[..., 2], c[..., 3]
+    n = tn + fp + fn + tp
+    return {"selection_rate": n, "accuracy": n, "base_rate": n, "tpr": tp + fn, "fnr": tp + fn,
+            "fpr": fp + tn, "precision": tp + fp, "fdr": tp + fp, "for": fn + tn}
+
+
+# ---------------------------------------------------------------------------------------- disparities
+
+
+def _nanmax(x: np.ndarray) -> np.ndarray:
+    # fmax ignores NaN (all-NaN gives NaN) without the all-NaN RuntimeWarning of np.nanmax.
+    return np.fmax.reduce(x, axis=-1)
+
+
+def _nanmin(x: np.ndarray) -> np.ndarray:
+    return np.fmin.reduce(x, axis=-1)
+
+
+def range_difference(x: np.ndarray) -> np.ndarray:
+    """``max_g x_g - min_g x_g`` over the last axis, NaN entries ignored (all NaN gives NaN).
+
+    Reference: fairlearn ``MetricFrame.difference(method="between_groups")`` (pandas max/min skip NaN).
+    """
+    return _nanmax(x) - _nanmin(x)
+
+
+def range_ratio(x: np.ndarray) -> np.ndarray:
+    """``min_g x_g / max_g x_g`` over the last axis, NaN entries ignored; 0/0 is NaN.
+
+    Reference: fairlearn ``MetricFrame.ratio(method="between_groups")``.
+    """
+    return _div(_nanmin(x), _nanmax(x))
+
+
+def reference_group(counts: np.ndarray, reference: Reference = "largest") -> int:
+    """The reference group of the four-fifths rule: an explicit code, the largest group (most rows), or
+    the group with the highest selection rate (the rule as the EEOC Uniform Guidelines state it,
+    29 CFR 1607.4(D)). Ties go to the lowest code."""
+    c = np.asarray(counts)
+    if isinstance(reference, (int, np.integer)) and not isinstance(reference, bool):
+        if not 0 <= int(reference) < c.shape[-2]:
+            raise ValueError(f"reference group {reference} is not in 0..{c.shape[-2] - 1}")
+        return int(reference)
+    if reference == "largest":
+        return int(np.argmax(c.sum(-1)))
+    if reference == "highest":
+        sr = group_rates(c)["selection_rate"]
+        if np.all(np.isnan(sr)):
+            raise ValueError("no group has any rows")
+        return int(np.nanargmax(sr))
+    raise ValueError(f"reference must be a group code, 'largest' or 'highest', not {reference!r}")
+
+
+def disparate_impact_ratios(selection_rate: np.ndarray, reference: int) -> np.ndarray:
+    """Selection-rate ratio of each group to the reference group, ``sr_g / sr_ref``, shape ``(..., G)``.
+
+    The four-fifths rule (29 CFR 1607.4(D)) flags adverse impact when a group's ratio is below 0.8.
+    """
+    sr = np.asarray(selection_rate, dtype=np.float64)
+    return _div(sr, sr[..., reference:reference + 1])
+
+
+def disparate_impact_min_ratio(selection_rate: np.ndarray, reference: int) -> np.ndarray:
+    """``min(1, min_{g != ref} sr_g / sr_ref)`` (NaN ratios ignored): the four-fifths statistic.
+
+    Capping at 1 puts the reference group's own ratio in the minimum, so the statistic is <= 1 like
+    fairlearn's ratios. Reference: EEOC Uniform Guidelines, 29 CFR 1607.4(D).
+    """
+    r = _nanmin(disparate_impact_ratios(selection_rate, reference))
+    return np.where(np.isnan(r), np.nan, np.minimum(r, 1.0))  # all 0/0 stays undefined
+
+
+def disparities(rates: dict[str, np.ndarray], reference: int) -> dict[str, np.ndarray]:
+    """Every disparity from per-group rates of shape ``(..., G)`` (leading axes kept).
+
+    - demographic_parity_difference = max_g SR_g - min_g SR_g; ratio = min_g SR_g / max_g SR_g
+      (fairlearn ``demographic_parity_difference`` / ``demographic_parity_ratio``);
+    - equalized_odds_difference = max(TPR difference, FPR difference); ratio = min(TPR ratio, FPR ratio)
+      (fairlearn ``equalized_odds_difference`` / ``equalized_odds_ratio`` with ``agg="worst_case"``;
+      Hardt, Price & Srebro, 2016);
+    - equal_opportunity_difference = max_g TPR_g - min_g TPR_g (fairlearn ``equal_opportunity_difference``);
+    - predictive_parity_difference = max_g PPV_g - min_g PPV_g (Chouldechova, 2017);
+    - disparate_impact_ratio = min(1, min_g SR_g / SR_ref) (four-fifths rule, 29 CFR 1607.4(D)).
+
+    Groups whose rate is NaN (empty, or 0/0) are ignored.
+    """
+    sr, tpr, fpr, ppv = rates["selection_rate"], rates["tpr"], rates["fpr"], rates["precision"]
+    d_tpr, d_fpr = range_difference(tpr), range_difference(fpr)
+    r_tpr, r_fpr = range_ratio(tpr), range_ratio(fpr)
+    # fairlearn takes max()/min() of a pandas Series, which skips a NaN component; fmax/fmin do the same.
+    return {
+        "demographic_parity_difference": range_difference(sr),
+        "demographic_parity_ratio": range_ratio(sr),
+        "equalized_odds_difference": np.fmax(d_tpr, d_fpr),
+        "equalized_odds_ratio": np.fmin(r_tpr, r_fpr),
+        "equal_opportunity_difference": d_tpr,
+        "predictive_parity_difference": range_difference(ppv),
+        "disparate_impact_ratio": disparate_impact_min_ratio(sr, reference),
+    }
+
+
+# Which per-group rates each disparity is a function of (its simultaneous band is calibrated jointly
+# over exactly these columns, so the projection keeps its coverage).
+_DEPENDS: dict[str, tuple[str, ...]] = {
+    "demographic_parity_difference": ("selection_rate",),
+    "demographic_parity_ratio": ("selection_rate",),
+    "equalized_odds_difference": ("tpr", "fpr"),
+    "equalized_odds_ratio": ("tpr", "fpr"),
+    "equal_opportunity_difference": ("tpr",),
+    "predictive_parity_difference": ("precision",),
+    "disparate_impact_ratio": ("selection_rate",),
+}
+
+
+# ------------------------------------------------------------------------------------------ bootstrap
+
+
+def bootstrap_group_counts(counts: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """Stratified bootstrap replicates of per-group confusion counts, shape ``(n_boot, G, 4)``.
+
+    Resampling n_g rows with replacement inside group g makes its cells Multinomial(n_g, counts_g / n_g);
+    groups are independent. One ``rng.multinomial`` call draws all B x G tables (Efron & Tibshirani,
+    An Introduction to the Bootstrap, 1993, sec. 6 and 8 on stratified/two-sample resampling).
+    """
+    c = np.asarray(counts, dtype=np.int64)
+    n = c.sum(-1)
+    pvals = c / np.maximum(n, 1)[:, None]  # an empty group gets all-zero pvals and n=0: zero draws
+    return rng.multinomial(n, pvals, size=(int(n_boot), c.shape[0]))
+
+
+def simultaneous_band(replicates: np.ndarray, point: np.ndarray, confidence: float = 0.95
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """A simultaneous bootstrap band ``[L_j, U_j]`` for several statistics at once, shape ``(M,)`` each.
+
+    ``replicates`` has shape ``(B, M)``; NaN replicates do not constrain, columns whose ``point`` is NaN
+    get NaN. The band at level g is ``L_j = min{x : F_j(x) >= g}``, ``U_j = max{x : S_j(x) >= g}`` with F_j
+    and S_j the empirical CDF and survival function of column j's replicates; g is the largest level at
+    which at least ``confidence`` of the replicates lie inside the band in every column at once (a
+    quantile-calibrated version of the sup-t band: Montiel Olea & Plagborg-Moller, "Simultaneous
+    confidence bands", J. Applied Econometrics 34, 2019; used for fairness audits by Cherian & Candes,
+    "Statistical inference for fairness auditing", JMLR 2024). The band is widened, if needed, to contain
+    ``point``, so a disparity projected from it always contains its own point estimate.
+    """
+    r = np.asarray(replicates, dtype=np.float64)
+    point = np.asarray(point, dtype=np.float64)
+    b, m = r.shape
+    active = ~np.isnan(point)
+    lo = np.full(m, np.nan)
+    hi = np.full(m, np.nan)
+    if b == 0 or not active.any():
+        return lo, hi
+    order = np.argsort(r, axis=0, kind="stable")  # NaN sorts last
+    srt = np.take_along_axis(r, order, axis=0)
+    nvalid = (~np.isnan(r)).sum(0)
+    j = np.arange(b)[:, None]
+    valid = j < nvalid
+    nan_row = np.full((1, m), np.nan)
+    # Run boundaries of tied values in each sorted column (NaN != anything, so the last valid position
+    # always ends a run): F at a value counts its whole run, S counts from its run's start.
+    is_end = valid & (srt != np.vstack([srt[1:], nan_row]))
+    is_start = valid & (srt != np.vstack([nan_row, srt[:-1]]))
+    run_end = np.minimum.accumulate(np.where(is_end, j, b)[::-1], axis=0)[::-1]
+    run_start = np.maximum.accumulate(np.where(is_start, j, -1), axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cdf = (run_end + 1) / nvalid
+        surv = (nvalid - run_start) / nvalid
+    depth = np.where(valid & active, np.minimum(cdf, surv), np.inf)
+    depth_rows = np.empty_like(depth)
+    np.put_along_axis(depth_rows, order, depth, axis=0)
+    worst = np.sort(depth_rows.min(axis=1))
+    level = worst[min(int(np.floor((1.0 - confidence) * b)), b - 1)]
+    if np.isfinite(level):
+        i_lo = np.minimum(((cdf < level) & valid).sum(0), np.maximum(nvalid - 1, 0))
+        i_hi = np.maximum(((surv >= level) & valid).sum(0) - 1, 0)
+        cols = np.arange(m)
+        lo = np.where(active & (nvalid > 0), srt[i_lo, cols], np.nan)
+        hi = np.where(active & (nvalid > 0), srt[i_hi, cols], np.nan)
+    lo = np.where(active, np.fmin(lo, point), np.nan)
+    hi = np.where(active, np.fmax(hi, point), np.nan)
+    return lo, hi
+
+
+def _project_range(lo: np.ndarray, hi: np.ndarray) -> tuple[float, float]:
+    """Smallest and largest max-min over the box prod_g [lo_g, hi_g] (NaN groups ignored)."""
+    if np.all(np.isnan(lo)):
+        return float("nan"), float("nan")
+    return float(max(0.0, _nanmax(lo) - _nanmin(hi))), float(_nanmax(hi) - _nanmin(lo))
+
+
+def _project_ratio(lo: np.ndarray, hi: np.ndarray) -> tuple[float, float]:
+    """Smallest and largest min/max over the box (rates are >= 0): every value can be equal, giving 1,
+    unless the box forces a gap."""
+    if np.all(np.isnan(lo)):
+        return float("nan"), float("nan")
+    inf_ = float(_div(_nanmin(lo), _nanmax(hi)))
+    sup = float(np.fmin(_div(_nanmin(hi), _nanmax(lo)), 1.0)) if _nanmax(lo) > 0 else 1.0
+    return inf_, sup
+
+
+def _project(name: str, bands: dict[str, tuple[np.ndarray, np.ndarray]], reference: int
+             ) -> tuple[float, float]:
+    if name in ("demographic_parity_difference", "equal_opportunity_difference",
+                "predictive_parity_difference"):
+        return _project_range(*bands[_DEPENDS[name][0]])
+    if name == "demographic_parity_ratio":
+        return _project_ratio(*bands["selection_rate"])
+    lo, hi = bands["tpr+fpr"]
+    g = len(lo) // 2
+    if name == "equalized_odds_difference":
+        (a0, a1), (b0, b1) = _project_range(lo[:g], hi[:g]), _project_range(lo[g:], hi[g:])
+        return float(np.fmax(a0, b0)), float(np.fmax(a1, b1))
+    if name == "equalized_odds_ratio":
+        (a0, a1), (b0, b1) = _project_ratio(lo[:g], hi[:g]), _project_ratio(lo[g:], hi[g:])
+        return float(np.fmin(a0, b0)), float(np.fmin(a1, b1))
+    if name == "disparate_impact_ratio":
+        lo, hi = bands["selection_rate"]
+        others = np.ones(len(lo), dtype=bool)
+        others[reference] = False
+        if not others.any():
+            return 1.0, 1.0
+        inf_ = float(np.minimum(_div(_nanmin(lo[others]), hi[reference]), 1.0))
+        sup = float(np.minimum(_div(_nanmin(hi[others]), lo[reference]), 1.0)) if lo[reference] > 0 else 1.0
+        return inf_, sup
+    raise KeyError(name)
+
+
+# ------------------------------------------------------------------------------------------- results
+
+
+@dataclass
+class Disparity:
+    """One disparity: value, interval, the groups it was computed over and why a gate may be unsure."""
+
+    name: str
+    value: float
+    ci_low: float
+    ci_high: float
+    n: int                      # rows in the groups it was computed over
+    groups: np.ndarray          # bool (G,): groups whose value entered the max/min
+    high_group: int             # group holding the max (or, for ratios, the max of the denominator); -1 if none
+    low_group: int              # group holding the min; -1 if none
+    small_group_involved: bool  # an entering group's rate rests on fewer than min_group_size examples
+    undefined_groups: tuple[int, ...]  # present groups left out because their rate is 0/0
+
+
+@dataclass
+class FourFifths:
+    """The four-fifths (disparate impact) rule: ratio of each group's selection rate to the reference's."""
+
+    reference: int
+    ratios: np.ndarray          # (G,) sr_g / sr_ref, NaN for empty groups
+    min_ratio: float
+    worst_group: int
+    threshold: float
+    passed: bool                # min_ratio >= threshold (the caller makes it inconclusive if small_group_involved)
+    small_group_involved: bool
+    ci_low: float = float("nan")
+    ci_high: float = float("nan")
+
+
+@dataclass
+class FairnessResult:
+    """All group metrics, disparities and intervals of one (binarised) classification."""
+
+    counts: np.ndarray                      # (G, 4) int64, cells (tn, fp, fn, tp)
+    n: np.ndarray                           # (G,) rows per group
+    rates: dict[str, np.ndarray]            # name -> (G,), NaN where undefined
+    rate_ci: dict[str, tuple[np.ndarray, np.ndarray]]  # name -> (low, high), pointwise percentile; NaN without bootstrap
+    present: np.ndarray                     # (G,) bool, n > 0
+    small: np.ndarray                       # (G,) bool, present and n < min_group_size
+    disparities: dict[str, Disparity]
+    four_fifths: FourFifths
+    min_group_size: int
+    n_boot: int
+    confidence: float
+    interval: str
+    bands: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+
+def small_groups(counts: np.ndarray, min_group_size: int) -> np.ndarray:
+    """Mask of groups that are present (n > 0) but have fewer than ``min_group_size`` rows."""
+    n = np.asarray(counts).sum(-1)
+    return (n > 0) & (n < min_group_size)
+
+
+def _extremes(x: np.ndarray) -> tuple[int, int]:
+    if np.all(np.isnan(x)):
+        return -1, -1
+    return int(np.nanargmax(x)), int(np.nanargmin(x))
+
+
+def fairness_from_counts(counts: np.ndarray, *, min_group_size: int = 30,
+                         reference: Reference = "largest", threshold: float = 0.8, n_boot: int = 1000,
+                         rng: np.random.Generator | None = None, confidence: float = 0.95,
+                         interval: IntervalMethod = "simultaneous") -> FairnessResult:
+    """Group metrics, disparities, the four-fifths verdict and stratified-bootstrap intervals from
+    per-group confusion counts ``(G, 4)`` (see :func:`group_confusion`).
+
+    Per-group intervals are pointwise percentile intervals (Efron & Tibshirani, 1993, sec. 13.3) of the
+    stratified replicates. Disparity intervals are, with ``interval="simultaneous"`` (default), the
+    projection of a simultaneous band (:func:`simultaneous_band`), and with ``interval="percentile"`` the
+    percentile interval of the disparity's own replicates (biased upwards for max-min statistics; see the
+    module docstring). ``n_boot=0`` skips the bootstrap (intervals NaN); otherwise ``rng`` is required so
+    that every interval is reproducible.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    if counts.ndim != 2 or counts.shape[1] != 4:
+        raise ValueError(f"counts must have shape (G, 4), not {counts.shape}")
+    if interval not in ("simultaneous", "percentile"):
+        raise ValueError(f"interval must be 'simultaneous' or 'percentile', not {interval!r}")
+    n_groups = counts.shape[0]
+    ref = reference_group(counts, reference)
+    rates = group_rates(counts)
+    n = counts.sum(-1)
+    present = n > 0
+    denominators = rate_denominators(counts)
+    point = disparities(rates, ref)
+
+    nan_ci = (np.full(n_groups, np.nan), np.full(n_groups, np.nan))
+    rate_ci = {k: nan_ci for k in RATES}
+    disp_ci = {k: (float("nan"), float("nan")) for k in DISPARITIES}
+    bands: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    if n_boot:
+        if rng is None:
+            raise ValueError("n_boot > 0 needs a seeded numpy Generator (audit.seeding.rng)")
+        boot = group_rates(bootstrap_group_counts(counts, n_boot, rng))
+        for k in RATES:
+            rate_ci[k] = percentile_interval(boot[k], confidence)
+        if interval == "percentile":
+            reps = disparities(boot, ref)
+            for k in DISPARITIES:
+                lo, hi = percentile_interval(reps[k], confidence)
+                disp_ci[k] = (float(lo), float(hi))
+        else:
+            for cols in (("selection_rate",), ("tpr",), ("precision",), ("tpr", "fpr")):
+                key = "+".join(cols)
+                bands[key] = simultaneous_band(np.concatenate([boot[c] for c in cols], axis=1),
+                                               np.concatenate([rates[c] for c in cols]), confidence)
+            for k in DISPARITIES:
+                disp_ci[k] = _project(k, bands, ref)
+
+    result: dict[str, Disparity] = {}
+    for k in DISPARITIES:
+        deps = _DEPENDS[k]
+        entered = np.zeros(n_groups, dtype=bool)
+        undefined: set[int] = set()
+        thin = False
+        for c in deps:
+            ok = ~np.isnan(rates[c])
+            entered |= ok
+            undefined.update(np.flatnonzero(present & ~ok).tolist())
+            thin |= bool(np.any(ok & (denominators[c] < min_group_size)))
+        if k == "equalized_odds_difference" or k == "equalized_odds_ratio":
+            # Report the extremes of whichever component decides the worst case.
+            use_fpr = (point[k] == (range_difference(rates["fpr"]) if k.endswith("difference")
+                                    else range_ratio(rates["fpr"])))
+            hi_g, lo_g = _extremes(rates["fpr" if use_fpr else "tpr"])
+        elif k == "disparate_impact_ratio":
+            ratios = disparate_impact_ratios(rates["selection_rate"], ref)
+            hi_g, lo_g = ref, _extremes(ratios)[1]
+        else:
+            hi_g, lo_g = _extremes(rates[deps[0]])
+        result[k] = Disparity(
+            name=k, value=float(point[k]), ci_low=disp_ci[k][0], ci_high=disp_ci[k][1],
+            n=int(n[entered].sum()), groups=entered, high_group=hi_g, low_group=lo_g,
+            small_group_involved=thin, undefined_groups=tuple(sorted(undefined)))
+
+    dir_ = result["disparate_impact_ratio"]
+    ff = FourFifths(reference=ref, ratios=disparate_impact_ratios(rates["selection_rate"], ref),
+                    min_ratio=dir_.value, worst_group=dir_.low_group, threshold=threshold,
+                    passed=bool(dir_.value >= threshold), small_group_involved=dir_.small_group_involved,
+                    ci_low=dir_.ci_low, ci_high=dir_.ci_high)
+    return FairnessResult(counts=counts, n=n, rates=rates, rate_ci=rate_ci, present=present,
+                          small=small_groups(counts, min_group_size), disparities=result, four_fifths=ff,
+                          min_group_size=min_group_size, n_boot=int(n_boot), confidence=confidence,
+                          interval=interval, bands=bands)
+
+
+def fairness_audit(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, n_groups: int, *,
+                   pos_label: int = 1, min_group_size: int = 30, reference: Reference = "largest",
+                   threshold: float = 0.8, n_boot: int = 1000, rng: np.random.Generator | None = None,
+                   confidence: float = 0.95, interval: IntervalMethod = "simultaneous") -> FairnessResult:
+    """:func:`group_confusion` then :func:`fairness_from_counts`: every group metric, disparity, the
+    four-fifths verdict and their stratified-bootstrap intervals for labels/predictions binarised on
+    ``pos_label`` and group codes ``0..n_groups-1`` (intersect attributes first with
+    :func:`intersect_groups`). Cross-checked against fairlearn's MetricFrame in the tests.
+    """
+    counts = group_confusion(y_true, y_pred, groups, n_groups, pos_label)
+    return fairness_from_counts(counts, min_group_size=min_group_size, reference=reference,
+                                threshold=threshold, n_boot=n_boot, rng=rng, confidence=confidence,
+                                interval=interval)
+
+
+def interval_contains(lo: float | np.ndarray, hi: float | np.ndarray, x: float | np.ndarray,
+                      tol: float = 1e-12) -> np.ndarray:
+    """``lo - tol <= x <= hi + tol`` (NaN bounds give False)."""
+    return (np.asarray(lo) - tol <= np.asarray(x)) & (np.asarray(x) <= np.asarray(hi) + tol)
+
+
+__all__: Sequence[str] = (
+    "CELLS", "RATES", "DISPARITIES", "Disparity", "FourFifths", "FairnessResult", "binarize",
+    "intersect_groups", "group_confusion", "group_rates", "rate_denominators", "range_difference",
+    "range_ratio", "reference_group", "disparate_impact_ratios", "disparate_impact_min_ratio",
+    "disparities", "bootstrap_group_counts", "simultaneous_band", "small_groups", "fairness_from_counts",
+    "fairness_audit", "interval_contains",
+)

@@ -1,0 +1,158 @@
+"""Read and validate a recipe file."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from audit.errors import RecipeError
+from audit.recipe.fields import FieldError, Section, suggest, validate_table
+from audit.recipe.sections import CORE_SECTIONS, GATE
+
+
+@dataclass
+class Recipe:
+    """A validated recipe: every section filled with its defaults, paths kept relative to ``base_dir``."""
+
+    path: Path
+    sections: dict[str, dict[str, Any]]
+    gates: list[dict[str, Any]]
+    present: set[str] = field(default_factory=set)  # sections written in the file
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def section(self, name: str) -> dict[str, Any]:
+        return self.sections[name]
+
+    def resolve(self, rel: str) -> Path:
+        """A path from the recipe, relative to the recipe's folder unless absolute."""
+        p = Path(rel).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": str(self.path), "sections": self.sections, "gates": self.gates}
+
+
+def all_sections() -> dict[str, Section]:
+    from audit.suites import all_suites
+
+    sections = {s.name: s for s in CORE_SECTIONS}
+    for suite in all_suites():
+        sections[suite.name] = suite.section
+    return sections
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: recipe file not found")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise RecipeError(f"{path}: not valid TOML: {e}") from None
+    except UnicodeDecodeError:
+        raise RecipeError(f"{path}: not a UTF-8 text file") from None
+    return validate_recipe(raw, path)
+
+
+def validate_recipe(raw: dict[str, Any], path: Path) -> Recipe:
+    sections = all_sections()
+    for key in raw:
+        if key not in sections:
+            raise RecipeError(f"{path}: unknown section [{key}] {suggest(key, list(sections))}")
+    out: dict[str, dict[str, Any]] = {}
+    gates: list[dict[str, Any]] = []
+    try:
+        for name, section in sections.items():
+            if section.array:
+                items = raw.get(name, [])
+                if not isinstance(items, list):
+                    raise FieldError(f"{path}: [[{name}]] must be an array of tables (write [[{name}]])")
+                gates = [validate_table(section, item, f"{path}: [[{name}]] #{i + 1}") for i, item in enumerate(items)]
+                continue
+            if name not in raw:
+                if section.required:
+                    raise FieldError(f"{path}: missing section [{name}]")
+                out[name] = section.defaults()
+                continue
+            out[name] = validate_table(section, raw[name], f"{path}: [{name}]")
+    except FieldError as e:
+        raise RecipeError(str(e)) from None
+    recipe = Recipe(path=path, sections=out, gates=gates, present=set(raw) - {GATE.name}, raw=raw)
+    _check_gates(recipe)
+    _check_run(recipe)
+    return recipe
+
+
+def _check_run(recipe: Recipe) -> None:
+    from audit.suites import suite_names
+
+    suites = recipe.sections["run"]["suites"]
+    for s in suites or []:
+        if s not in suite_names():
+            raise RecipeError(f"{recipe.path}: [run] suites: unknown suite {s!r} {suggest(s, suite_names())}")
+
+
+def metric_catalogue() -> dict[str, dict[str, Any]]:
+    """suite name -> {metric name -> MetricSpec}."""
+    from audit.suites import all_suites
+
+    return {s.name: s.metrics for s in all_suites()}
+
+
+def resolve_metric(metric: str) -> tuple[str | None, str]:
+    """Split ``"suite.name"`` or ``"name"``; check it exists. Returns (suite or None, name).
+
+    Raises FieldError naming the candidates.
+    """
+    cat = metric_catalogue()
+    if "." in metric:
+        suite, name = metric.split(".", 1)
+        if suite not in cat:
+            raise FieldError(f"unknown suite {suite!r} in metric {metric!r} {suggest(suite, list(cat))}")
+        if name not in cat[suite]:
+            raise FieldError(f"suite {suite!r} has no metric {name!r} {suggest(name, list(cat[suite]))}")
+        return suite, name
+    owners = [s for s, ms in cat.items() if metric in ms]
+    if not owners:
+        every = sorted({m for ms in cat.values() for m in ms})
+        raise FieldError(f"unknown metric {metric!r} {suggest(metric, every)}")
+    if len(owners) > 1:
+        raise FieldError(f"metric {metric!r} exists in several suites; write one of "
+                         + ", ".join(f"{s}.{metric}" for s in owners))
+    return None, metric
+
+
+def _check_gates(recipe: Recipe) -> None:
+    cat = metric_catalogue()
+    for i, g in enumerate(recipe.gates):
+        where = f"{recipe.path}: [[gates]] #{i + 1}"
+        try:
+            suite, name = resolve_metric(g["metric"])
+        except FieldError as e:
+            raise RecipeError(f"{where} metric: {e}") from None
+        owner = suite or next(s for s, ms in cat.items() if name in ms)
+        spec = cat[owner][name]
+        for p in g["params"]:
+            if p not in spec.params:
+                allowed = ", ".join(spec.params) or "none"
+                raise RecipeError(f"{where} params: metric {name!r} has no parameter {p!r} (parameters: {allowed})")
+        g["suite"] = owner
+        g["name"] = name
+        if g["id"] is None:
+            g["id"] = gate_id(g)
+    ids = [g["id"] for g in recipe.gates]
+    dup = {x for x in ids if ids.count(x) > 1}
+    if dup:
+        raise RecipeError(f"{recipe.path}: [[gates]] ids must be unique; repeated: {', '.join(sorted(dup))}")
+
+
+def gate_id(g: dict[str, Any]) -> str:
+    params = ",".join(f"{k}={v}" for k, v in sorted(g["params"].items()))
+    use = "" if g["use"] == "value" else f"{g['use']} "
+    return f"{g['suite']}.{g['name']}{'[' + params + ']' if params else ''} {use}{g['op']} {g['threshold']:g}"

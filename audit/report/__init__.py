@@ -1,0 +1,1 @@
+"""report.json: its records, its assembly, and the renderers that read it (HTML, JUnit XML, Markdown)."""

@@ -1,0 +1,93 @@
+"""Assemble report.json from suite results, and read it back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from audit.errors import ReportError
+from audit.report.gates import apply_downgrades, evaluate_gate, verdict
+from audit.report.records import Check, SuiteResult
+
+SCHEMA = "audit.report/1"
+
+
+def assemble(*, provenance: dict[str, Any], model: dict[str, Any], data: dict[str, Any], recipe: dict[str, Any],
+             results: list[SuiteResult], core_checks: list[Check], gates: list[dict[str, Any]],
+             downgrade: list[str], timing: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    metrics = [m.to_json() for r in results for m in r.metrics]
+    checks = [c.to_json() for c in core_checks] + [c.to_json() for r in results for c in r.checks]
+    checks = apply_downgrades(checks, downgrade)
+    suites_run = [r.suite for r in results]
+    gate_records = [evaluate_gate(g, metrics, suites_run) for g in gates]
+    status, code = verdict(checks, gate_records)
+    report = {
+        "schema": SCHEMA,
+        "provenance": provenance,
+        "model": model,
+        "data": data,
+        "recipe": recipe,
+        "suites": {r.suite: {"config": r.config, "curves": r.curves, "tables": r.tables, "notes": r.notes}
+                   for r in results},
+        "metrics": metrics,
+        "checks": checks,
+        "gates": gate_records,
+        "verdict": status,
+        "exit_code": int(code),
+        "passed": status == "pass",
+        "timing": timing,
+    }
+    if extra:
+        report.update(extra)
+    return report
+
+
+def regate(report: dict[str, Any], gates: list[dict[str, Any]], downgrade: list[str]) -> dict[str, Any]:
+    """Re-evaluate ``gates`` on a saved report (``audit gate``): the same functions as the run."""
+    checks = apply_downgrades(report["checks"], downgrade)
+    suites_run = list(report["suites"])
+    gate_records = [evaluate_gate(g, report["metrics"], suites_run) for g in gates]
+    status, code = verdict(checks, gate_records)
+    out = dict(report)
+    out.update(checks=checks, gates=gate_records, verdict=status, exit_code=int(code), passed=status == "pass")
+    return out
+
+
+def dumps(report: dict[str, Any]) -> str:
+    """Deterministic JSON: sorted keys, fixed separators, NaN refused (undefined numbers are null)."""
+    return json.dumps(report, sort_keys=True, indent=1, allow_nan=False, default=_default) + "\n"
+
+
+def _default(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_report(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ReportError(f"{path}: report file not found")
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ReportError(f"{path}: not a valid JSON report: {e}") from None
+    if not isinstance(report, dict) or "schema" not in report:
+        raise ReportError(f"{path}: not an audit report (no 'schema' field)")
+    major = str(report["schema"]).rsplit("/", 1)[-1]
+    if not str(report["schema"]).startswith("audit.report/") or major != SCHEMA.rsplit("/", 1)[-1]:
+        raise ReportError(f"{path}: report schema {report['schema']!r} is not supported (expected {SCHEMA!r}); "
+                          "re-run the audit with this version")
+    for key in ("metrics", "checks", "suites"):
+        if key not in report:
+            raise ReportError(f"{path}: malformed report: missing {key!r}")
+    return report

@@ -1,0 +1,99 @@
+"""Gates: compare report metrics with recipe thresholds, and turn checks and gates into an exit code.
+
+Pure functions of report records, so ``audit gate report.json`` reaches exactly the verdict the run did.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from typing import Any
+
+from audit.errors import ExitCode
+
+_OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
+
+
+def _params_match(record_params: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    return all(k in record_params and str(record_params[k]) == str(v) for k, v in wanted.items())
+
+
+def find_metric(metrics: list[dict[str, Any]], suite: str, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Records of ``suite.name`` whose params include ``params``. With no params given, records without
+    params are preferred (e.g. ``accuracy`` over a per-group accuracy)."""
+    cands = [m for m in metrics if m["suite"] == suite and m["name"] == name and _params_match(m["params"], params)]
+    if len(cands) > 1:
+        exact = [m for m in cands if set(m["params"]) == set(params)]
+        if exact:
+            cands = exact
+    return cands
+
+
+def evaluate_gate(gate: dict[str, Any], metrics: list[dict[str, Any]], suites_run: list[str]) -> dict[str, Any]:
+    """One gate record ``{id, metric, params, op, threshold, use, value, status, ...}``.
+
+    status: pass | fail | inconclusive (value undefined or n < min_n) | not_run (its suite did not run)
+    | error (the recipe's params do not pick exactly one record).
+    """
+    out = {
+        "id": gate["id"], "metric": f"{gate['suite']}.{gate['name']}", "params": dict(gate["params"]),
+        "op": gate["op"], "threshold": gate["threshold"], "use": gate["use"], "severity": gate["severity"],
+        "min_n": gate.get("min_n"), "inconclusive_counts_as": gate.get("inconclusive", "fail"),
+        "value": None, "n": None, "status": "pass", "message": "",
+    }
+    if gate["suite"] not in suites_run:
+        out.update(status="not_run", message=f"suite {gate['suite']!r} did not run")
+        return out
+    found = find_metric(metrics, gate["suite"], gate["name"], gate["params"])
+    if len(found) != 1:
+        if not found:
+            msg = f"no record of {out['metric']} with params {gate['params']}"
+        else:
+            opts = "; ".join(str(m["params"]) for m in found[:6])
+            msg = f"{len(found)} records of {out['metric']} match; add params to pick one: {opts}"
+        out.update(status="error", message=msg)
+        return out
+    rec = found[0]
+    value = rec[gate["use"]]
+    out["value"], out["n"], out["params"] = value, rec["n"], dict(rec["params"])
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        why = "the interval was not computed (bootstrap = 0?)" if gate["use"] != "value" else "the metric is undefined"
+        out.update(status="inconclusive", message=why)
+        return out
+    if gate.get("min_n") is not None and rec["n"] < gate["min_n"]:
+        out.update(status="inconclusive", message=f"n = {rec['n']} < min_n = {gate['min_n']}")
+        return out
+    ok = _OPS[gate["op"]](value, gate["threshold"])
+    label = gate["use"] if gate["use"] != "value" else "value"
+    out["status"] = "pass" if ok else "fail"
+    out["message"] = f"{label} {value:.6g} {gate['op']} {gate['threshold']:g}: {'holds' if ok else 'does not hold'}"
+    return out
+
+
+def gate_blocks(g: dict[str, Any]) -> bool:
+    """Does this gate record fail the run? (warn gates never do; inconclusive counts per the gate.)"""
+    if g["severity"] != "error":
+        return False
+    if g["status"] in ("fail", "error"):
+        return True
+    return g["status"] == "inconclusive" and g.get("inconclusive_counts_as", "fail") == "fail"
+
+
+def apply_downgrades(checks: list[dict[str, Any]], downgrade: list[str]) -> list[dict[str, Any]]:
+    out = []
+    for c in checks:
+        c = dict(c)
+        if c["status"] == "fail" and c["id"] in downgrade:
+            c["status"] = "warn"
+            c["downgraded"] = True
+        out.append(c)
+    return out
+
+
+def verdict(checks: list[dict[str, Any]], gates: list[dict[str, Any]]) -> tuple[str, ExitCode]:
+    """invalid (a validity check failed: exit 4) > fail (a blocking gate: exit 1) > pass (exit 0)."""
+    if any(c["status"] == "fail" for c in checks):
+        return "invalid", ExitCode.INVALID
+    if any(gate_blocks(g) for g in gates):
+        return "fail", ExitCode.GATE_FAILED
+    return "pass", ExitCode.OK

@@ -1,0 +1,43 @@
+"""A Markdown summary for a CI job page (e.g. $GITHUB_STEP_SUMMARY)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from audit.report.gates import gate_blocks
+
+ICON = {"pass": "✅", "fail": "❌", "inconclusive": "❔", "not_run": "⏭", "error": "⚠️", "warn": "⚠️"}
+
+
+def gate_line(g: dict[str, Any]) -> str:
+    value = "undefined" if g["value"] is None else f"{g['value']:.4g}"
+    blocking = " (blocking)" if gate_blocks(g) else (" (warn only)" if g["status"] != "pass" else "")
+    return f"gate {g['id']}: {g['status'].upper()}{blocking} — {g['use']} = {value}, needs {g['op']} {g['threshold']:g}"
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    v = report["verdict"]
+    lines = [f"## audit: {'PASS ✅' if v == 'pass' else 'FAIL ❌' if v == 'fail' else 'INVALID EVALUATION ⚠️'}", ""]
+    model = report.get("model", {})
+    data = report.get("data", {})
+    lines.append(f"Model `{model.get('path', '?')}` ({model.get('format', '?')}, sha256 `{str(model.get('sha256', ''))[:12]}`), "
+                 f"{data.get('n', '?')} examples, exit code {report['exit_code']}.")
+    lines.append("")
+    if report["gates"]:
+        lines += ["| gate | status | value | threshold | n |", "|---|---|---|---|---|"]
+        for g in report["gates"]:
+            value = "—" if g["value"] is None else f"{g['value']:.4g}"
+            lines.append(f"| `{g['id']}` | {ICON.get(g['status'], '')} {g['status']} | {value} ({g['use']}) | "
+                         f"{g['op']} {g['threshold']:g} | {g['n'] if g['n'] is not None else '—'} |")
+        lines.append("")
+    bad = [c for c in report["checks"] if c["status"] != "pass"]
+    if bad:
+        lines.append("**Validity checks**")
+        lines.append("")
+        for c in bad:
+            lines.append(f"- {ICON[c['status']]} `{c['id']}` ({c['status']}): {c['message']}")
+        lines.append("")
+    for name, s in report["suites"].items():
+        for note in s.get("notes", []):
+            lines.append(f"- **{name}**: {note}")
+    return "\n".join(lines).rstrip() + "\n"

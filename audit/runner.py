@@ -1,0 +1,179 @@
+"""`audit run`: recipe -> model and data -> per-example table -> suites -> report -> gates -> outputs."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from audit.errors import RecipeError
+from audit.recipe import Recipe, load_recipe
+from audit.recipe.fields import suggest
+from audit.report.records import Check
+
+
+@dataclass
+class RunOptions:
+    recipe: Path
+    model_path: Path
+    out: Path = Path("out")
+    suites: list[str] = field(default_factory=list)
+    seed: int | None = None
+    device: str | None = None
+    batch_size: int | None = None
+    quiet: bool = False
+    trust_checkpoint: bool = False
+    argv: list[str] = field(default_factory=lambda: list(sys.argv))
+
+
+def make_progress(quiet: bool):
+    """A tqdm factory writing to stderr; silent under --quiet or when stderr is not a terminal."""
+    from tqdm.auto import tqdm
+
+    disable = quiet or not sys.stderr.isatty()
+
+    def progress(total: int, desc: str):
+        return tqdm(total=total, desc=desc, disable=disable, file=sys.stderr, leave=False, dynamic_ncols=True)
+
+    return progress
+
+
+def choose_suites(recipe: Recipe, requested: list[str]) -> list[str]:
+    from audit.suites import suite_names
+
+    known = suite_names()
+    for s in requested:
+        if s not in known:
+            raise RecipeError(f"--suite {s}: unknown suite {suggest(s, known)}")
+    if requested:
+        chosen = set(requested)
+    elif recipe.section("run")["suites"]:
+        chosen = set(recipe.section("run")["suites"])
+    else:
+        chosen = {s for s in known if s in recipe.present} or {"performance"}
+    return [s for s in known if s in chosen]  # registry order
+
+
+def execute(opts: RunOptions) -> tuple[dict[str, Any], int]:
+    """Run the audit and write the outputs. Returns (report, exit code)."""
+    import torch
+
+    from audit.engine.inference import build_table, looks_like_log_probabilities, looks_like_probabilities
+    from audit.engine.inference import predict_logits, probe_model
+    from audit.engine.wrapper import WrappedModel, resolve_device
+    from audit.loading.data import load_data
+    from audit.loading.model import load_checkpoint
+    from audit.report.build import assemble
+    from audit.report.provenance import provenance
+    from audit.suites import RunContext, get_suite
+
+    t0 = time.perf_counter()
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    recipe = load_recipe(opts.recipe)
+    run_cfg = recipe.section("run")
+    seed = opts.seed if opts.seed is not None else run_cfg["seed"]
+    device = resolve_device(opts.device or run_cfg["device"])
+    batch_size = opts.batch_size or run_cfg["batch_size"]
+    suites = choose_suites(recipe, opts.suites)
+    model_cfg = recipe.section("model")
+    progress = make_progress(opts.quiet)
+
+    loaded = load_checkpoint(opts.model_path, model_cfg, recipe.base_dir, recipe.path, trust=opts.trust_checkpoint)
+    data = load_data(recipe)
+    model = WrappedModel(loaded.module, model_cfg["mean"], model_cfg["std"], model_cfg["input_bounds"],
+                         model_cfg["num_classes"]).to(device)
+    probe_model(model, data, device, model_cfg["num_classes"])
+
+    timing: dict[str, float] = {}
+    t = time.perf_counter()
+    logits = predict_logits(model, data.x, device, batch_size, progress)
+    timing["inference_s"] = time.perf_counter() - t
+    table = build_table(data, logits)
+    core_checks = core_validity_checks(model, data, logits, device, batch_size)
+    if loaded.trusted:
+        core_checks.append(Check("trusted_checkpoint", "warn",
+                                 f"The checkpoint ({loaded.format}) was loaded with --trust-checkpoint: loading it "
+                                 "could run code on this machine. Prefer a state_dict or safetensors file."))
+
+    ctx = RunContext(recipe=recipe, model=model, data=data, table=table, seed=seed, device=device,
+                     batch_size=batch_size, progress=progress)
+    results = []
+    for name in suites:
+        suite = get_suite(name)
+        t = time.perf_counter()
+        result = suite.run(ctx, recipe.section(name))
+        timing[f"{name}_s"] = time.perf_counter() - t
+        ctx.results[name] = result
+        results.append(result)
+
+    prov = provenance(device, opts.argv, seed)
+    prov["created"] = created
+    timing["total_s"] = time.perf_counter() - t0
+    report = assemble(
+        provenance=prov,
+        model={**loaded.to_json(), "factory": model_cfg["factory"], "num_classes": model_cfg["num_classes"]},
+        data={**data.meta, "class_names": model_cfg["class_names"] or [str(i) for i in range(model_cfg["num_classes"])]},
+        recipe=recipe.to_json(),
+        results=results,
+        core_checks=core_checks,
+        gates=recipe.gates,
+        downgrade=recipe.section("validity")["downgrade"],
+        timing={k: round(v, 3) for k, v in timing.items()},
+        extra={"suites_run": suites},
+    )
+    write_outputs(report, opts.out, table)
+    return report, report["exit_code"]
+
+
+def core_validity_checks(model: Any, data: Any, logits: np.ndarray, device: Any, batch_size: int) -> list[Check]:
+    """Checks of the evaluation that every suite relies on."""
+    from audit.engine.inference import looks_like_log_probabilities, looks_like_probabilities, predict_logits
+
+    checks = []
+    if looks_like_probabilities(logits):
+        checks.append(Check(
+            "logits_not_probabilities", "fail",
+            "The model's outputs are probabilities (every row is in [0, 1] and sums to 1): it ends in a softmax. "
+            "Attacks need logits (a softmax flattens gradients, which makes a model look robust) and the audit's "
+            "own softmax would be applied twice. Remove the final softmax, or downgrade this check in [validity]."))
+    elif looks_like_log_probabilities(logits):
+        checks.append(Check("logits_not_probabilities", "pass",
+                            "The outputs are log-probabilities (log_softmax): usable as logits."))
+    else:
+        checks.append(Check("logits_not_probabilities", "pass", "The model outputs logits (rows do not sum to 1)."))
+    # A second pass over a slice: bitwise equal logits, or inference is random (dropout left on, sampling, ...).
+    m = min(len(data.x), 4 * batch_size, 1024)
+    again = predict_logits(model, data.x[:m], device, batch_size)
+    diff = float(np.max(np.abs(again - logits[:m]))) if m else 0.0
+    if np.array_equal(again, logits[:m]):
+        checks.append(Check("inference_deterministic", "pass",
+                            f"Two inference passes over {m} examples gave bitwise identical logits.", value=0.0))
+    else:
+        flips = int((again.argmax(1) != logits[:m].argmax(1)).sum())
+        checks.append(Check(
+            "inference_deterministic", "fail",
+            f"Two inference passes over the same {m} examples differ (max |delta logit| = {diff:.3g}, "
+            f"{flips} predictions flipped): the model is random at inference (dropout in train mode, sampling, "
+            "nondeterministic kernels). Every number in this report would change from run to run; make inference "
+            "deterministic, or downgrade this check in [validity].", value=diff))
+    return checks
+
+
+def write_outputs(report: dict[str, Any], out: Path, table: Any | None = None) -> None:
+    from audit.report.build import dumps
+    from audit.report.html import render_html
+    from audit.report.junit import render_junit
+    from audit.report.markdown import render_markdown
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(dumps(report), encoding="utf-8")
+    if table is not None:
+        table.save(out / "examples.npz")
+    (out / "report.html").write_text(render_html(report), encoding="utf-8")
+    (out / "junit.xml").write_text(render_junit(report), encoding="utf-8")
+    (out / "summary.md").write_text(render_markdown(report), encoding="utf-8")

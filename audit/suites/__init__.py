@@ -1,0 +1,31 @@
+"""The suites, in the order they run. Later suites may read the results of earlier ones
+(e.g. fairness crosses with robustness).
+
+To add a suite: write ``audit/suites/<name>.py`` that defines ``SUITE = Suite(...)`` and list it here.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from audit.suites.base import MetricSpec, RunContext, Suite
+
+# name -> module; the order is the run order.
+_REGISTRY: dict[str, str] = {
+    "performance": "audit.suites.performance",
+}
+
+
+def suite_names() -> list[str]:
+    return list(_REGISTRY)
+
+
+def get_suite(name: str) -> Suite:
+    return importlib.import_module(_REGISTRY[name]).SUITE
+
+
+def all_suites() -> list[Suite]:
+    return [get_suite(n) for n in _REGISTRY]
+
+
+__all__ = ["MetricSpec", "RunContext", "Suite", "all_suites", "get_suite", "suite_names"]

@@ -1,0 +1,220 @@
+"""Performance suite: accuracy and the numbers that do not mislead under class imbalance, PR/ROC.
+
+Reads only the core columns of the per-example table (label, logits). All count metrics come from one
+confusion matrix; their bootstrap intervals come from multinomial replicate confusion matrices (no row
+resampling), AUROC/AP intervals from a row bootstrap.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from audit.metrics import classification as C
+from audit.metrics.bootstrap import multinomial_confusions, percentile_interval
+from audit.recipe.fields import Field, Section, p_float, p_int
+from audit.report.records import SuiteResult
+from audit.seeding import rng
+from audit.suites.base import MetricSpec, RunContext, Suite
+
+SECTION = Section(
+    "performance",
+    "Accuracy, balanced accuracy, MCC, precision/recall/F1, confusion matrix, ROC and PR curves with AUROC "
+    "and average precision (binary, or one-vs-rest for multiclass), with seeded bootstrap intervals.",
+    (
+        Field("bootstrap", "integer >= 0", "Bootstrap replicates for the count metrics' 95% intervals (0: none).",
+              default=1000, parse=p_int(0), example="1000"),
+        Field("bootstrap_ranking", "integer >= 0",
+              "Bootstrap replicates for AUROC and average precision (each replicate re-sorts the scores).",
+              default=200, parse=p_int(0), example="200"),
+        Field("confidence", "number in (0, 1)", "Level of the bootstrap intervals.", default=0.95,
+              parse=p_float(0.5, 0.999), example="0.95"),
+        Field("positive_class", "integer >= 0", "Binary tasks: the positive class for ROC/PR, AUROC and AP.",
+              default=1, parse=p_int(0), example="1"),
+        Field("imbalance_ratio", "number >= 1",
+              "Warn that accuracy misleads when the largest class outnumbers the smallest by this factor.",
+              default=3.0, parse=p_float(1.0), example="3.0"),
+        Field("curve_points", "integer >= 10", "Points kept per ROC/PR curve in the report.", default=200,
+              parse=p_int(10)),
+    ),
+    example="[performance]\nbootstrap = 1000\npositive_class = 1",
+)
+
+_AVG = "'macro' | 'weighted' | 'micro' (or use class)"
+_AVG_RANK = "'macro' | 'weighted' (or use class)"
+_CLASS = "a class name (see [model] class_names; default the class index as a string)"
+
+METRICS = {
+    "accuracy": MetricSpec("Fraction of examples predicted correctly."),
+    "balanced_accuracy": MetricSpec("Mean recall over the classes present (robust to imbalance)."),
+    "mcc": MetricSpec("Matthews correlation coefficient (multiclass form), in [-1, 1]."),
+    "majority_baseline": MetricSpec("Accuracy of always predicting the most frequent class."),
+    "precision": MetricSpec("Precision.", {"average": _AVG, "class": _CLASS}),
+    "recall": MetricSpec("Recall (true positive rate).", {"average": _AVG, "class": _CLASS}),
+    "f1": MetricSpec("F1 score.", {"average": _AVG, "class": _CLASS}),
+    "auroc": MetricSpec("Area under the ROC curve (binary: of positive_class; multiclass: one-vs-rest).",
+                        {"average": _AVG_RANK, "class": _CLASS}),
+    "average_precision": MetricSpec("Average precision (area under the PR curve); its chance level is the "
+                                    "prevalence.", {"average": _AVG_RANK, "class": _CLASS}),
+    "prevalence": MetricSpec("Share of examples in a class: the average precision of a random scorer.",
+                             {"class": _CLASS}),
+}
+
+
+def class_names(ctx_names: list[str] | None, k: int) -> list[str]:
+    return list(ctx_names) if ctx_names else [str(i) for i in range(k)]
+
+
+def run(ctx: RunContext, cfg: dict[str, Any]) -> SuiteResult:
+    k = int(ctx.recipe.section("model")["num_classes"])
+    names = class_names(ctx.recipe.section("model")["class_names"], k)
+    y = ctx.table["label"]
+    pred = ctx.table["pred"]
+    probs = ctx.table.probs
+    return evaluate(y, pred, probs, names, cfg, ctx.seed)
+
+
+def evaluate(y: np.ndarray, pred: np.ndarray, probs: np.ndarray, names: list[str], cfg: dict[str, Any],
+             seed: int) -> SuiteResult:
+    """The whole suite as a pure function of labels, predictions and probabilities."""
+    k = len(names)
+    n = len(y)
+    res = SuiteResult("performance")
+    conf = cfg["confidence"]
+    cm = C.confusion_matrix(y, pred, k)
+    boot = None
+    if cfg["bootstrap"] > 0:
+        boot = multinomial_confusions(cm, cfg["bootstrap"], rng(seed, "performance", "confusion"))
+
+    def add(name: str, fn, **params: Any) -> float:
+        value = float(fn(cm))
+        ci = None
+        if boot is not None:
+            lo, hi = percentile_interval(fn(boot), conf)
+            ci = (float(lo), float(hi))
+        res.metric(name, value, n, ci, **params)
+        return value
+
+    acc = add("accuracy", C.accuracy)
+    bal = add("balanced_accuracy", C.balanced_accuracy)
+    add("mcc", C.mcc)
+    support = cm.sum(axis=1)
+    majority = support.max() / n
+    res.metric("majority_baseline", float(majority), n)
+
+    for name in ("precision", "recall", "f1"):
+        for avg in ("macro", "weighted", "micro"):
+            add(name, lambda m, name=name, avg=avg: C.precision_recall_f1(m)[name][avg], average=avg)
+        per_class = C.precision_recall_f1(cm)[name]["per_class"]
+        per_class_ci = None
+        if boot is not None:
+            per_class_ci = percentile_interval(C.precision_recall_f1(boot)[name]["per_class"], conf)
+        for i in range(k):
+            ci = None if per_class_ci is None else (float(per_class_ci[0][i]), float(per_class_ci[1][i]))
+            res.metric(name, float(per_class[i]) if support[i] + cm[:, i].sum() > 0 else None, int(support[i]), ci,
+                       **{"class": names[i]})
+
+    au, ap = _ranking(res, y, probs, names, cfg, seed)
+
+    res.tables["confusion_matrix"] = {"labels": names, "counts": cm.tolist()}
+    prf = C.precision_recall_f1(cm)
+    res.tables["per_class"] = [
+        {"class": names[i], "support": int(support[i]), "predicted": int(cm[:, i].sum()),
+         "precision": _r(prf["precision"]["per_class"][i]),
+         "recall": _r(prf["recall"]["per_class"][i]),
+         "f1": _r(prf["f1"]["per_class"][i]),
+         "auroc": _r(au[i]), "average_precision": _r(ap[i]), "prevalence": _r(support[i] / n)}
+        for i in range(k)
+    ]
+    res.config = {"num_classes": k, "class_names": names, "bootstrap": cfg["bootstrap"],
+                  "bootstrap_ranking": cfg["bootstrap_ranking"], "confidence": conf,
+                  "positive_class": names[cfg["positive_class"]] if k == 2 else None,
+                  "interval": "percentile bootstrap; count metrics via multinomial confusion-matrix replicates"}
+    present = support[support > 0]
+    ratio = float(present.max() / present.min()) if len(present) else 1.0
+    res.tables["class_balance"] = {"support": support.tolist(), "imbalance_ratio": ratio}
+    if ratio >= cfg["imbalance_ratio"] or acc - bal > 0.05:
+        big = names[int(np.argmax(support))]
+        res.notes.append(
+            f"Class imbalance: the largest class outnumbers the smallest {ratio:.1f} to 1, and always predicting "
+            f"'{big}' would already score {majority:.1%} accuracy. Accuracy ({acc:.1%}) overstates how well the "
+            f"model separates the classes: read balanced accuracy ({bal:.1%}), MCC and the per-class recall.")
+    missing = [names[i] for i in range(k) if support[i] == 0]
+    if missing:
+        res.notes.append(f"No examples of class {', '.join(missing)} in the data: their recall, AUROC and "
+                         "average precision are undefined and left out of the averages.")
+    return res
+
+
+def _r(v: float) -> float | None:
+    return None if not np.isfinite(v) else round(float(v), 6)
+
+
+def _ranking(res: SuiteResult, y: np.ndarray, probs: np.ndarray, names: list[str], cfg: dict[str, Any],
+             seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """AUROC, AP, prevalence and the ROC/PR curves: binary on positive_class, else one-vs-rest."""
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    k = len(names)
+    n = len(y)
+    conf = cfg["confidence"]
+    classes = [cfg["positive_class"]] if k == 2 else list(range(k))
+    if k == 2 and cfg["positive_class"] > 1:
+        res.notes.append(f"positive_class = {cfg['positive_class']} does not exist in a binary task; using 1.")
+        classes = [1]
+    support = np.array([(y == c).sum() for c in range(k)])
+    B = cfg["bootstrap_ranking"]
+    r = rng(seed, "performance", "ranking")
+    boot_idx = r.integers(0, n, size=(B, n)) if B > 0 else None
+
+    au = np.full(k, np.nan)
+    ap = np.full(k, np.nan)
+    au_boot = np.full((B, k), np.nan)
+    ap_boot = np.full((B, k), np.nan)
+    curves: dict[str, Any] = {"roc": [], "pr": []}
+    for c in classes:
+        yc = y == c
+        sc = probs[:, c]
+        au[c] = C.auroc_binary(yc, sc)
+        ap[c] = C.average_precision_binary(yc, sc)
+        if boot_idx is not None:
+            for b in range(B):
+                idx = boot_idx[b]
+                au_boot[b, c] = C.auroc_binary(yc[idx], sc[idx])
+                ap_boot[b, c] = C.average_precision_binary(yc[idx], sc[idx])
+        if 0 < yc.sum() < n:
+            fpr, tpr, _ = roc_curve(yc, sc)
+            prec, rec, _ = precision_recall_curve(yc, sc)
+            fx, ty = C.downsample_curve(fpr, tpr, cfg["curve_points"])
+            rx, py = C.downsample_curve(rec[::-1], prec[::-1], cfg["curve_points"])
+            curves["roc"].append({"class": names[c], "fpr": fx, "tpr": ty, "auc": _r(au[c])})
+            curves["pr"].append({"class": names[c], "recall": rx, "precision": py, "ap": _r(ap[c]),
+                                 "prevalence": round(float(yc.mean()), 6)})
+    res.curves.update(curves)
+
+    def ci_of(boot: np.ndarray) -> tuple[float, float] | None:
+        if B == 0:
+            return None
+        lo, hi = percentile_interval(boot, conf)
+        return float(lo), float(hi)
+
+    for c in classes:
+        res.metric("auroc", _r(au[c]), int(n), ci_of(au_boot[:, c]), **{"class": names[c]})
+        res.metric("average_precision", _r(ap[c]), int(support[c]), ci_of(ap_boot[:, c]), **{"class": names[c]})
+        res.metric("prevalence", float(support[c] / n), int(n), None, **{"class": names[c]})
+    if k > 2:
+        for avg in ("macro", "weighted"):
+            for name, point, boot in (("auroc", au, au_boot), ("average_precision", ap, ap_boot)):
+                value = C.average_over_classes(point, support)[avg]
+                bvals = np.array([C.average_over_classes(boot[b], support)[avg] for b in range(B)])
+                res.metric(name, _r(value), int(n), ci_of(bvals), average=avg)
+    else:
+        c = classes[0]
+        for avg in ("macro", "weighted"):  # one class scored: the averages are that class's value
+            res.metric("auroc", _r(au[c]), int(n), ci_of(au_boot[:, c]), average=avg)
+            res.metric("average_precision", _r(ap[c]), int(support[c]), ci_of(ap_boot[:, c]), average=avg)
+    return au, ap
+
+
+SUITE = Suite("performance", SECTION.doc, SECTION, METRICS, run)
