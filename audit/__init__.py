@@ -1,4 +1,4 @@
-"""audit: audit a trained PyTorch classifier before it ships.
+r"""audit: audit a trained PyTorch classifier before it ships.
 
 Data flow (mirrored by the sub-packages):
 

@@ -29,7 +29,7 @@ class WrappedModel(nn.Module):
         # are all attacks need, and skipping weight gradients halves the backward work).
         self._was_training = net.training
         self._param_grad = [p.requires_grad for p in net.parameters()]
-        net.eval()
+        _set_eval(net)
         for p in net.parameters():
             p.requires_grad_(False)
         self.eval()
@@ -46,13 +46,26 @@ class WrappedModel(nn.Module):
     def train(self, mode: bool = True) -> "WrappedModel":
         # The audit never trains through the wrapper; refusing keeps dropout/batch-norm in eval mode even
         # if an attack library calls model.train() (some do, to restore the caller's state).
-        return super().train(False)
+        self.training = False
+        _set_eval(self.net)
+        return self
 
     def restore(self) -> None:
         """Give the user's module back as it came (mode and requires_grad), for library use."""
-        self.net.train(self._was_training)
+        try:
+            self.net.train(self._was_training)
+        except NotImplementedError:  # torch.export modules have no train/eval switch
+            pass
         for p, g in zip(self.net.parameters(), self._param_grad):
             p.requires_grad_(g)
+
+
+def _set_eval(net: nn.Module) -> None:
+    try:
+        net.eval()
+    except NotImplementedError:
+        # torch.export modules refuse eval()/train(): they were exported in the mode they run in.
+        pass
 
 
 def resolve_device(spec: str) -> torch.device:

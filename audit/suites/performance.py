@@ -148,7 +148,12 @@ def evaluate(y: np.ndarray, pred: np.ndarray, probs: np.ndarray, names: list[str
 
 
 def _r(v: float) -> float | None:
+    """Rounded, for tables and curves shown to people (metric records keep full precision)."""
     return None if not np.isfinite(v) else round(float(v), 6)
+
+
+def _v(v: float) -> float | None:
+    return None if not np.isfinite(v) else float(v)
 
 
 def _ranking(res: SuiteResult, y: np.ndarray, probs: np.ndarray, names: list[str], cfg: dict[str, Any],
@@ -200,20 +205,20 @@ def _ranking(res: SuiteResult, y: np.ndarray, probs: np.ndarray, names: list[str
         return float(lo), float(hi)
 
     for c in classes:
-        res.metric("auroc", _r(au[c]), int(n), ci_of(au_boot[:, c]), **{"class": names[c]})
-        res.metric("average_precision", _r(ap[c]), int(support[c]), ci_of(ap_boot[:, c]), **{"class": names[c]})
+        res.metric("auroc", _v(au[c]), int(n), ci_of(au_boot[:, c]), **{"class": names[c]})
+        res.metric("average_precision", _v(ap[c]), int(support[c]), ci_of(ap_boot[:, c]), **{"class": names[c]})
         res.metric("prevalence", float(support[c] / n), int(n), None, **{"class": names[c]})
     if k > 2:
         for avg in ("macro", "weighted"):
             for name, point, boot in (("auroc", au, au_boot), ("average_precision", ap, ap_boot)):
                 value = C.average_over_classes(point, support)[avg]
                 bvals = np.array([C.average_over_classes(boot[b], support)[avg] for b in range(B)])
-                res.metric(name, _r(value), int(n), ci_of(bvals), average=avg)
+                res.metric(name, _v(value), int(n), ci_of(bvals), average=avg)
     else:
         c = classes[0]
         for avg in ("macro", "weighted"):  # one class scored: the averages are that class's value
-            res.metric("auroc", _r(au[c]), int(n), ci_of(au_boot[:, c]), average=avg)
-            res.metric("average_precision", _r(ap[c]), int(support[c]), ci_of(ap_boot[:, c]), average=avg)
+            res.metric("auroc", _v(au[c]), int(n), ci_of(au_boot[:, c]), average=avg)
+            res.metric("average_precision", _v(ap[c]), int(support[c]), ci_of(ap_boot[:, c]), average=avg)
     return au, ap
 
 

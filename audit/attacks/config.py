@@ -1,0 +1,215 @@
+"""The attack configuration: names, norms, epsilons (with the labels gates use), step sizes, presets.
+
+Epsilon labels. Every epsilon keeps a canonical string label, used as the ``eps`` param of metric records
+and therefore by gates (which compare params as strings):
+
+- written as a fraction string in the recipe ("8/255", "8 / 255"): the fraction without spaces, "8/255";
+- written as a number (0.1, 1, 1.0): ``str(float(v))``, i.e. "0.1", "1.0".
+
+So a gate names an epsilon exactly as the recipe's list does: ``params = { eps = "8/255" }`` or
+``params = { eps = 0.1 }`` (a TOML number is turned into the same string).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from audit.recipe.fields import FieldError, p_number_or_fraction
+
+ATTACKS = ("fgsm", "pgd", "autoattack")
+NORMS = ("linf", "l2")
+NOISES = ("gaussian", "uniform", "salt_pepper")
+TORCHATTACKS_NORM = {"linf": "Linf", "l2": "L2"}
+
+
+@dataclass(frozen=True, order=True)
+class Eps:
+    """An epsilon: its value and the label the report and gates use."""
+
+    value: float
+    label: str
+
+    def __str__(self) -> str:
+        return self.label
+
+
+def eps_label(v: Any) -> str:
+    """The canonical label of an epsilon (or noise level) as written in the recipe."""
+    if isinstance(v, str):
+        return "".join(v.split())
+    return str(float(v))
+
+
+def parse_eps(v: Any) -> Eps:
+    value = p_number_or_fraction(0.0, lo_open=True)(v)
+    return Eps(value, eps_label(v))
+
+
+def parse_eps_list(v: Any, what: str = "epsilons") -> list[Eps]:
+    """A non-empty list of positive numbers or fraction strings; sorted ascending, distinct values."""
+    if not isinstance(v, list) or not v:
+        raise FieldError(f'expected a non-empty list of {what} (numbers or fraction strings like "8/255")')
+    out = []
+    for i, x in enumerate(v):
+        try:
+            out.append(parse_eps(x))
+        except FieldError as e:
+            raise FieldError(f"item {i}: {e}") from None
+    out.sort()
+    vals = [e.value for e in out]
+    if len(set(vals)) != len(vals):
+        raise FieldError(f"expected distinct {what} (two items have the same value)")
+    return out
+
+
+def parse_eps_by_norm(v: Any) -> dict[str, list[Eps]] | list[Eps]:
+    """A list (for the single norm given in ``norm``) or a table norm -> list."""
+    if isinstance(v, dict):
+        out = {}
+        for k, lst in v.items():
+            if k not in NORMS:
+                raise FieldError(f"unknown norm {k!r} (allowed: {', '.join(NORMS)})")
+            try:
+                out[k] = parse_eps_list(lst)
+            except FieldError as e:
+                raise FieldError(f"{k}: {e}") from None
+        return out
+    return parse_eps_list(v)
+
+
+def parse_one_eps_by_norm(v: Any) -> dict[str, Eps] | Eps:
+    if isinstance(v, dict):
+        out = {}
+        for k, x in v.items():
+            if k not in NORMS:
+                raise FieldError(f"unknown norm {k!r} (allowed: {', '.join(NORMS)})")
+            out[k] = parse_eps(x)
+        return out
+    return parse_eps(v)
+
+
+def parse_noise(v: Any) -> dict[str, list[Eps]]:
+    """A table kind -> list of levels; an empty table turns noise robustness off."""
+    if not isinstance(v, dict):
+        raise FieldError('expected a table such as { gaussian = [0.05, 0.1], salt_pepper = [0.02] }')
+    out = {}
+    for k, lst in v.items():
+        if k not in NOISES:
+            raise FieldError(f"unknown noise {k!r} (allowed: {', '.join(NOISES)})")
+        try:
+            levels = parse_eps_list(lst, "levels")
+        except FieldError as e:
+            raise FieldError(f"{k}: {e}") from None
+        if k == "salt_pepper" and any(e.value > 1 for e in levels):
+            raise FieldError("salt_pepper levels are fractions of input values, in (0, 1]")
+        out[k] = levels
+    return out
+
+
+def default_step_size(eps: float, steps: int) -> float:
+    """Madry et al. (2018)'s rule: 2.5 * eps / steps, so that steps * step_size = 2.5 eps covers the ball's
+    diameter (2 eps) with room for the projection."""
+    return 2.5 * eps / steps
+
+
+@dataclass
+class AttackConfig:
+    """One attack as it ran (norm-specific). ``to_json`` is what the report prints."""
+
+    name: str  # fgsm | pgd | autoattack
+    norm: str
+    eps: list[Eps]
+    steps: int = 1
+    step_size: float | None = None  # absolute; None: default_step_size per epsilon
+    restarts: int = 1
+    random_start: bool = False
+    preset: str | None = None  # autoattack
+    components: list[dict[str, Any]] = field(default_factory=list)  # autoattack: exact sub-attack settings
+    chunk: int | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}:{self.norm}"
+
+    def alpha(self, eps: float) -> float:
+        return self.step_size if self.step_size is not None else default_step_size(eps, self.steps)
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"attack": self.name, "norm": self.norm, "eps": [e.label for e in self.eps],
+                             "eps_values": [e.value for e in self.eps]}
+        if self.name == "fgsm":
+            d.update(implementation="audit.attacks.adapters.FGSMAttack (torchattacks.FGSM subclass)",
+                     loss="cross-entropy (sum over the batch)", steps=1, random_start=False,
+                     note="one gradient per example at the clean input, reused for every epsilon")
+        elif self.name == "pgd":
+            cls = "PGD" if self.norm == "linf" else "PGDL2"
+            d.update(implementation=f"audit.attacks.adapters.PGDAttack (torchattacks.{cls} subclass)",
+                     loss="cross-entropy (sum over the batch)", steps=self.steps, restarts=self.restarts,
+                     random_start=self.random_start,
+                     step_size=[self.alpha(e.value) for e in self.eps],
+                     step_size_rule="as given" if self.step_size is not None else "2.5 * eps / steps",
+                     success="an example counts as broken if any iterate (including the random start) is "
+                             "misclassified; broken examples stop early",
+                     random_start_seed="per example: f(master seed, 'pgd', norm, restart, global index)")
+        else:
+            d.update(implementation="audit.attacks.adapters.AutoAttackRunner (torchattacks APGD, APGDT, FAB, "
+                                    "Square run in sequence on the survivors, as torchattacks.MultiAttack does)",
+                     preset=self.preset, components=self.components, chunk=self.chunk,
+                     seed="per chunk: f(master seed, component, norm, eps, first global index of the chunk)")
+        return d
+
+
+# AutoAttack (Croce & Hein, ICML 2020). "standard" is the reference version=standard of fra31/auto-attack:
+# APGD-CE (100 steps, 1 restart), APGD-T (100 steps, 9 target classes), FAB-T (100 steps, 9 target
+# classes), Square (5000 queries, p_init 0.8). torchattacks' own AutoAttack uses 10-step defaults for
+# APGD/APGD-T/FAB: we construct every component explicitly instead.
+AUTOATTACK_PRESETS: dict[str, list[dict[str, Any]]] = {
+    "standard": [
+        {"component": "apgd-ce", "class": "APGD", "loss": "ce", "steps": 100, "n_restarts": 1, "rho": 0.75},
+        {"component": "apgd-t", "class": "APGDT", "steps": 100, "n_restarts": 1, "n_target_classes": 9,
+         "rho": 0.75},
+        {"component": "fab-t", "class": "FAB", "multi_targeted": True, "steps": 100, "n_restarts": 1,
+         "n_target_classes": 9, "alpha_max": 0.1, "eta": 1.05, "beta": 0.9},
+        {"component": "square", "class": "Square", "n_queries": 5000, "n_restarts": 1, "p_init": 0.8,
+         "loss": "margin"},
+    ],
+    # A screening preset about 10x cheaper: fewer steps and targets, Square with 1000 queries, no FAB-T
+    # (which the AutoAttack paper found adds little after APGD-T). Its robust accuracy is an upper bound
+    # that the standard version may lower: do not report it as "AutoAttack".
+    "cheap": [
+        {"component": "apgd-ce", "class": "APGD", "loss": "ce", "steps": 20, "n_restarts": 1, "rho": 0.75},
+        {"component": "apgd-t", "class": "APGDT", "steps": 20, "n_restarts": 1, "n_target_classes": 3,
+         "rho": 0.75},
+        {"component": "square", "class": "Square", "n_queries": 1000, "n_restarts": 1, "p_init": 0.8,
+         "loss": "margin"},
+    ],
+}
+
+
+def autoattack_components(preset: str, num_classes: int) -> tuple[list[dict[str, Any]], list[str]]:
+    """The components that will run for ``num_classes`` classes, and notes on what was adapted."""
+    comps, notes = [], []
+    for c in AUTOATTACK_PRESETS[preset]:
+        c = dict(c)
+        if "n_target_classes" in c:
+            if c["class"] == "APGDT" and num_classes < 4:
+                notes.append(f"{c['component']} skipped: its targeted DLR loss needs at least 4 classes "
+                             f"(the model has {num_classes}), as in the reference implementation")
+                continue
+            if num_classes - 1 < c["n_target_classes"]:
+                notes.append(f"{c['component']}: {num_classes - 1} target classes (all the model has) instead "
+                             f"of {c['n_target_classes']}")
+                c["n_target_classes"] = num_classes - 1
+        comps.append(c)
+    return comps, notes
+
+
+def finite(v: float) -> float | None:
+    return v if math.isfinite(v) else None
+
+
+__all__ = ["ATTACKS", "AUTOATTACK_PRESETS", "AttackConfig", "Eps", "NOISES", "NORMS", "asdict",
+           "autoattack_components", "default_step_size", "eps_label", "parse_eps", "parse_eps_by_norm",
+           "parse_eps_list", "parse_noise", "parse_one_eps_by_norm"]

@@ -1,0 +1,85 @@
+"""Generate the recipe reference (docs/recipe.md) from the section and metric declarations.
+
+    python -m audit.recipe.docs > docs/recipe.md      (or: make docs)
+
+A test checks that the committed file equals this output, so the reference cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+from audit.recipe.fields import REQUIRED, Section
+from audit.recipe.load import all_sections, metric_catalogue
+
+INTRO = """# Recipe reference
+
+A recipe is a TOML file that tells `audit` which model to load, which data to evaluate, which suites to run
+with which parameters, and which gates decide the exit code. Paths in a recipe are relative to the recipe
+file. Validation is strict: an unknown key, a wrong type, a missing file or a bad value stops the run with
+one line that names the file, the key and what was expected (exit code 2).
+
+*This file is generated from the code (`make docs`); a test fails when it is out of date.*
+
+A complete example (`recipes/digits.toml`):
+
+```toml
+{example}
+```
+"""
+
+
+def _default(f) -> str:
+    if f.default is REQUIRED:
+        return "**required**"
+    if f.default is None:
+        return "—"
+    if isinstance(f.default, str):
+        return f'`"{f.default}"`'
+    if isinstance(f.default, bool):
+        return f"`{str(f.default).lower()}`"
+    if isinstance(f.default, (dict, list)) and not f.default:
+        return "`{}`" if isinstance(f.default, dict) else "`[]`"
+    return f"`{f.default}`"
+
+
+def _section(s: Section) -> str:
+    head = f"[[{s.name}]]" if s.array else f"[{s.name}]"
+    lines = [f"## `{head}`" + (" (required)" if s.required else ""), "", s.doc, "",
+             "| key | type | default | meaning |", "|---|---|---|---|"]
+    for f in s.fields:
+        doc = f.doc.replace("|", "\\|")
+        if f.example is not None:
+            doc += f" Example: `{f.name} = {f.example}`."
+        lines.append(f"| `{f.name}` | {f.type.replace('|', 'or')} | {_default(f)} | {doc} |")
+    if s.example:
+        lines += ["", "```toml", s.example, "```"]
+    return "\n".join(lines)
+
+
+def render() -> str:
+    from pathlib import Path
+
+    example_path = Path(__file__).resolve().parents[2] / "recipes" / "digits.toml"
+    example = example_path.read_text().strip() if example_path.is_file() else ""
+    parts = [INTRO.format(example=example)]
+    sections = all_sections()
+    for s in sections.values():
+        parts.append(_section(s))
+    cat = metric_catalogue()
+    lines = ["## Metric catalogue", "",
+             "What a `[[gates]]` entry may name as `metric` (write `suite.name` when a name exists in several "
+             "suites) and the `params` that select one record. A gate whose params match several records is an "
+             "error; with no params, the record without params is used.", ""]
+    for suite, metrics in cat.items():
+        lines += [f"### {suite}", "", "| metric | params | meaning |", "|---|---|---|"]
+        for name, spec in metrics.items():
+            params = "<br>".join(f"`{k}`: {v}" for k, v in spec.params.items()) or "—"
+            lines.append(f"| `{name}` | {params} | {spec.doc} |")
+        lines.append("")
+    parts.append("\n".join(lines).rstrip())
+    return "\n\n".join(parts) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import sys
+
+    sys.stdout.write(render())

@@ -1,0 +1,211 @@
+"""`audit run` and `audit gate` end to end on the digits example: files, numbers, gates, exit codes."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from audit.engine.table import ExampleTable
+from conftest import ROOT, run_cli, run_subprocess
+
+
+@pytest.fixture(scope="module")
+def digits_run(digits_checkpoint, digits_recipe, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    res = run_cli("run", digits_checkpoint, "--recipe", digits_recipe, "--out", out)
+    return res, out
+
+
+def _metric(report, name, **params):
+    found = [m for m in report["metrics"] if m["name"] == name and m["params"] == params]
+    assert len(found) == 1
+    return found[0]
+
+
+def test_run_writes_every_output_and_passes(digits_run):
+    res, out = digits_run
+    assert res.exit_code == 0, res.stderr
+    for name in ("report.json", "report.html", "junit.xml", "summary.md", "examples.npz"):
+        assert (out / name).is_file(), name
+    assert "PASS" in res.stderr and "report.html" in res.stderr
+
+
+def test_report_schema_and_numbers_equal_sklearn(digits_run):
+    _, out = digits_run
+    r = json.loads((out / "report.json").read_text())
+    assert r["schema"] == "audit.report/1" and r["passed"] is True and r["verdict"] == "pass"
+    for key in ("provenance", "model", "data", "recipe", "metrics", "checks", "gates"):
+        assert key in r
+    assert r["provenance"]["packages"]["torch"] and r["provenance"]["tool"]["name"] == "audit"
+    assert len(r["model"]["sha256"]) == 64 and len(r["data"]["sha256"]) == 64
+    for m in r["metrics"]:
+        assert set(m) == {"suite", "name", "params", "value", "ci_low", "ci_high", "n"}
+    for g in r["gates"]:
+        assert {"id", "metric", "params", "op", "threshold", "use", "value", "status"} <= set(g)
+    for c in r["checks"]:
+        assert {"id", "status", "message"} <= set(c)
+    t = ExampleTable.load(out / "examples.npz")
+    y, pred, probs = t["label"], t["pred"], t.probs
+    assert _metric(r, "accuracy")["value"] == pytest.approx(skm.accuracy_score(y, pred), abs=1e-12)
+    assert _metric(r, "balanced_accuracy")["value"] == pytest.approx(skm.balanced_accuracy_score(y, pred), abs=1e-12)
+    assert _metric(r, "mcc")["value"] == pytest.approx(skm.matthews_corrcoef(y, pred), abs=1e-12)
+    assert _metric(r, "f1", average="macro")["value"] == pytest.approx(skm.f1_score(y, pred, average="macro"), abs=1e-12)
+    assert _metric(r, "auroc", average="macro")["value"] == pytest.approx(
+        skm.roc_auc_score(y, probs, multi_class="ovr", average="macro"), abs=1e-9)
+    cm = r["suites"]["performance"]["tables"]["confusion_matrix"]["counts"]
+    np.testing.assert_array_equal(cm, skm.confusion_matrix(y, pred))
+    # the checks every suite relies on ran and passed on this well-behaved model
+    ids = {c["id"]: c["status"] for c in r["checks"]}
+    assert ids["logits_not_probabilities"] == "pass" and ids["inference_deterministic"] == "pass"
+
+
+def test_report_is_deterministic(digits_run, digits_checkpoint, digits_recipe, tmp_path):
+    _, out = digits_run
+    res = run_cli("run", digits_checkpoint, "--recipe", digits_recipe, "--out", tmp_path, "--quiet",
+                  "--batch-size", "7")
+    assert res.exit_code == 0
+
+    def strip(path):
+        r = json.loads(path.read_text())
+        r["provenance"].pop("created")
+        r["provenance"].pop("command")
+        r.pop("timing")
+        return r
+
+    assert strip(out / "report.json") == strip(tmp_path / "report.json")
+    r1 = strip(out / "report.json")
+    res = run_cli("run", digits_checkpoint, "--recipe", digits_recipe, "--out", tmp_path / "s1", "--quiet", "--seed", "1")
+    r2 = strip(tmp_path / "s1" / "report.json")
+    assert _metric(r1, "accuracy")["value"] == _metric(r2, "accuracy")["value"]
+    assert _metric(r1, "accuracy")["ci_low"] != _metric(r2, "accuracy")["ci_low"] or \
+        _metric(r1, "mcc")["ci_low"] != _metric(r2, "mcc")["ci_low"]
+
+
+def test_html_is_small_offline_and_complete(digits_run):
+    _, out = digits_run
+    html = (out / "report.html").read_text()
+    assert len(html.encode()) < 1_000_000
+    # nothing is loaded from anywhere: no external URLs in src/href/url(), no scripts, no @import
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
+    assert not re.search(r"url\(\s*['\"]?(https?:)?//", html)
+    assert "<script" not in html and "@import" not in html and "<link" not in html
+    assert html.index('id="summary"') < html.index('id="suite-performance"')
+    assert html.count("<svg") >= 3  # confusion matrix, ROC, PR
+    assert "PASS" in html
+
+
+def test_failing_gate_exits_1_with_junit_failure_and_gate_agrees(digits_checkpoint, write_recipe, tmp_path):
+    text = (ROOT / "recipes" / "digits.toml").read_text().replace(
+        'factory = "../examples/digits/model.py:DigitsCNN"', f'factory = "{ROOT}/examples/digits/model.py:DigitsCNN"')
+    text += '\n[[gates]]\nid = "impossible"\nmetric = "accuracy"\nop = ">"\nthreshold = 0.9999\n'
+    text += '\n[[gates]]\nid = "soft"\nmetric = "mcc"\nop = ">="\nthreshold = 0.9999\nseverity = "warn"\n'
+    recipe = write_recipe(text)
+    res = run_cli("run", digits_checkpoint, "--recipe", recipe, "--out", tmp_path / "o")
+    assert res.exit_code == 1, res.stderr
+    assert "FAIL" in res.stderr
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["verdict"] == "fail" and report["passed"] is False and report["exit_code"] == 1
+    gates = {g["id"]: g for g in report["gates"]}
+    assert gates["impossible"]["status"] == "fail" and gates["soft"]["status"] == "fail"
+    junit = ET.parse(tmp_path / "o" / "junit.xml").getroot()
+    failures = {c.get("name"): c.find("failure") for c in junit.iter("testcase")}
+    assert failures["impossible"] is not None and "vs > 0.9999" in failures["impossible"].get("message")
+    assert failures["soft"] is None  # warn gates are visible but never fail the build
+    assert junit.find("testsuite").get("failures") == "1"
+    # audit gate on the saved report reaches the same verdict, with the stored gates or the recipe's
+    for extra in ([], ["--recipe", str(recipe)]):
+        g = run_cli("gate", tmp_path / "o" / "report.json", *extra, "--junit", tmp_path / "g.xml")
+        assert g.exit_code == 1, g.stderr
+        assert ET.parse(tmp_path / "g.xml").getroot().find("testsuite").get("failures") == "1"
+    # and a recipe with only passing gates turns the same report green, without model or data
+    g = run_cli("gate", tmp_path / "o" / "report.json", "--recipe", ROOT / "recipes" / "digits.toml")
+    assert g.exit_code == 0, g.stderr
+
+
+def test_min_n_makes_gate_inconclusive(digits_checkpoint, write_recipe, tmp_path):
+    text = (ROOT / "recipes" / "digits.toml").read_text().split("[[gates]]")[0].replace(
+        "../examples", f"{ROOT}/examples")
+    base = text + '\n[[gates]]\nid = "class-3-recall"\nmetric = "recall"\nparams = { class = "3" }\nop = ">="\nthreshold = 0.5\nmin_n = 1000\n'
+    res = run_cli("run", digits_checkpoint, "--recipe", write_recipe(base), "--out", tmp_path / "o", "--quiet")
+    assert res.exit_code == 1
+    g = json.loads((tmp_path / "o" / "report.json").read_text())["gates"][0]
+    assert g["status"] == "inconclusive" and "min_n = 1000" in g["message"] and g["n"] < 1000
+    res = run_cli("run", digits_checkpoint, "--recipe", write_recipe(base + 'inconclusive = "pass"\n'),
+                  "--out", tmp_path / "o2", "--quiet")
+    assert res.exit_code == 0
+
+
+def test_invalid_evaluation_exits_4_and_downgrade(tmp_path):
+    """A model ending in softmax fails the logits check: exit 4, unless [validity] downgrades it."""
+    (tmp_path / "net.py").write_text(
+        "import torch\nclass Soft(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.lin = torch.nn.Linear(64, 10)\n    def forward(self, x):\n"
+        "        return torch.softmax(self.lin(x.flatten(1)), dim=1)\n")
+    import torch
+
+    torch.manual_seed(0)
+    torch.save({"lin.weight": torch.randn(10, 64) * 0.1, "lin.bias": torch.zeros(10)}, tmp_path / "soft.pt")
+    recipe = ('[model]\nfactory = "net.py:Soft"\nnum_classes = 10\n[data]\nsource = "sklearn"\nname = "digits"\n'
+              "[performance]\nbootstrap = 0\nbootstrap_ranking = 0\n")
+    (tmp_path / "r.toml").write_text(recipe)
+    res = run_cli("run", tmp_path / "soft.pt", "--recipe", tmp_path / "r.toml", "--out", tmp_path / "o")
+    assert res.exit_code == 4, res.stderr
+    r = json.loads((tmp_path / "o" / "report.json").read_text())
+    check = next(c for c in r["checks"] if c["id"] == "logits_not_probabilities")
+    assert check["status"] == "fail" and "softmax" in check["message"]
+    assert r["verdict"] == "invalid"
+    g = run_cli("gate", tmp_path / "o" / "report.json")
+    assert g.exit_code == 4
+    (tmp_path / "r2.toml").write_text(recipe + '[validity]\ndowngrade = ["logits_not_probabilities"]\n')
+    res = run_cli("run", tmp_path / "soft.pt", "--recipe", tmp_path / "r2.toml", "--out", tmp_path / "o2")
+    assert res.exit_code == 0
+
+
+def test_gate_errors(tmp_path):
+    res = run_cli("gate", tmp_path / "none.json")
+    assert res.exit_code == 2 and "report file not found" in res.stderr
+    (tmp_path / "bad.json").write_text("{not json")
+    res = run_cli("gate", tmp_path / "bad.json")
+    assert res.exit_code == 2 and "not a valid JSON report" in res.stderr
+    (tmp_path / "other.json").write_text('{"schema": "someone.else/3"}')
+    res = run_cli("gate", tmp_path / "other.json")
+    assert res.exit_code == 2 and "not supported" in res.stderr
+
+
+def test_help_is_fast_and_documents_exit_codes():
+    t = time.perf_counter()
+    res = run_subprocess("--help")
+    elapsed = time.perf_counter() - t
+    assert res.exit_code == 0 and "Exit codes" in res.stdout and "run" in res.stdout and "gate" in res.stdout
+    assert elapsed < 1.0, f"audit --help took {elapsed:.2f}s"
+    res = run_subprocess("run", "--help")
+    for opt in ("--suite", "--out", "--seed", "--device", "--batch-size", "--quiet", "--debug", "--trust-checkpoint"):
+        assert opt in res.stdout
+
+
+def test_internal_error_is_exit_3_and_debug_shows_traceback(tmp_path):
+    (tmp_path / "net.py").write_text(
+        "import torch\nclass Boom(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.lin = torch.nn.Linear(64, 10)\n        self.calls = 0\n    def forward(self, x):\n"
+        "        self.calls += 1\n        if self.calls > 1:\n            raise ZeroDivisionError('boom')\n"
+        "        return self.lin(x.flatten(1))\n")
+    import torch
+
+    torch.save(torch.nn.Linear(64, 10).state_dict(), tmp_path / "w.pt")
+    sd = torch.load(tmp_path / "w.pt")
+    torch.save({f"lin.{k}": v for k, v in sd.items()}, tmp_path / "w.pt")
+    (tmp_path / "r.toml").write_text('[model]\nfactory = "net.py:Boom"\nnum_classes = 10\n'
+                                     '[data]\nsource = "sklearn"\nname = "digits"\n')
+    res = run_subprocess("run", tmp_path / "w.pt", "--recipe", tmp_path / "r.toml", "--out", tmp_path / "o",
+                         cwd=tmp_path)
+    assert res.exit_code == 3
+    assert res.stderr.strip().count("\n") == 0 and "internal error: ZeroDivisionError: boom" in res.stderr
+    res = run_subprocess("run", tmp_path / "w.pt", "--recipe", tmp_path / "r.toml", "--out", tmp_path / "o",
+                         "--debug", cwd=tmp_path)
+    assert res.exit_code == 3 and "Traceback" in res.stderr

@@ -1,0 +1,146 @@
+"""Performance metrics against scikit-learn, on a real model's outputs and on adversarial edge cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from audit.metrics import classification as C
+from audit.suites.performance import SECTION, evaluate
+
+CFG = SECTION.defaults()
+
+
+def _real_outputs():
+    """A real classifier on real data: logistic regression on digits (multiclass) probabilities."""
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+
+    x, y = load_digits(return_X_y=True)
+    xtr, xte, ytr, yte = train_test_split(x / 16.0, y, test_size=0.3, random_state=0, stratify=y)
+    clf = LogisticRegression(max_iter=200, C=0.05).fit(xtr, ytr)
+    return yte, clf.predict_proba(xte)
+
+
+def _binary_outputs():
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = load_breast_cancer(return_X_y=True)
+    xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.4, random_state=1, stratify=y)
+    sc = StandardScaler().fit(xtr)
+    clf = LogisticRegression(C=0.01, max_iter=500).fit(sc.transform(xtr), ytr)
+    return yte, clf.predict_proba(sc.transform(xte))
+
+
+def _get(res, name, **params):
+    found = [m for m in res.metrics if m.name == name and m.params == params]
+    assert len(found) == 1, (name, params, found)
+    return found[0]
+
+
+def test_count_metrics_equal_sklearn_multiclass():
+    y, p = _real_outputs()
+    pred = p.argmax(1)
+    cm = C.confusion_matrix(y, pred, 10)
+    np.testing.assert_array_equal(cm, skm.confusion_matrix(y, pred, labels=range(10)))
+    assert C.accuracy(cm) == pytest.approx(skm.accuracy_score(y, pred), abs=1e-12)
+    assert C.balanced_accuracy(cm) == pytest.approx(skm.balanced_accuracy_score(y, pred), abs=1e-12)
+    assert C.mcc(cm) == pytest.approx(skm.matthews_corrcoef(y, pred), abs=1e-12)
+    prf = C.precision_recall_f1(cm)
+    for name, fn in (("precision", skm.precision_score), ("recall", skm.recall_score), ("f1", skm.f1_score)):
+        for avg in ("macro", "weighted", "micro"):
+            assert prf[name][avg] == pytest.approx(fn(y, pred, average=avg, zero_division=0), abs=1e-12), (name, avg)
+        np.testing.assert_allclose(prf[name]["per_class"], fn(y, pred, average=None, labels=range(10), zero_division=0),
+                                   atol=1e-12)
+
+
+def test_count_metrics_with_missing_and_never_predicted_classes():
+    """Class 3 never occurs and class 2 is never predicted: sklearn's conventions (labels present in
+    y_true or y_pred, 0 for undefined precision) must hold exactly."""
+    rng = np.random.default_rng(0)
+    y = rng.choice([0, 1, 2, 4], size=300)
+    pred = np.where(rng.random(300) < 0.7, y, rng.choice([0, 1, 4], size=300))
+    pred[pred == 2] = 0
+    cm = C.confusion_matrix(y, pred, 5)
+    assert C.balanced_accuracy(cm) == pytest.approx(skm.balanced_accuracy_score(y, pred), abs=1e-12)
+    assert C.mcc(cm) == pytest.approx(skm.matthews_corrcoef(y, pred), abs=1e-12)
+    prf = C.precision_recall_f1(cm)
+    for name, fn in (("precision", skm.precision_score), ("recall", skm.recall_score), ("f1", skm.f1_score)):
+        for avg in ("macro", "weighted", "micro"):
+            assert prf[name][avg] == pytest.approx(fn(y, pred, average=avg, zero_division=0), abs=1e-12)
+
+
+def test_mcc_degenerate_is_zero_like_sklearn():
+    y = np.array([0, 0, 1, 1])
+    pred = np.array([1, 1, 1, 1])
+    assert C.mcc(C.confusion_matrix(y, pred, 2)) == skm.matthews_corrcoef(y, pred) == 0.0
+
+
+def test_ranking_metrics_equal_sklearn_with_ties():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 500)
+    score = np.round(rng.random(500) * 0.6 + 0.4 * y, 1)  # heavy ties
+    assert C.auroc_binary(y, score) == pytest.approx(skm.roc_auc_score(y, score), abs=1e-12)
+    assert C.average_precision_binary(y, score) == pytest.approx(skm.average_precision_score(y, score), abs=1e-12)
+    assert np.isnan(C.auroc_binary(np.ones(5), np.arange(5)))
+    assert np.isnan(C.average_precision_binary(np.zeros(5), np.arange(5)))
+
+
+def test_performance_suite_multiclass_equals_sklearn():
+    y, p = _real_outputs()
+    names = [str(i) for i in range(10)]
+    res = evaluate(y, p.argmax(1), p, names, CFG, seed=0)
+    assert _get(res, "accuracy").value == pytest.approx(skm.accuracy_score(y, p.argmax(1)), abs=1e-12)
+    for avg in ("macro", "weighted"):
+        assert _get(res, "auroc", average=avg).value == pytest.approx(
+            skm.roc_auc_score(y, p, multi_class="ovr", average=avg), abs=1e-9)
+    ap_sk = skm.average_precision_score(np.eye(10)[y], p, average=None)
+    for k in range(10):
+        assert _get(res, "average_precision", **{"class": str(k)}).value == pytest.approx(ap_sk[k], abs=1e-9)
+        assert _get(res, "prevalence", **{"class": str(k)}).value == pytest.approx(np.mean(y == k))
+    assert _get(res, "average_precision", average="macro").value == pytest.approx(
+        skm.average_precision_score(np.eye(10)[y], p, average="macro"), abs=1e-9)
+    # curves come from scikit-learn and keep their end points
+    roc = res.curves["roc"][0]
+    assert roc["fpr"][0] == 0.0 and roc["tpr"][-1] == 1.0
+    # intervals bracket the estimate and come from the seeded stream: same seed, same interval
+    acc = _get(res, "accuracy")
+    assert acc.ci_low <= acc.value <= acc.ci_high and acc.ci_high - acc.ci_low > 0
+    again = evaluate(y, p.argmax(1), p, names, CFG, seed=0)
+    assert _get(again, "accuracy").ci_low == acc.ci_low
+    other = evaluate(y, p.argmax(1), p, names, CFG, seed=1)
+    assert _get(other, "accuracy").ci_low != acc.ci_low or _get(other, "mcc").ci_low != _get(res, "mcc").ci_low
+
+
+def test_performance_suite_binary_and_imbalance_warning():
+    y, p = _binary_outputs()
+    res = evaluate(y, p.argmax(1), p, ["malignant", "benign"], CFG, seed=0)
+    assert _get(res, "auroc", **{"class": "benign"}).value == pytest.approx(skm.roc_auc_score(y, p[:, 1]), abs=1e-12)
+    assert _get(res, "average_precision", **{"class": "benign"}).value == pytest.approx(
+        skm.average_precision_score(y, p[:, 1]), abs=1e-12)
+    assert len(res.curves["roc"]) == 1 and res.curves["roc"][0]["class"] == "benign"
+    # make it strongly imbalanced: keep 10% of class 0
+    keep = (y == 1) | (np.arange(len(y)) % 10 == 0)
+    res2 = evaluate(y[keep], p[keep].argmax(1), p[keep], ["malignant", "benign"], CFG, seed=0)
+    assert any("Class imbalance" in n and "balanced accuracy" in n for n in res2.notes)
+    assert not any("Class imbalance" in n for n in res.notes)
+
+
+def test_multinomial_bootstrap_matches_row_bootstrap_in_distribution():
+    """Resampling rows and drawing Multinomial(n, cell frequencies) give the same distribution of
+    accuracy: compare the two interval ends (Monte-Carlo tolerance)."""
+    from audit.metrics.bootstrap import multinomial_confusions, percentile_interval
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 400)
+    pred = np.where(rng.random(400) < 0.8, y, rng.integers(0, 3, 400))
+    cm = C.confusion_matrix(y, pred, 3)
+    fast = percentile_interval(C.accuracy(multinomial_confusions(cm, 4000, rng)))
+    idx = rng.integers(0, 400, size=(4000, 400))
+    slow = percentile_interval((y[idx] == pred[idx]).mean(axis=1))
+    assert abs(fast[0] - slow[0]) < 0.01 and abs(fast[1] - slow[1]) < 0.01

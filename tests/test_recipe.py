@@ -1,0 +1,93 @@
+"""Strict recipe validation: one line naming the file, the key and what was expected; exit 2."""
+
+from __future__ import annotations
+
+import pytest
+
+from audit.errors import RecipeError
+from audit.recipe import load_recipe
+from conftest import DIGITS_DATA, DIGITS_MODEL, ROOT, run_cli
+
+BASE = DIGITS_MODEL + DIGITS_DATA
+
+
+def _load_error(write_recipe, text: str) -> str:
+    path = write_recipe(text)
+    with pytest.raises(RecipeError) as e:
+        load_recipe(path)
+    msg = str(e.value)
+    assert str(path) in msg and "\n" not in msg
+    return msg
+
+
+@pytest.mark.parametrize("text, fragments", [
+    (BASE.replace("num_classes", "num_clases"), ["[model]", "unknown key 'num_clases'", "did you mean 'num_classes'"]),
+    (BASE.replace("num_classes = 10", 'num_classes = "ten"'), ["[model]", "num_classes", "expected an integer >= 2"]),
+    (BASE.replace("num_classes = 10", "num_classes = 1"), ["num_classes", "expected an integer >= 2"]),
+    (BASE.replace("num_classes = 10\n", ""), ["[model]", "missing required key 'num_classes'"]),
+    (BASE.replace("[0.0, 1.0]", "[1.0, 0.0]"), ["input_bounds", "low < high"]),
+    (BASE.replace("std = [0.5]", "std = [0.0]"), ["std", "> 0"]),
+    (BASE.replace("std = [0.5]\n", ""), ["mean and std go together"]),
+    (BASE + '\n[data2]\nx = 1\n', ["unknown section [data2]", "did you mean 'data'"]),
+    (BASE.replace('name = "digits"', 'name = "mnist"'), ["[data]", "name", "'digits'"]),
+    (BASE.replace('name = "digits"', 'name = "digits"\npath = "x.npz"'), ["'path' is not used by source = 'sklearn'"]),
+    (BASE.replace('source = "sklearn"\nname = "digits"', 'source = "npz"'), ["source = 'npz' needs key 'path'"]),
+    (BASE + '\n[run]\ndevice = "gpu"\n', ["[run]", "device", "'auto', 'cpu', 'cuda' or 'cuda:N'"]),
+    (BASE + '\n[run]\nsuites = ["performanse"]\n', ["unknown suite 'performanse'", "did you mean 'performance'"]),
+    (BASE + '\n[performance]\nbootstrap = -1\n', ["[performance]", "bootstrap", ">= 0"]),
+    (BASE + '\n[[gates]]\nmetric = "acuracy"\nop = ">="\nthreshold = 0.9\n',
+     ["[[gates]] #1", "unknown metric 'acuracy'", "did you mean 'accuracy'"]),
+    (BASE + '\n[[gates]]\nmetric = "accuracy"\nop = "=>"\nthreshold = 0.9\n', ["[[gates]] #1", "op", "'>='"]),
+    (BASE + '\n[[gates]]\nmetric = "accuracy"\nop = ">="\n', ["missing required key 'threshold'"]),
+    (BASE + '\n[[gates]]\nmetric = "f1"\nparams = { avg = "macro" }\nop = ">="\nthreshold = 0.9\n',
+     ["params", "no parameter 'avg'", "average"]),
+    (BASE + '\n[[gates]]\nmetric = "accuracy"\nop = ">="\nthreshold = 0.9\nuse = "low"\n', ["use", "'ci_low'"]),
+    (BASE + '\n[gates]\nmetric = "accuracy"\n', ["must be an array of tables", "[[gates]]"]),
+    (BASE.replace("factory = ", "factory = 3 #"), ["factory", "module:callable"]),
+])
+def test_recipe_errors_name_file_key_and_expectation(write_recipe, text, fragments):
+    msg = _load_error(write_recipe, text)
+    for f in fragments:
+        assert f in msg, (f, msg)
+
+
+def test_toml_syntax_error_and_missing_file(write_recipe, tmp_path):
+    msg = _load_error(write_recipe, "[model\nnum_classes = 3")
+    assert "not valid TOML" in msg and "line 1" in msg
+    with pytest.raises(RecipeError, match="recipe file not found"):
+        load_recipe(tmp_path / "nope.toml")
+
+
+def test_recipe_error_through_cli_is_one_line_exit_2(write_recipe, digits_checkpoint, tmp_path):
+    path = write_recipe(BASE.replace("num_classes", "num_clases"))
+    res = run_cli("run", digits_checkpoint, "--recipe", path, "--out", tmp_path / "o")
+    assert res.exit_code == 2
+    assert res.stderr.count("\n") == 1 and "unknown key 'num_clases'" in res.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_usage_errors(digits_checkpoint, digits_recipe, tmp_path):
+    res = run_cli("run", digits_checkpoint, "--recipe", digits_recipe, "--suite", "robustnes", "--out", tmp_path)
+    assert res.exit_code == 2 and "--suite robustnes: unknown suite" in res.stderr
+    res = run_cli("run", digits_checkpoint, "--recipe", digits_recipe, "--device", "tpu", "--out", tmp_path)
+    assert res.exit_code == 2 and "--device tpu" in res.stderr
+    res = run_cli("run", digits_checkpoint)  # click's own usage error: exit 2
+    assert res.exit_code == 2 and "Missing option '--recipe'" in res.stderr
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the no-GPU message")
+def test_cuda_requested_without_gpu(digits_checkpoint, digits_recipe, tmp_path):
+    res = run_cli("run", digits_checkpoint, "--recipe", digits_recipe, "--device", "cuda", "--out", tmp_path)
+    assert res.exit_code == 2 and "CUDA is not available" in res.stderr
+
+
+def test_shipped_recipes_are_valid():
+    for path in sorted((ROOT / "recipes").glob("*.toml")):
+        load_recipe(path)
+
+
+def test_recipe_reference_is_up_to_date():
+    """docs/recipe.md is generated from the same declarations that validate recipes."""
+    from audit.recipe.docs import render
+
+    assert (ROOT / "docs" / "recipe.md").read_text() == render(), "run `make docs` to regenerate docs/recipe.md"
