@@ -34,14 +34,15 @@ examples/credit/model.safetensors: $(STAMP) examples/credit/train.py examples/cr
 	$(PY) examples/credit/train.py
 
 demo: examples/digits/model.safetensors examples/credit/model.safetensors
-	$(VENV)/bin/audit run examples/digits/model.safetensors --recipe recipes/digits.toml --out out/demo; \
-	  code=$$?; echo "report: out/demo/report.html (exit code $$code)"; test $$code -le 1
+	$(VENV)/bin/audit run examples/digits/model.safetensors --recipe recipes/digits.toml --out out/demo
+	$(VENV)/bin/audit run examples/credit/model.safetensors --recipe recipes/credit.toml --out out/demo/credit
+	@echo "demo reports: out/demo/report.html (digits), out/demo/credit/report.html (credit)"
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(PY) bench/performance.py
+	for b in bench/*.py; do $(PY) $$b || exit 1; done
 
 docs: $(STAMP)
 	$(PY) -m audit.recipe.docs > docs/recipe.md

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -171,7 +172,11 @@ def write_outputs(report: dict[str, Any], out: Path, table: Any | None = None) -
     from audit.report.markdown import render_markdown
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(dumps(report), encoding="utf-8")
+    text = dumps(report)
+    (out / "report.json").write_text(text, encoding="utf-8")
+    # Renderers get exactly what report.json holds (not the in-memory objects), so re-rendering a saved
+    # report gives the same files.
+    report = json.loads(text)
     if table is not None:
         table.save(out / "examples.npz")
     (out / "report.html").write_text(render_html(report), encoding="utf-8")

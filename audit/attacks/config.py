@@ -47,24 +47,34 @@ def parse_eps(v: Any) -> Eps:
     return Eps(value, eps_label(v))
 
 
-def parse_eps_list(v: Any, what: str = "epsilons") -> list[Eps]:
-    """A non-empty list of positive numbers or fraction strings; sorted ascending, distinct values."""
+def _raw(v: Any) -> str | float:
+    """The JSON-able form kept in the recipe: a fraction string without spaces, or a float."""
+    return "".join(v.split()) if isinstance(v, str) else float(v)
+
+
+def parse_eps_list(v: Any, what: str = "epsilons") -> list[str | float]:
+    """A non-empty list of positive numbers or fraction strings; returned sorted ascending (JSON-able:
+    strings without spaces, numbers as floats), distinct values. ``to_eps`` turns it into ``Eps``."""
     if not isinstance(v, list) or not v:
         raise FieldError(f'expected a non-empty list of {what} (numbers or fraction strings like "8/255")')
     out = []
     for i, x in enumerate(v):
         try:
-            out.append(parse_eps(x))
+            out.append((parse_eps(x), _raw(x)))
         except FieldError as e:
             raise FieldError(f"item {i}: {e}") from None
-    out.sort()
-    vals = [e.value for e in out]
+    out.sort(key=lambda t: t[0].value)
+    vals = [e.value for e, _ in out]
     if len(set(vals)) != len(vals):
         raise FieldError(f"expected distinct {what} (two items have the same value)")
-    return out
+    return [r for _, r in out]
 
 
-def parse_eps_by_norm(v: Any) -> dict[str, list[Eps]] | list[Eps]:
+def to_eps(raw: list[Any]) -> list[Eps]:
+    return sorted(parse_eps(v) for v in raw)
+
+
+def parse_eps_by_norm(v: Any) -> dict[str, list[str | float]] | list[str | float]:
     """A list (for the single norm given in ``norm``) or a table norm -> list."""
     if isinstance(v, dict):
         out = {}
@@ -79,18 +89,20 @@ def parse_eps_by_norm(v: Any) -> dict[str, list[Eps]] | list[Eps]:
     return parse_eps_list(v)
 
 
-def parse_one_eps_by_norm(v: Any) -> dict[str, Eps] | Eps:
+def parse_one_eps_by_norm(v: Any) -> dict[str, str | float] | str | float:
     if isinstance(v, dict):
         out = {}
         for k, x in v.items():
             if k not in NORMS:
                 raise FieldError(f"unknown norm {k!r} (allowed: {', '.join(NORMS)})")
-            out[k] = parse_eps(x)
+            parse_eps(x)
+            out[k] = _raw(x)
         return out
-    return parse_eps(v)
+    parse_eps(v)
+    return _raw(v)
 
 
-def parse_noise(v: Any) -> dict[str, list[Eps]]:
+def parse_noise(v: Any) -> dict[str, list[str | float]]:
     """A table kind -> list of levels; an empty table turns noise robustness off."""
     if not isinstance(v, dict):
         raise FieldError('expected a table such as { gaussian = [0.05, 0.1], salt_pepper = [0.02] }')
@@ -102,7 +114,7 @@ def parse_noise(v: Any) -> dict[str, list[Eps]]:
             levels = parse_eps_list(lst, "levels")
         except FieldError as e:
             raise FieldError(f"{k}: {e}") from None
-        if k == "salt_pepper" and any(e.value > 1 for e in levels):
+        if k == "salt_pepper" and any(e.value > 1 for e in to_eps(levels)):
             raise FieldError("salt_pepper levels are fractions of input values, in (0, 1]")
         out[k] = levels
     return out
@@ -212,4 +224,4 @@ def finite(v: float) -> float | None:
 
 __all__ = ["ATTACKS", "AUTOATTACK_PRESETS", "AttackConfig", "Eps", "NOISES", "NORMS", "asdict",
            "autoattack_components", "default_step_size", "eps_label", "parse_eps", "parse_eps_by_norm",
-           "parse_eps_list", "parse_noise", "parse_one_eps_by_norm"]
+           "parse_eps_list", "parse_noise", "parse_one_eps_by_norm", "to_eps"]

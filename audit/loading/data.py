@@ -26,6 +26,14 @@ def load_data(recipe: Recipe) -> Dataset:
     x, y, sensitive, index, feature_names, meta = loader(cfg, recipe)
     where = meta.get("path") or f"[data] source = {src!r}"
     x, y, sensitive, index = _validate(x, y, sensitive, index, model, where)
+    split = cfg["split"] or ("test" if src == "sklearn" else "all")
+    if split != "all":
+        chosen = split_indices(y, split, cfg["test_size"], cfg["split_seed"])
+        x, y, index = x[chosen], y[chosen], index[chosen]
+        sensitive = {k: v[chosen] for k, v in sensitive.items()}
+        meta.update(split=split, test_size=cfg["test_size"], split_seed=cfg["split_seed"])
+    else:
+        meta.update(split="all")
     if cfg["limit"] is not None:
         x, y, index = x[: cfg["limit"]], y[: cfg["limit"]], index[: cfg["limit"]]
         sensitive = {k: v[: cfg["limit"]] for k, v in sensitive.items()}
@@ -153,36 +161,47 @@ def _load_csv(cfg: dict[str, Any], recipe: Recipe):
     return x, y, sensitive, np.arange(len(df)), names, {"path": str(path), "file_sha256": _file_sha256(path)}
 
 
+def split_indices(y: np.ndarray, split: str, test_size: float, split_seed: int) -> np.ndarray:
+    """Positions of the ``split`` part of a seeded split stratified by label (sorted; all rows for 'all').
+
+    Stratification falls back to a plain seeded split when a class has fewer than two examples.
+    """
+    from sklearn.model_selection import train_test_split
+
+    positions = np.arange(len(y))
+    if split == "all":
+        return positions
+    _, counts = np.unique(y, return_counts=True)
+    stratify = y if counts.min() >= 2 else None
+    tr, te = train_test_split(positions, test_size=test_size, random_state=split_seed, stratify=stratify)
+    return np.sort(te if split == "test" else tr)
+
+
 def sklearn_split(name: str, split: str, test_size: float, split_seed: int):
     """The bundled scikit-learn dataset ``name`` and a seeded stratified split.
 
-    Returns (x, y, global index). digits are images in [0, 1] of shape (1, 8, 8) (pixel values / 16).
-    Training scripts use this same function so that train and test never overlap.
+    Returns (x, y, global index, feature names). digits are images in [0, 1] of shape (1, 8, 8)
+    (pixel values / 16). Training scripts use this same function so that train and test never overlap.
     """
+    x, y, names = _sklearn_arrays(name)
+    chosen = split_indices(y, split, test_size, split_seed)
+    return x[chosen], y[chosen], chosen, names
+
+
+def _sklearn_arrays(name: str):
     from sklearn import datasets
-    from sklearn.model_selection import train_test_split
 
     loaders = {"digits": datasets.load_digits, "breast_cancer": datasets.load_breast_cancer,
                "iris": datasets.load_iris, "wine": datasets.load_wine}
     bunch = loaders[name]()
     if name == "digits":
-        x = (bunch.images / 16.0).astype(np.float32)[:, None, :, :]
-    else:
-        x = bunch.data.astype(np.float32)
-    y = bunch.target.astype(np.int64)
-    index = np.arange(len(y))
-    if split == "all":
-        return x, y, index, list(getattr(bunch, "feature_names", []) or []) or None
-    tr, te = train_test_split(index, test_size=test_size, random_state=split_seed, stratify=y)
-    chosen = np.sort(te if split == "test" else tr)
-    names = list(bunch.feature_names) if name != "digits" else None
-    return x[chosen], y[chosen], chosen, names
+        return (bunch.images / 16.0).astype(np.float32)[:, None, :, :], bunch.target.astype(np.int64), None
+    return bunch.data.astype(np.float32), bunch.target.astype(np.int64), list(bunch.feature_names)
 
 
 def _load_sklearn(cfg: dict[str, Any], recipe: Recipe):
-    x, y, index, names = sklearn_split(cfg["name"], cfg["split"], cfg["test_size"], cfg["split_seed"])
-    return x, y, {}, index, names, {"path": None, "dataset": cfg["name"], "split": cfg["split"],
-                                     "test_size": cfg["test_size"], "split_seed": cfg["split_seed"]}
+    x, y, names = _sklearn_arrays(cfg["name"])
+    return x, y, {}, np.arange(len(y)), names, {"path": None, "dataset": cfg["name"]}
 
 
 def _load_python(cfg: dict[str, Any], recipe: Recipe):

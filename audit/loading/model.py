@@ -177,6 +177,8 @@ def load_checkpoint(path: str | Path, model_cfg: dict[str, Any], recipe_dir: Pat
         else:
             unsafe = _pickle_globals(path)
         what = "it is a pickle that needs globals outside torch's weights-only allow-list"
+        # Name the most telling globals first: user code and os/subprocess rather than torch internals.
+        unsafe = sorted(unsafe, key=lambda g: (g.startswith(("torch.", "collections.", "builtins.")), g))
         if unsafe:
             shown = ", ".join(unsafe[:4]) + (f" (+{len(unsafe) - 4} more)" if len(unsafe) > 4 else "")
             what = f"unpickling it would import {shown}, outside torch's weights-only allow-list"

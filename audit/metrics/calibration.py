@@ -10,9 +10,10 @@ Binning conventions (the report should say them):
 - ``strategy="uniform"``: M equal-width bins ``(lo, hi]`` on [0, 1], except that the first bin also holds
   0, i.e. bin ``b`` holds ``b/M < c <= (b+1)/M`` and ``c = 0`` is in bin 0. A confidence of exactly 1.0
   is in the last bin (a half-open ``[lo, hi)`` convention without a special case drops it, or indexes one
-  past the end). Edges are ``np.linspace(0, 1, M + 1)`` and bins are found with ``np.searchsorted`` on
-  those same edges, so a value equal to an edge lands where the edges say, without floating-point
-  disagreement between ``floor(c * M)`` and the printed edges.
+  past the end). Edges are ``k / M`` (correctly rounded; ``np.linspace`` computes ``k * (1/M)``, which
+  is 0.30000000000000004 for 3/10) and bins are found with ``np.searchsorted`` on those same edges, so a
+  value equal to an edge lands where the printed edges say, with no floating-point disagreement between
+  ``floor(c * M)`` and the edges.
 - ``strategy="quantile"`` (equal mass): the examples sorted by confidence (stable sort, so ties keep
   their input order) are cut into M consecutive runs of ``floor(n/M)`` or ``ceil(n/M)`` examples; example
   of rank r (0-based) is in bin ``floor(r * M / n)``. Every bin has the same mass even when confidences tie
@@ -79,10 +80,10 @@ def top_label(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def bin_edges(n_bins: int) -> np.ndarray:
-    """Equal-width edges ``np.linspace(0, 1, n_bins + 1)``."""
+    """Equal-width edges ``k / n_bins`` for k = 0..n_bins (each the double nearest the exact fraction)."""
     if n_bins < 1:
         raise ValueError("n_bins must be >= 1")
-    return np.linspace(0.0, 1.0, n_bins + 1)
+    return np.arange(n_bins + 1) / n_bins
 
 
 def assign_bins(confidence: np.ndarray, n_bins: int = 15, strategy: Strategy = "uniform") -> np.ndarray:

@@ -73,6 +73,21 @@ def binarize(labels: np.ndarray, pos_label: int = 1) -> np.ndarray:
     return np.asarray(labels) == pos_label
 
 
+def _factorize(col: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(col, return_inverse=True)``; for integer codes in a compact range by a bincount and a
+    lookup table (O(n), no sort), which is what attributes stored as category codes look like."""
+    col = col.reshape(-1)
+    if col.dtype.kind in "iub" and col.size:
+        lo, hi = int(col.min()), int(col.max())
+        if hi - lo <= 4 * col.size + 1024 and -2**62 < lo and hi < 2**62:
+            shifted = col.astype(np.int64) - lo
+            seen = np.bincount(shifted, minlength=hi - lo + 1) > 0
+            lookup = np.cumsum(seen) - 1
+            return (np.flatnonzero(seen) + lo).astype(col.dtype), lookup[shifted]
+    u, inv = np.unique(col, return_inverse=True)
+    return u, inv.reshape(-1).astype(np.int64)
+
+
 def intersect_groups(*columns: np.ndarray) -> tuple[np.ndarray, int, list[tuple]]:
     """Intersectional group codes for one or more sensitive attributes.
 
@@ -88,10 +103,11 @@ def intersect_groups(*columns: np.ndarray) -> tuple[np.ndarray, int, list[tuple]
     codes = np.zeros(len(columns[0]), dtype=np.int64)
     uniques = []
     for col in columns:
-        u, inv = np.unique(np.asarray(col), return_inverse=True)
+        u, inv = _factorize(np.asarray(col))
         if len(inv) != len(codes):
             raise ValueError("sensitive attribute columns differ in length")
-        codes = codes * len(u) + inv.reshape(-1)
+        codes *= len(u)
+        codes += inv
         uniques.append(u)
     n_groups = int(np.prod([len(u) for u in uniques]))
     grids = np.meshgrid(*uniques, indexing="ij")

@@ -92,10 +92,10 @@ SKLEARN_DATASETS = ("digits", "breast_cancer", "iris", "wine")
 _SOURCE_KEYS: dict[str, set[str]] = {
     "npz": {"path", "x", "y", "sensitive"},
     "csv": {"path", "features", "label", "sensitive", "categorical", "label_values"},
-    "sklearn": {"name", "split", "test_size", "split_seed"},
+    "sklearn": {"name"},
     "python": {"callable", "kwargs"},
 }
-_COMMON_KEYS = {"source", "limit", "sensitive_bins"}
+_COMMON_KEYS = {"source", "limit", "sensitive_bins", "split", "test_size", "split_seed"}
 
 
 _NEEDS = {"npz": ("path",), "csv": ("path", "features", "label"), "sklearn": ("name",), "python": ("callable",)}
@@ -172,11 +172,13 @@ DATA = Section(
               "sklearn: a dataset scikit-learn ships (no download). digits gives images in [0, 1] of shape "
               "(1, 8, 8); the others give raw feature vectors.", parse=p_str(SKLEARN_DATASETS),
               example='"digits"'),
-        Field("split", "'test' | 'train' | 'all'", "sklearn: which part of a seeded stratified split.",
-              default="test", parse=p_str(("test", "train", "all"))),
-        Field("test_size", "number in (0, 1)", "sklearn: fraction held out as the test split.", default=0.25,
+        Field("split", "'test' | 'train' | 'all'",
+              "Which part of a seeded split stratified by label (any source). Default: 'test' for sklearn, "
+              "'all' for the other sources. Training scripts use split = 'train' of the same recipe, so the "
+              "two never overlap.", parse=p_str(("test", "train", "all")), example='"test"'),
+        Field("test_size", "number in (0, 1)", "Fraction held out as the test split.", default=0.25,
               parse=p_float(0.0, 0.99, lo_open=True)),
-        Field("split_seed", "integer >= 0", "sklearn: seed of the split.", default=0, parse=p_int(0)),
+        Field("split_seed", "integer >= 0", "Seed of the split.", default=0, parse=p_int(0)),
         Field("callable", '"module:callable" or "file.py:callable"',
               "python: returns (x, y), (x, y, {attribute: values}), a dict with keys x, y, sensitive, or a "
               "torch Dataset whose items are (x, y) or (x, y, {attribute: value}).",

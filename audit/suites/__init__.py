@@ -13,6 +13,7 @@ from audit.suites.base import MetricSpec, RunContext, Suite
 # name -> module; the order is the run order.
 _REGISTRY: dict[str, str] = {
     "performance": "audit.suites.performance",
+    "robustness": "audit.suites.robustness",
 }
 
 

@@ -1,0 +1,309 @@
+"""torchattacks adapters: the attacks run on our WrappedModel (normalisation inside it, inputs in their
+natural bounds), never through torchattacks' ``set_normalization_used``.
+
+Why subclasses. torchattacks' FGSM/PGD/PGDL2 clamp to [0, 1], assume 4-D images (PGDL2), average the loss
+over the batch, return only the last iterate, and draw PGD's random start from the global RNG, which
+makes an example's result depend on which other examples share its batch. Our subclasses keep the
+torchattacks ``Attack`` machinery (``__call__``, model-mode handling, ``get_logits``, targeted modes) and
+override ``forward`` so that:
+
+- the random start is supplied per example (``audit.attacks.rand``, seeded by the master seed and the
+  example's global index): results do not depend on batch size or order;
+- the loss is summed, so each example's gradient is its own (a mean scales it by 1/batch);
+- inputs stay in the recipe's bounds (or are unbounded), for any input rank;
+- an example counts as broken if any iterate is misclassified, and broken examples leave the batch
+  (early stop): the misclassified iterate is inside the ball, so this is a valid, and stronger and
+  cheaper, attack than keeping only the last iterate.
+
+AutoAttack runs its torchattacks components (APGD, APGDT, FAB, Square) one after another on the
+survivors with every setting explicit (``audit.attacks.config.AUTOATTACK_PRESETS``). Those components draw
+their randomness from torch's global RNG after ``torch.manual_seed(seed)``; we fork the RNG around them
+(the caller's RNG state is untouched) and seed each fixed chunk of examples from the master seed and the
+chunk's first global index (see ``audit.attacks.sweep``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+import torchattacks
+from torch import nn
+
+
+@contextlib.contextmanager
+def fp32_decisions() -> Iterator[None]:
+    """Turn off TF32 matmul/convolution on CUDA while attacking, so decisions are made in fp32."""
+    if not torch.cuda.is_available():
+        yield
+        return
+    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+def _flat_norm(d: torch.Tensor, norm: str) -> torch.Tensor:
+    f = d.reshape(len(d), -1)
+    return f.abs().amax(dim=1) if norm == "linf" else f.norm(p=2, dim=1)
+
+
+def _view(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return v.view((-1,) + (1,) * (like.dim() - 1))
+
+
+def _input_grad(loss: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """d loss / d x; zeros when the model cuts the input off from autograd (the gradient-masking check
+    reports that, instead of the attack crashing)."""
+    if not loss.requires_grad:
+        return torch.zeros_like(x)
+    g = torch.autograd.grad(loss, x, allow_unused=True)[0]
+    return torch.zeros_like(x) if g is None else g
+
+
+class Counter:
+    """Rows through forward and backward passes (a batch of 64 counts 64)."""
+
+    def __init__(self) -> None:
+        self.forward = 0
+        self.backward = 0
+
+    def to_json(self) -> dict[str, int]:
+        return {"forward_rows": self.forward, "backward_rows": self.backward}
+
+
+class FGSMAttack(torchattacks.FGSM):
+    """FGSM (Goodfellow et al., 2015) inside ``bounds``: x' = clip(x + eps * sign(grad_x CE(f(x), y))).
+
+    ``grad_sign`` computes the sign once; ``at`` applies it for any eps (the gradient is taken at the clean
+    input, so it does not depend on eps: one gradient serves a whole epsilon sweep).
+    """
+
+    def __init__(self, model: nn.Module, eps: float = 8 / 255, bounds: tuple[float, float] | None = (0.0, 1.0),
+                 counter: Counter | None = None):
+        super().__init__(model, eps=eps)
+        self.bounds = bounds
+        self.counter = counter or Counter()
+
+    def grad_sign(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        x = images.clone().detach().requires_grad_(True)
+        logits = self.get_logits(x)
+        loss = F.cross_entropy(logits, labels, reduction="sum")
+        grad = _input_grad(loss, x)
+        self.counter.forward += len(x)
+        self.counter.backward += len(x)
+        return grad.sign()
+
+    def at(self, images: torch.Tensor, sign: torch.Tensor, eps: float) -> torch.Tensor:
+        adv = images + eps * sign
+        if self.bounds is not None:
+            adv = adv.clamp(self.bounds[0], self.bounds[1])
+        return adv.detach()
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:  # torchattacks API
+        images = images.clone().detach().to(self.device)
+        labels = labels.clone().detach().to(self.device)
+        return self.at(images, self.grad_sign(images, labels), self.eps)
+
+
+class PGDAttack(torchattacks.PGD):
+    """PGD (Madry et al., 2018), Linf (sign steps, box projection) or L2 (normalised steps, ball
+    projection, as torchattacks.PGDL2), inside ``bounds``, with a supplied per-example random start.
+
+    ``forward(images, labels, start)`` returns ``(adv, found)``: ``start`` is a unit draw shaped like the
+    images (``eps * start`` is the initial perturbation; None: no random start); ``found[i]`` says an
+    iterate fooled the model, and then ``adv[i]`` is that iterate, else the last iterate.
+    """
+
+    def __init__(self, model: nn.Module, eps: float = 8 / 255, alpha: float = 2 / 255, steps: int = 10,
+                 norm: str = "linf", random_start: bool = True, bounds: tuple[float, float] | None = (0.0, 1.0),
+                 early_stop: bool = True, counter: Counter | None = None):
+        super().__init__(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start)
+        if norm not in ("linf", "l2"):
+            raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
+        self.attack = "PGD" if norm == "linf" else "PGDL2"
+        self.norm = norm
+        self.bounds = bounds
+        self.early_stop = early_stop
+        self.counter = counter or Counter()
+        self.supported_mode = ["default"]
+
+    def _project(self, adv: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        if self.norm == "linf":
+            adv = torch.minimum(torch.maximum(adv, x0 - self.eps), x0 + self.eps)
+        else:
+            delta = adv - x0
+            n = delta.reshape(len(delta), -1).norm(p=2, dim=1)
+            factor = torch.clamp(self.eps / torch.clamp(n, min=1e-12), max=1.0)
+            adv = x0 + delta * _view(factor, delta)
+        if self.bounds is not None:
+            adv = adv.clamp(self.bounds[0], self.bounds[1])
+        return adv
+
+    def _step(self, grad: torch.Tensor) -> torch.Tensor:
+        if self.norm == "linf":
+            return self.alpha * grad.sign()
+        g = grad.reshape(len(grad), -1).norm(p=2, dim=1) + 1e-10
+        return grad * _view(self.alpha / g, grad)
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor, start: torch.Tensor | None = None):  # type: ignore[override]
+        x0 = images.clone().detach().to(self.device)
+        y = labels.clone().detach().to(self.device)
+        n = len(x0)
+        found = torch.zeros(n, dtype=torch.bool, device=x0.device)
+        best = x0.clone()
+        if self.random_start and start is not None:
+            adv = self._project(x0 + self.eps * start.to(x0), x0)
+        else:
+            adv = x0.clone()
+        active = torch.arange(n, device=x0.device)
+        xa, ya = x0, y
+        for _ in range(self.steps):
+            adv.requires_grad_(True)
+            logits = self.get_logits(adv)
+            loss = F.cross_entropy(logits, ya, reduction="sum")
+            grad = _input_grad(loss, adv)
+            self.counter.forward += len(adv)
+            self.counter.backward += len(adv)
+            adv = adv.detach()
+            wrong = logits.detach().argmax(1) != ya
+            if self.early_stop and bool(wrong.any()):
+                hit = active[wrong]
+                best[hit] = adv[wrong]
+                found[hit] = True
+                keep = ~wrong
+                active, adv, xa, ya, grad = active[keep], adv[keep], xa[keep], ya[keep], grad[keep]
+                if len(active) == 0:
+                    break
+            adv = self._project(adv + self._step(grad), xa)
+        if len(active):
+            with torch.no_grad():
+                logits = self.get_logits(adv)
+            self.counter.forward += len(adv)
+            wrong = logits.argmax(1) != ya
+            best[active] = adv
+            found[active[wrong]] = True
+        return best.detach(), found
+
+
+class _UnitBox(nn.Module):
+    """Presents a model with bounds [lo, hi] and any input shape as one taking (N, C, H, W) in [0, 1]
+    (the only domain torchattacks' APGD/FAB/Square support): x = lo + (hi - lo) * u."""
+
+    def __init__(self, model: nn.Module, lo: float, hi: float):
+        super().__init__()
+        self.model = model
+        self.lo, self.scale = lo, hi - lo
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        return self.model(u * self.scale + self.lo if (self.lo, self.scale) != (0.0, 1.0) else u)
+
+
+def _build_component(model: nn.Module, c: dict[str, Any], norm: str, eps: float, seed: int,
+                     num_classes: int) -> torchattacks.Attack:
+    tn = {"linf": "Linf", "l2": "L2"}[norm]
+    if c["class"] == "APGD":
+        atk = torchattacks.APGD(model, norm=tn, eps=eps, steps=c["steps"], n_restarts=c["n_restarts"], seed=seed,
+                                loss=c["loss"], rho=c["rho"])
+    elif c["class"] == "APGDT":
+        atk = torchattacks.APGDT(model, norm=tn, eps=eps, steps=c["steps"], n_restarts=c["n_restarts"], seed=seed,
+                                 rho=c["rho"], n_classes=num_classes)
+        atk.n_target_classes = c["n_target_classes"]
+    elif c["class"] == "FAB":
+        atk = torchattacks.FAB(model, norm=tn, eps=eps, steps=c["steps"], n_restarts=c["n_restarts"], seed=seed,
+                               multi_targeted=c["multi_targeted"], n_classes=num_classes, alpha_max=c["alpha_max"],
+                               eta=c["eta"], beta=c["beta"])
+        atk.n_target_classes = c["n_target_classes"]
+    elif c["class"] == "Square":
+        atk = torchattacks.Square(model, norm=tn, eps=eps, n_queries=c["n_queries"], n_restarts=c["n_restarts"],
+                                  p_init=c["p_init"], loss=c["loss"], seed=seed)
+    else:  # pragma: no cover - presets are fixed
+        raise ValueError(c["class"])
+    return atk
+
+
+class AutoAttackRunner:
+    """AutoAttack's components in sequence on the survivors of the previous ones (as torchattacks'
+    MultiAttack does), every setting explicit; records which component broke each example."""
+
+    def __init__(self, model: nn.Module, components: list[dict[str, Any]], norm: str,
+                 bounds: tuple[float, float], num_classes: int, counter: Counter | None = None):
+        lo, hi = bounds
+        self.unit = _UnitBox(model, lo, hi)
+        self.model = model
+        self.components = components
+        self.norm = norm
+        self.lo, self.scale = lo, hi - lo
+        self.num_classes = num_classes
+        self.counter = counter or Counter()
+
+    def run(self, x: torch.Tensor, y: torch.Tensor, eps: float, seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Attack one chunk. ``seeds[j]`` seeds component j. Returns (adv, broken, component index or -1)."""
+        shape = x.shape
+        u = ((x - self.lo) / self.scale).reshape(shape if x.dim() == 4 else (len(x), 1, 1, -1))
+        if x.dim() != 4:
+            inner = self.unit.model
+            self.unit.model = _Reshape(inner, shape[1:])
+        eps_u = eps / self.scale
+        adv_u = u.clone()
+        which = torch.full((len(x),), -1, dtype=torch.long, device=x.device)
+        alive = torch.arange(len(x), device=x.device)
+        devices = [x.device.index or 0] if x.device.type == "cuda" else []
+        try:
+            with torch.random.fork_rng(devices=devices):
+                for j, c in enumerate(self.components):
+                    if len(alive) == 0:
+                        break
+                    atk = _build_component(self.unit, c, self.norm, eps_u, int(seeds[j]), self.num_classes)
+                    out = atk(u[alive], y[alive])
+                    with torch.no_grad():
+                        wrong = self.unit(out).argmax(1) != y[alive]
+                    self.counter.forward += len(alive)
+                    hit = alive[wrong]
+                    adv_u[hit] = out[wrong].detach()
+                    which[hit] = j
+                    alive = alive[~wrong]
+        finally:
+            if x.dim() != 4:
+                self.unit.model = inner
+        adv = (adv_u * self.scale + self.lo).reshape(shape)
+        return adv.detach(), which >= 0, which
+
+
+class _Reshape(nn.Module):
+    def __init__(self, model: nn.Module, shape: tuple[int, ...]):
+        super().__init__()
+        self.model = model
+        self.shape = tuple(shape)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        return self.model(u.reshape((len(u),) + self.shape))
+
+
+def margin_input_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Gradient of the margin ``z_y - max_{j != y} z_j`` with respect to the input (one row per example).
+
+    The margin does not saturate the way cross-entropy does for confident examples (a softmax probability
+    of exactly 1 in float32 gives an exactly zero cross-entropy gradient), so an all-zero margin gradient
+    means the model hides its gradients (e.g. a quantiser or a non-differentiable input layer).
+    """
+    xr = x.clone().detach().requires_grad_(True)
+    z = model(xr)
+    zy = z.gather(1, y[:, None]).squeeze(1)
+    other = z.clone()
+    other.scatter_(1, y[:, None], float("-inf"))
+    margin = zy - other.amax(dim=1)
+    if not margin.requires_grad:  # the output is cut off from the input (detach, a non-torch step, ...)
+        return torch.zeros_like(xr)
+    grad = torch.autograd.grad(margin.sum(), xr, allow_unused=True)[0]
+    if grad is None:  # the output does not depend on the input through autograd at all
+        grad = torch.zeros_like(xr)
+    return grad.detach()
+
+
+__all__ = ["AutoAttackRunner", "Counter", "FGSMAttack", "PGDAttack", "fp32_decisions", "margin_input_gradients"]

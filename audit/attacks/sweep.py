@@ -1,0 +1,214 @@
+"""Epsilon sweeps that reuse work, per attack.
+
+The balls are nested, so an adversarial example found at a smaller epsilon is valid at every larger one.
+``nested_sweep`` sorts the epsilons ascending, attacks the clean-correct examples at eps_1, then only the
+survivors at eps_2, and so on, and records for every example the smallest epsilon at which it broke
+(``0`` for clean-wrong examples, ``inf`` if never broken). Robust accuracy at every epsilon follows from
+that one column (``audit.metrics.robustness``).
+
+Every adversarial input is checked after the attack, not assumed: one more forward pass decides whether
+it is misclassified (that pass, not the attack's own bookkeeping, sets ``eps_broken``), and its distance to
+the clean input and its position relative to the input bounds are measured and returned for the
+``perturbation_within_eps`` and ``adversarial_within_bounds`` checks.
+
+Randomness. PGD's random start for example i and restart r is a counter-based draw from
+``example_seeds(seed, [index_i], "pgd", norm, r)``: a function of the master seed and the example's global
+index only, so results do not depend on batch size or order (the same unit draw is scaled by each
+epsilon). AutoAttack's components use torch's global RNG internally; we run them on fixed chunks of
+``chunk`` examples taken in table order (independent of ``batch_size``), each component seeded from the
+master seed, the epsilon and the chunk's first global index. Its results are therefore reproducible for
+the same data and chunk size, and independent of the batch size, but an example's result can change if
+the set of examples changes (another ``[data] limit``, or sharding), because its chunk-mates change.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from audit.attacks.adapters import AutoAttackRunner, Counter, FGSMAttack, PGDAttack, fp32_decisions
+from audit.attacks.config import AttackConfig, Eps
+from audit.attacks.rand import normal, uniform01
+from audit.seeding import example_seeds, stream_key
+
+
+@dataclass
+class SweepResult:
+    attack: str
+    norm: str
+    eps: list[Eps]
+    eps_broken: np.ndarray
+    attacked: list[int] = field(default_factory=list)  # examples attacked at each eps (the survivors)
+    broken: list[int] = field(default_factory=list)  # of which broken at that eps
+    max_norm_excess: float = float("-inf")  # max over attacked examples of ||x_adv - x|| - eps (measured)
+    max_bound_excess: float = 0.0  # how far any x_adv lies outside the input bounds (measured)
+    max_norm: float = 0.0  # largest measured ||x_adv - x||
+    counter: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+    components: dict[str, dict[str, int]] = field(default_factory=dict)  # autoattack: eps -> component -> broken
+
+    def summary(self) -> dict[str, Any]:
+        return {"attack": self.attack, "norm": self.norm, "eps": [e.label for e in self.eps],
+                "attacked": self.attacked, "broken": self.broken, "seconds": round(self.seconds, 3),
+                **self.counter.to_json(),
+                "max_norm_excess": None if not np.isfinite(self.max_norm_excess) else self.max_norm_excess,
+                "max_bound_excess": self.max_bound_excess, **({"components": self.components} if self.components else {})}
+
+
+def unit_start(seeds: np.ndarray, shape: tuple[int, ...], norm: str) -> np.ndarray:
+    """The per-example random start, before scaling by eps (float32, ``(n, *shape)``).
+
+    linf: uniform in [-1, 1]^d (torchattacks.PGD's start); l2: a normal direction scaled to a radius
+    uniform in [0, 1] (torchattacks.PGDL2's start).
+    """
+    d = int(np.prod(shape))
+    if norm == "linf":
+        u = 2.0 * uniform01(seeds, d) - 1.0
+    else:
+        g = normal(seeds, d)
+        r = uniform01(seeds, 1, offset=2)
+        u = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12) * r
+    return u.astype(np.float32).reshape((len(seeds),) + tuple(shape))
+
+
+def measure(adv: torch.Tensor, x: torch.Tensor, norm: str, bounds: tuple[float, float] | None) -> tuple[np.ndarray, float]:
+    """Per-example ||adv - x|| (float64) and the largest excursion outside the bounds."""
+    d = (adv.double() - x.double()).reshape(len(x), -1)
+    dist = (d.abs().amax(dim=1) if norm == "linf" else d.norm(p=2, dim=1)).cpu().numpy()
+    out = 0.0
+    if bounds is not None and len(adv):
+        out = max(0.0, float(bounds[0] - adv.min()), float(adv.max() - bounds[1]))
+    return dist, out
+
+
+def nested_sweep(attack_batch: Callable[[torch.Tensor, torch.Tensor, np.ndarray, Eps], torch.Tensor],
+                 model: torch.nn.Module, x: np.ndarray, y: np.ndarray, index: np.ndarray, eps: list[Eps],
+                 clean_correct: np.ndarray, batch_size: int, device: torch.device, norm: str,
+                 bounds: tuple[float, float] | None, result: SweepResult, progress: Any = None,
+                 desc: str = "attack") -> SweepResult:
+    """Fill ``result.eps_broken`` by attacking only the survivors at each epsilon (ascending).
+
+    ``attack_batch(xb, yb, rows, eps)`` returns adversarial inputs for table rows ``rows``.
+    """
+    t0 = time.perf_counter()
+    eps = sorted(eps)
+    eps_broken = np.where(clean_correct, np.inf, 0.0)
+    alive = np.asarray(clean_correct, dtype=bool).copy()
+    total = int(alive.sum()) * len(eps)
+    bar = progress(total=total, desc=desc) if progress else None
+    with fp32_decisions():
+        for e in eps:
+            idx = np.flatnonzero(alive)
+            n_broken = 0
+            for start in range(0, len(idx), batch_size):
+                b = idx[start:start + batch_size]
+                xb = torch.from_numpy(x[b]).to(device)
+                yb = torch.from_numpy(y[b]).to(device)
+                adv = attack_batch(xb, yb, b, e)
+                with torch.no_grad():
+                    wrong = (model(adv).argmax(1) != yb).cpu().numpy()
+                result.counter.forward += len(b)
+                dist, out = measure(adv, xb, norm, bounds)
+                result.max_norm_excess = max(result.max_norm_excess, float(np.max(dist - e.value)))
+                result.max_norm = max(result.max_norm, float(dist.max()))
+                result.max_bound_excess = max(result.max_bound_excess, out)
+                eps_broken[b[wrong]] = e.value
+                alive[b[wrong]] = False
+                n_broken += int(wrong.sum())
+                if bar is not None:
+                    bar.update(len(b))
+            result.attacked.append(len(idx))
+            result.broken.append(n_broken)
+            if bar is not None:
+                bar.update(total // len(eps) - len(idx))  # examples already broken need no work at this eps
+    if bar is not None:
+        bar.close()
+    result.eps_broken = eps_broken
+    result.seconds += time.perf_counter() - t0
+    return result
+
+
+def fgsm_sweep(model: torch.nn.Module, cfg: AttackConfig, x: np.ndarray, y: np.ndarray, index: np.ndarray,
+               clean_correct: np.ndarray, batch_size: int, device: torch.device,
+               bounds: tuple[float, float] | None, progress: Any = None) -> SweepResult:
+    """FGSM at every epsilon from one gradient per clean-correct example (the gradient is taken at the
+    clean input, so it does not depend on epsilon)."""
+    res = SweepResult("fgsm", cfg.norm, sorted(cfg.eps), np.empty(0))
+    atk = FGSMAttack(model, bounds=bounds, counter=res.counter)
+    t0 = time.perf_counter()
+    sign = np.zeros(x.shape, dtype=np.int8)
+    cc = np.flatnonzero(clean_correct)
+    with fp32_decisions():
+        for start in range(0, len(cc), batch_size):
+            b = cc[start:start + batch_size]
+            s = atk.grad_sign(torch.from_numpy(x[b]).to(device), torch.from_numpy(y[b]).to(device))
+            sign[b] = s.to(torch.int8).cpu().numpy()
+    res.seconds += time.perf_counter() - t0
+    def attack_batch(xb: torch.Tensor, yb: torch.Tensor, rows: np.ndarray, e: Eps) -> torch.Tensor:
+        return atk.at(xb, torch.from_numpy(sign[rows]).to(xb), e.value)
+
+    return nested_sweep(attack_batch, model, x, y, index, cfg.eps, clean_correct, batch_size, device, cfg.norm,
+                        bounds, res, progress, "fgsm")
+
+
+def pgd_attack_fn(model: torch.nn.Module, cfg: AttackConfig, seed: int, bounds: tuple[float, float] | None,
+                  counter: Counter, index: np.ndarray, steps: int | None = None, stream: str = "pgd",
+                  early_stop: bool = True):
+    """``attack_batch(xb, yb, rows, eps) -> adv`` for PGD with ``cfg.restarts`` seeded restarts; ``index``
+    maps table rows to global example indices (the seeds' key)."""
+    steps = steps or cfg.steps
+
+    def attack_batch(xb: torch.Tensor, yb: torch.Tensor, rows: np.ndarray, e: Eps) -> torch.Tensor:
+        idx = index[rows]
+        alpha = cfg.step_size if cfg.step_size is not None else 2.5 * e.value / steps
+        atk = PGDAttack(model, eps=e.value, alpha=alpha, steps=steps, norm=cfg.norm, random_start=cfg.random_start,
+                        bounds=bounds, early_stop=early_stop, counter=counter)
+        adv = xb.clone()
+        todo = torch.ones(len(xb), dtype=torch.bool, device=xb.device)
+        for r in range(cfg.restarts):
+            sel = todo.nonzero().squeeze(1)
+            if len(sel) == 0:
+                break
+            start = None
+            if cfg.random_start:
+                seeds = example_seeds(seed, idx[sel.cpu().numpy()], stream, cfg.norm, r)
+                start = torch.from_numpy(unit_start(seeds, tuple(xb.shape[1:]), cfg.norm))
+            a, found = atk(xb[sel], yb[sel], start)
+            adv[sel] = a
+            todo[sel[found]] = False
+        return adv
+
+    return attack_batch
+
+
+def pgd_sweep(model: torch.nn.Module, cfg: AttackConfig, x: np.ndarray, y: np.ndarray, index: np.ndarray,
+              clean_correct: np.ndarray, batch_size: int, device: torch.device, bounds: tuple[float, float] | None,
+              seed: int, progress: Any = None, steps: int | None = None, stream: str = "pgd") -> SweepResult:
+    res = SweepResult("pgd", cfg.norm, sorted(cfg.eps), np.empty(0))
+    fn = pgd_attack_fn(model, cfg, seed, bounds, res.counter, index, steps, stream)
+    return nested_sweep(fn, model, x, y, index, cfg.eps, clean_correct, batch_size, device, cfg.norm, bounds, res,
+                        progress, f"pgd-{cfg.norm}")
+
+
+def autoattack_sweep(model: torch.nn.Module, cfg: AttackConfig, x: np.ndarray, y: np.ndarray, index: np.ndarray,
+                     clean_correct: np.ndarray, device: torch.device, bounds: tuple[float, float], seed: int,
+                     num_classes: int, progress: Any = None) -> SweepResult:
+    """AutoAttack on fixed chunks of ``cfg.chunk`` survivors (see the module docstring on determinism)."""
+    res = SweepResult("autoattack", cfg.norm, sorted(cfg.eps), np.empty(0))
+    runner = AutoAttackRunner(model, cfg.components, cfg.norm, bounds, num_classes, res.counter)
+    names = [c["component"] for c in cfg.components]
+
+    def attack_batch(xb: torch.Tensor, yb: torch.Tensor, rows: np.ndarray, e: Eps) -> torch.Tensor:
+        seeds = [stream_key(seed, "autoattack", c, cfg.norm, e.label, int(index[rows[0]])) >> 1 for c in names]
+        adv, broken, which = runner.run(xb, yb, e.value, seeds)
+        tally = res.components.setdefault(e.label, {c: 0 for c in names})
+        for j in which[which >= 0].tolist():
+            tally[names[j]] += 1
+        return adv
+
+    return nested_sweep(attack_batch, model, x, y, index, cfg.eps, clean_correct, int(cfg.chunk or 128), device,
+                        cfg.norm, bounds, res, progress, f"autoattack-{cfg.norm}")

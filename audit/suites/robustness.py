@@ -1,0 +1,690 @@
+"""Robustness suite: adversarial robustness (FGSM, PGD-Linf/L2, AutoAttack through torchattacks) over
+epsilon sweeps that reuse work, noise robustness, and the checks that make the numbers trustworthy.
+
+What runs. Only clean-correct examples are attacked. For each norm, the epsilons are swept in ascending
+order over nested balls: each larger epsilon attacks only the survivors of the smaller ones
+(``audit.attacks.sweep``). Robust accuracy is the per-example worst case over all attacks of a norm, so
+robust <= clean by construction. Noise robustness draws several seeded noisy copies of every example at
+each level. Then the validity checks (below) test the evaluation itself.
+
+Per-example columns added to the table (``examples.npz``):
+
+  robust:<attack>:<norm>:eps_broken  float64  smallest tested eps at which <attack> (fgsm | pgd |
+                                              autoattack) broke the example; 0 if clean-wrong; inf if
+                                              never broken
+  robust:worst:<norm>:eps_broken     float64  the minimum of the above over the attacks of <norm>
+  noise:<kind>:<level>:correct       int64    of the noise_draws noisy copies at that level, how many
+                                              the model still classifies correctly
+
+Metric records and how a gate names them (params are compared as strings; an eps or level is named as
+the recipe writes it: "8/255" for a fraction string, 0.1 or "0.1" for a number; see
+``audit.attacks.config``):
+
+  clean_accuracy               {} | {class} | {attribute, group}
+  robust_accuracy              {norm, eps} (worst case over the attacks) | {attack, norm, eps}
+                               | {norm, eps, class} | {norm, eps, attribute, group}
+  attack_success_rate          {norm, eps} | {attack, norm, eps}
+  median_breaking_eps          {norm} | {attack, norm}
+  noise_accuracy               {noise, level} | {noise, level, class} | {noise, level, attribute, group}
+
+e.g. ``metric = "robust_accuracy"``, ``params = { norm = "linf", eps = "8/255" }``.
+
+Validity checks (suite "robustness"; a failure exits 4 unless [validity] downgrade lists it):
+perturbation_within_eps, adversarial_within_bounds, gradients_not_masked, accuracy_non_increasing_in_eps,
+pgd_stronger_than_fgsm, large_eps_reaches_chance, attack_stronger_than_noise, pgd_converged. The core
+checks logits_not_probabilities and inference_deterministic (``audit.runner``) run for every suite.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+from audit.attacks.config import (
+    AUTOATTACK_PRESETS,
+    ATTACKS,
+    NORMS,
+    AttackConfig,
+    Eps,
+    autoattack_components,
+    parse_eps_by_norm,
+    parse_noise,
+    parse_eps,
+    parse_one_eps_by_norm,
+    to_eps,
+)
+from audit.errors import RecipeError
+from audit.metrics import robustness as R
+from audit.recipe.fields import Field, FieldError, Section, p_bool, p_float, p_int, p_list, p_number_or_fraction, p_str
+from audit.report.records import SuiteResult
+from audit.seeding import rng
+from audit.suites.base import MetricSpec, RunContext, Suite
+
+DEFAULT_EPS = {"linf": ["2/255", "4/255", "8/255", "16/255"], "l2": [0.25, 0.5, 1.0]}
+DEFAULT_NOISE = {"gaussian": [0.05, 0.1, 0.2, 0.3], "uniform": [0.1, 0.2, 0.3, 0.5],
+                 "salt_pepper": [0.02, 0.05, 0.1, 0.2]}
+
+
+def _p_norms(v: Any) -> list[str]:
+    if isinstance(v, str):
+        v = [v]
+    return p_list(p_str(NORMS), "norms", min_len=1, unique=True)(v)
+
+
+def _p_step_size(v: Any) -> float | None:
+    if v == "auto":
+        return None
+    return p_number_or_fraction(0.0, lo_open=True)(v)
+
+
+def _post(c: dict[str, Any]) -> None:
+    """Cross-field checks; normalises eps and large_eps to tables by norm (kept JSON-able in the recipe)."""
+    norms = c["norm"] if isinstance(c["norm"], list) else [c["norm"]]
+    eps = c["eps"]
+    if isinstance(eps, list):
+        if len(norms) > 1:
+            raise FieldError('with several norms, eps is a table by norm, e.g. eps = { linf = ["8/255"], l2 = [0.5] }')
+        c["eps"] = {norms[0]: eps}
+    elif isinstance(eps, dict):
+        for n in norms:
+            if n not in eps:
+                raise FieldError(f"eps has no list for norm {n!r} (norm = {norms})")
+        c["eps"] = {n: eps[n] for n in norms}
+    le = c["large_eps"]
+    if le is not None and not isinstance(le, dict):
+        if len(norms) > 1:
+            raise FieldError("with several norms, large_eps is a table by norm, e.g. { linf = 0.5, l2 = 4.0 }")
+        c["large_eps"] = {norms[0]: le}
+
+
+def settings(cfg: dict[str, Any], where: str) -> dict[str, Any]:
+    """The recipe section (validated, JSON-able) as the suite uses it: epsilons and levels as ``Eps``."""
+    c = dict(cfg)
+    try:
+        _post(c)
+    except FieldError as e:
+        raise RecipeError(f"{where}: [robustness] {e}") from None
+    eps = c["eps"] or {n: parse_eps_by_norm(DEFAULT_EPS[n]) for n in c["norm"]}
+    c["eps"] = {n: to_eps(eps[n] if n in eps else parse_eps_by_norm(DEFAULT_EPS[n])) for n in c["norm"]}
+    c["noise"] = {k: to_eps(v) for k, v in parse_noise(c["noise"]).items()}
+    c["large_eps"] = {k: parse_eps(v) for k, v in (c["large_eps"] or {}).items()}
+    return c
+
+
+SECTION = Section(
+    "robustness",
+    "Adversarial robustness (FGSM, PGD-Linf/L2, AutoAttack, via torchattacks) over an epsilon sweep on nested "
+    "balls, noise robustness (Gaussian, uniform, salt-and-pepper), per class and per sensitive group, and "
+    "validity checks of the evaluation (perturbation size and bounds measured, gradient masking, monotone "
+    "curves, PGD vs FGSM, large-epsilon sanity, attack vs random noise, PGD convergence). Attacks see "
+    "inputs in their natural bounds ([model] input_bounds); normalisation stays inside the model.",
+    (
+        Field("attacks", "list of 'fgsm' | 'pgd' | 'autoattack'",
+              "Attacks to run; robust accuracy is the per-example worst case over them. fgsm is Linf only. "
+              "autoattack needs image inputs (N, C, H, W) and [model] input_bounds.",
+              default=["fgsm", "pgd"], parse=p_list(p_str(ATTACKS), "attack names", min_len=1, unique=True),
+              example='["fgsm", "pgd"]'),
+        Field("norm", "'linf' | 'l2' or a list of both", "Threat model(s): the norm of the perturbation ball.",
+              default=["linf"], parse=_p_norms, example='"linf"'),
+        Field("eps", "list of numbers or fraction strings; with several norms a table by norm",
+              'Perturbation budgets, e.g. ["2/255", "8/255"] (fractions are kept as written: gates name an '
+              'eps exactly as this list does). Default: linf ["2/255", "4/255", "8/255", "16/255"]; '
+              "l2 [0.25, 0.5, 1.0].", parse=parse_eps_by_norm, example='["2/255", "4/255", "8/255"]'),
+        Field("steps", "integer >= 1", "PGD iterations.", default=10, parse=p_int(1), example="10"),
+        Field("step_size", "'auto', a number or a fraction string",
+              "PGD step size; 'auto' is 2.5 * eps / steps for each eps (Madry et al. 2018).", default=None,
+              parse=_p_step_size, example='"auto"'),
+        Field("restarts", "integer >= 1", "PGD random restarts (only examples still unbroken are restarted).",
+              default=1, parse=p_int(1), example="1"),
+        Field("random_start", "true | false", "PGD starts at a seeded random point of the ball (per example).",
+              default=True, parse=p_bool),
+        Field("autoattack", "'standard' | 'cheap'",
+              "AutoAttack configuration. standard = the reference version: APGD-CE (100 steps), APGD-T (100 "
+              "steps, 9 target classes), FAB-T (100 steps, 9 targets), Square (5000 queries). cheap = a "
+              "screening preset (APGD-CE 20 steps, APGD-T 20 steps with 3 targets, Square 1000 queries, no "
+              "FAB-T): an upper bound on what standard would report. The report lists every setting that ran.",
+              default="standard", parse=p_str(tuple(AUTOATTACK_PRESETS)), example='"standard"'),
+        Field("autoattack_chunk", "integer >= 1",
+              "AutoAttack runs on fixed chunks of this many examples (in data order), each seeded from the master "
+              "seed and its first global index: results do not depend on batch_size.", default=128,
+              parse=p_int(1)),
+        Field("noise", "table kind -> list of levels",
+              "Noise robustness: gaussian (std), uniform (half-width), salt_pepper (fraction of input values "
+              "set to a bound; needs input_bounds). An empty table turns it off.",
+              default=DEFAULT_NOISE, parse=parse_noise, example="{ gaussian = [0.05, 0.1, 0.2], salt_pepper = [0.05] }"),
+        Field("noise_draws", "integer >= 1", "Seeded noisy copies of each example per level.", default=5,
+              parse=p_int(1), example="5"),
+        Field("batch_size", "integer >= 1", "Examples per attack batch (default: [run] batch_size).",
+              parse=p_int(1), example="128"),
+        Field("bootstrap", "integer >= 0", "Bootstrap replicates for the 95% intervals (0: none).", default=1000,
+              parse=p_int(0), example="1000"),
+        Field("confidence", "number in (0, 1)", "Level of the bootstrap intervals.", default=0.95,
+              parse=p_float(0.5, 0.999)),
+        Field("check_examples", "integer >= 10",
+              "Clean-correct examples (the first, in data order) used by the costlier validity checks.",
+              default=200, parse=p_int(10), example="200"),
+        Field("large_eps", "number or fraction; with several norms a table by norm",
+              "Epsilon at which an attack must bring accuracy down to chance. Default: half the input range "
+              "(Linf; e.g. 0.5 for [0, 1] images: every input can then be moved to the same mid-grey input) or "
+              "that times sqrt(input size) (L2). Without input bounds and without this key the check is skipped.",
+              parse=parse_one_eps_by_norm, example="0.5"),
+        Field("chance_margin", "number in [0, 1]",
+              "large_eps_reaches_chance passes when accuracy at large_eps <= largest class share + this margin.",
+              default=0.1, parse=p_float(0.0, 1.0)),
+        Field("convergence_tolerance", "number in [0, 1]",
+              "pgd_converged fails when doubling the PGD steps changes robust accuracy by more than this.",
+              default=0.03, parse=p_float(0.0, 1.0)),
+        Field("monotone_tolerance", "number in [0, 1]",
+              "accuracy_non_increasing_in_eps fails when accuracy of independent (non-nested) PGD runs rises "
+              "with eps by more than this.", default=0.02, parse=p_float(0.0, 1.0)),
+        Field("strength_tolerance", "number in [0, 1]",
+              "pgd_stronger_than_fgsm and attack_stronger_than_noise fail when the stronger method's accuracy "
+              "exceeds the weaker one's by more than this.", default=0.02, parse=p_float(0.0, 1.0)),
+    ),
+    example='[robustness]\nattacks = ["fgsm", "pgd"]\nnorm = "linf"\neps = ["2/255", "4/255", "8/255"]\n'
+            'steps = 10\nrestarts = 1\nnoise = { gaussian = [0.05, 0.1, 0.2], salt_pepper = [0.05, 0.1] }\n\n'
+            '[[gates]]\nmetric = "robust_accuracy"\nparams = { norm = "linf", eps = "8/255" }\nop = ">="\n'
+            'threshold = 0.5\nuse = "ci_low"',
+    post=_post,
+)
+
+_NORM = "'linf' | 'l2'"
+_EPS = "an eps as written in the recipe's eps list, e.g. \"8/255\" or 0.1"
+_ATTACK = "'fgsm' | 'pgd' | 'autoattack' (omit for the worst case over all attacks)"
+_CLASS = "a class name (see [model] class_names; default the class index as a string)"
+_ATTR = "a sensitive attribute (with group)"
+_GROUP = "a value of that attribute (with attribute)"
+
+METRICS = {
+    "clean_accuracy": MetricSpec("Accuracy on the unperturbed data (the starting point of every curve).",
+                                 {"class": _CLASS, "attribute": _ATTR, "group": _GROUP}),
+    "robust_accuracy": MetricSpec(
+        "Share of ALL examples that are clean-correct and that no attack (or the named one) broke within eps; "
+        "<= clean accuracy by construction.",
+        {"norm": _NORM, "eps": _EPS, "attack": _ATTACK, "class": _CLASS, "attribute": _ATTR, "group": _GROUP}),
+    "attack_success_rate": MetricSpec("Share of clean-correct examples broken within eps (1 - robust / clean).",
+                                      {"norm": _NORM, "eps": _EPS, "attack": _ATTACK}),
+    "median_breaking_eps": MetricSpec(
+        "Lower median over clean-correct examples of the smallest tested eps that broke them; undefined (null, "
+        "so a gate is inconclusive) when at least half survive the largest eps.", {"norm": _NORM, "attack": _ATTACK}),
+    "noise_accuracy": MetricSpec(
+        "Accuracy over noise_draws seeded noisy copies of every example at one noise level.",
+        {"noise": "'gaussian' | 'uniform' | 'salt_pepper'", "level": "a level as written in the recipe's noise table",
+         "class": _CLASS, "attribute": _ATTR, "group": _GROUP}),
+}
+
+DETERMINISM = (
+    "FGSM and PGD: bitwise reproducible for the same seed, and independent of batch size, order and sharding up "
+    "to floating-point differences between batched kernels: every random start is drawn per example from the "
+    "master seed and the example's global index. AutoAttack: reproducible for the same seed, data and "
+    "autoattack_chunk, independent of batch_size; its components draw randomness per chunk, so an example's "
+    "result may change when the set of examples changes (another [data] limit, or sharding). Noise: per example "
+    "and draw, from the master seed and the global index.")
+
+
+def _r(v: Any, digits: int = 6) -> float | None:
+    if v is None:
+        return None
+    v = float(v)
+    return round(v, digits) if math.isfinite(v) else None
+
+
+class _Ctx:
+    """What the helpers below share: data, model, settings."""
+
+    def __init__(self, ctx: RunContext, cfg: dict[str, Any]):
+        import torch  # noqa: F401  (heavy import only when the suite runs)
+
+        m = ctx.recipe.section("model")
+        self.ctx, self.cfg = ctx, cfg
+        self.k = int(m["num_classes"])
+        self.names = list(m["class_names"]) if m["class_names"] else [str(i) for i in range(self.k)]
+        self.bounds = tuple(m["input_bounds"]) if m["input_bounds"] else None
+        self.x, self.y, self.index = ctx.data.x, ctx.table["label"], ctx.table["index"]
+        self.cc = ctx.table["pred"] == self.y
+        self.model, self.device, self.seed = ctx.model, ctx.device, ctx.seed
+        self.bs = cfg["batch_size"] or ctx.batch_size
+        self.progress = ctx.progress
+        self.res = SuiteResult("robustness")
+
+    def ci(self, p: float, n: int, *names: Any) -> tuple[float, float] | None:
+        return R.binomial_interval(p, n, self.cfg["bootstrap"], rng(self.seed, "robustness", *names),
+                                   self.cfg["confidence"])
+
+
+def attack_configs(c: _Ctx) -> list[AttackConfig]:
+    cfg = c.cfg
+    out = []
+    for norm in cfg["norm"]:
+        for name in cfg["attacks"]:
+            eps = cfg["eps"][norm]
+            if name == "fgsm":
+                if norm != "linf":
+                    c.res.notes.append("FGSM is an Linf attack: it was not run for the L2 threat model.")
+                    continue
+                out.append(AttackConfig("fgsm", norm, eps))
+            elif name == "pgd":
+                out.append(AttackConfig("pgd", norm, eps, steps=cfg["steps"], step_size=cfg["step_size"],
+                                        restarts=cfg["restarts"], random_start=cfg["random_start"]))
+            else:
+                if c.bounds is None or c.x.ndim != 4:
+                    raise RecipeError(f"{c.ctx.recipe.path}: [robustness] attacks: 'autoattack' needs image inputs "
+                                      "of shape (N, C, H, W) and [model] input_bounds (torchattacks' APGD/FAB/Square "
+                                      f"work on images in a box); the data has shape {tuple(c.x.shape)}"
+                                      f"{'' if c.bounds else ' and no input_bounds'}. Use 'pgd' instead")
+                comps, notes = autoattack_components(cfg["autoattack"], c.k)
+                c.res.notes.extend(f"AutoAttack: {n}." for n in notes)
+                out.append(AttackConfig("autoattack", norm, eps, preset=cfg["autoattack"], components=comps,
+                                        chunk=cfg["autoattack_chunk"]))
+    return out
+
+
+def run(ctx: RunContext, cfg: dict[str, Any]) -> SuiteResult:
+    import torchattacks
+
+    from audit.attacks import sweep as S
+
+    cfg = settings(cfg, str(ctx.recipe.path))
+    c = _Ctx(ctx, cfg)
+    res = c.res
+    t0 = time.perf_counter()
+    configs = attack_configs(c)
+    sweeps: list[S.SweepResult] = []
+    for a in configs:
+        if a.name == "fgsm":
+            s = S.fgsm_sweep(c.model, a, c.x, c.y, c.index, c.cc, c.bs, c.device, c.bounds, c.progress)
+        elif a.name == "pgd":
+            s = S.pgd_sweep(c.model, a, c.x, c.y, c.index, c.cc, c.bs, c.device, c.bounds, c.seed, c.progress)
+        else:
+            s = S.autoattack_sweep(c.model, a, c.x, c.y, c.index, c.cc, c.device, c.bounds, c.seed, c.k, c.progress)
+        ctx.table.add(f"robust:{a.name}:{a.norm}:eps_broken", s.eps_broken)
+        sweeps.append(s)
+    worst: dict[str, np.ndarray] = {}
+    for norm in cfg["norm"]:
+        cols = [s.eps_broken for s in sweeps if s.norm == norm]
+        if cols:
+            worst[norm] = R.worst_case(*cols)
+            ctx.table.add(f"robust:worst:{norm}:eps_broken", worst[norm])
+
+    _adversarial_metrics(c, sweeps, worst)
+    noise = _noise(c)
+    _checks(c, sweeps, worst, configs)
+
+    res.config = {
+        "attacks": [a.to_json() for a in configs],
+        "norms": cfg["norm"],
+        "input_bounds": list(c.bounds) if c.bounds else None,
+        "batch_size": c.bs,
+        "torchattacks": getattr(torchattacks, "__version__", None),
+        "clean_correct": int(c.cc.sum()),
+        "n": int(len(c.y)),
+        "noise": {k: [e.label for e in v] for k, v in cfg["noise"].items()} if noise else {},
+        "noise_draws": cfg["noise_draws"],
+        "bootstrap": cfg["bootstrap"], "confidence": cfg["confidence"],
+        "interval": "percentile bootstrap over examples (binomial / multinomial replicates)",
+        "determinism": DETERMINISM,
+        "work": [s.summary() for s in sweeps],
+        "columns": [k for k in ctx.table.columns if k.startswith(("robust:", "noise:"))],
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    return res
+
+
+def _adversarial_metrics(c: _Ctx, sweeps: list, worst: dict[str, np.ndarray]) -> None:
+    res, n = c.res, len(c.y)
+    clean = float(c.cc.mean()) if n else float("nan")
+    res.metric("clean_accuracy", clean, n, c.ci(clean, n, "clean"))
+    acc_k, n_k = R.accuracy_by_code(c.cc, c.y, c.k)
+    for i in range(c.k):
+        res.metric("clean_accuracy", _r(acc_k[i]), int(n_k[i]), c.ci(acc_k[i], int(n_k[i]), "clean", i),
+                   **{"class": c.names[i]})
+    for attr, codes, cats in c.ctx.table.groups():
+        acc_g, n_g = R.accuracy_by_code(c.cc, codes, len(cats))
+        for g, name in enumerate(cats):
+            res.metric("clean_accuracy", _r(acc_g[g]), int(n_g[g]), c.ci(acc_g[g], int(n_g[g]), "clean", attr, g),
+                       attribute=attr, group=name)
+
+    n_cc = int(c.cc.sum())
+    curves: list[dict[str, Any]] = []
+    by_eps: list[dict[str, Any]] = []
+    per_class_rows = {i: {"class": c.names[i], "n": int(n_k[i]), "clean": _r(acc_k[i])} for i in range(c.k)}
+    group_rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for norm, eps in c.cfg["eps"].items():
+        if norm not in worst:
+            continue
+        vals = [e.value for e in eps]
+        series: dict[str, list] = {}
+        lo: dict[str, list] = {}
+        hi: dict[str, list] = {}
+        for label, col, attack in [(s.attack, s.eps_broken, s.attack) for s in sweeps if s.norm == norm] + \
+                                   [("worst case", worst[norm], None)]:
+            acc = R.robust_accuracy(col, vals)
+            asr = R.attack_success_rate(col, c.cc, vals)
+            p = {} if attack is None else {"attack": attack}
+            series[label], lo[label], hi[label] = [], [], []
+            for j, e in enumerate(eps):
+                ci = c.ci(acc[j], n, "robust", attack, norm, e.label)
+                res.metric("robust_accuracy", float(acc[j]), n, ci, **p, norm=norm, eps=e.label)
+                res.metric("attack_success_rate", _r(asr[j]), n_cc, c.ci(asr[j], n_cc, "asr", attack, norm, e.label),
+                           **p, norm=norm, eps=e.label)
+                series[label].append(_r(acc[j]))
+                lo[label].append(None if ci is None else _r(ci[0]))
+                hi[label].append(None if ci is None else _r(ci[1]))
+            med = R.median_breaking_eps(col, c.cc)
+            res.metric("median_breaking_eps", _r(med, 9), n_cc, None, **p, norm=norm)
+        # per class and per group: the worst case
+        rc = R.robust_correct(worst[norm], vals)
+        for j, e in enumerate(eps):
+            acc_c, n_c = R.accuracy_by_code(rc[:, j], c.y, c.k)
+            for i in range(c.k):
+                res.metric("robust_accuracy", _r(acc_c[i]), int(n_c[i]), c.ci(acc_c[i], int(n_c[i]), "robust-class",
+                           norm, e.label, i), norm=norm, eps=e.label, **{"class": c.names[i]})
+                per_class_rows[i][f"{norm} {e.label}"] = _r(acc_c[i])
+            for attr, codes, cats in c.ctx.table.groups():
+                acc_g, n_g = R.accuracy_by_code(rc[:, j], codes, len(cats))
+                clean_g, _ = R.accuracy_by_code(c.cc, codes, len(cats))
+                for g, name in enumerate(cats):
+                    res.metric("robust_accuracy", _r(acc_g[g]), int(n_g[g]),
+                               c.ci(acc_g[g], int(n_g[g]), "robust-group", norm, e.label, attr, g),
+                               norm=norm, eps=e.label, attribute=attr, group=name)
+                    row = group_rows.setdefault((attr, name), {"attribute": attr, "group": name, "n": int(n_g[g]),
+                                                               "clean": _r(clean_g[g])})
+                    row[f"{norm} {e.label}"] = _r(acc_g[g])
+        worst_asr = R.attack_success_rate(worst[norm], c.cc, vals)
+        for j, e in enumerate(eps):
+            by_eps.append({"norm": norm, "eps": e.label, "eps_value": e.value,
+                           "attacks": {k: v[j] for k, v in series.items() if k != "worst case"},
+                           "worst": series["worst case"][j], "ci_low": lo["worst case"][j],
+                           "ci_high": hi["worst case"][j], "success_rate": _r(worst_asr[j]),
+                           "broken_here": int(np.sum(worst[norm] == e.value))})
+        curves.append({"norm": norm, "eps": vals, "labels": [e.label for e in eps], "clean": _r(clean),
+                       "series": series, "ci_low": lo, "ci_high": hi,
+                       "median_breaking_eps": _r(R.median_breaking_eps(worst[norm], c.cc), 9)})
+    res.curves["accuracy_vs_eps"] = curves
+    res.tables["robust_by_eps"] = by_eps
+    res.tables["per_class"] = list(per_class_rows.values())
+    res.tables["per_group"] = list(group_rows.values())
+    res.tables["robust_columns"] = [f"{norm} {e.label}" for norm, eps in c.cfg["eps"].items() if norm in worst
+                                    for e in eps]
+    aa = [s for s in sweeps if s.attack == "autoattack"]
+    if aa:
+        res.tables["autoattack_components"] = [{"norm": s.norm, "eps": lab, **tally} for s in aa
+                                               for lab, tally in s.components.items()]
+
+
+def _noise(c: _Ctx) -> bool:
+    from audit.attacks.noise import noise_correct
+
+    cfg, res, n = c.cfg, c.res, len(c.y)
+    kinds = dict(cfg["noise"])
+    if "salt_pepper" in kinds and c.bounds is None:
+        kinds.pop("salt_pepper")
+        res.notes.append("Salt-and-pepper noise needs [model] input_bounds (the values it writes): not run.")
+    if not kinds or n == 0:
+        return False
+    draws = cfg["noise_draws"]
+    curves, rows = [], {}
+    for kind, levels in kinds.items():
+        counts = noise_correct(c.model, c.x, c.y, c.index, kind, levels, draws, c.seed, c.bounds, c.device, c.bs,
+                               c.progress)
+        accs, los, his = [], [], []
+        for j, lv in enumerate(levels):
+            c.ctx.table.add(f"noise:{kind}:{lv.label}:correct", counts[:, j])
+            acc = R.noise_accuracy(counts[:, j], draws)
+            ci = R.count_mean_interval(counts[:, j], draws, cfg["bootstrap"],
+                                       rng(c.seed, "robustness", "noise", kind, lv.label), cfg["confidence"])
+            res.metric("noise_accuracy", acc, n, ci, noise=kind, level=lv.label)
+            accs.append(_r(acc))
+            los.append(None if ci is None else _r(ci[0]))
+            his.append(None if ci is None else _r(ci[1]))
+            frac = counts[:, j] / draws
+            for i in range(c.k):
+                m = c.y == i
+                a = float(frac[m].mean()) if m.any() else None
+                ci_c = R.count_mean_interval(counts[m, j], draws, cfg["bootstrap"],
+                                             rng(c.seed, "robustness", "noise-class", kind, lv.label, i),
+                                             cfg["confidence"]) if m.any() else None
+                res.metric("noise_accuracy", _r(a), int(m.sum()), ci_c, noise=kind, level=lv.label,
+                           **{"class": c.names[i]})
+            for attr, codes, cats in c.ctx.table.groups():
+                for g, name in enumerate(cats):
+                    m = codes == g
+                    a = float(frac[m].mean()) if m.any() else None
+                    ci_g = R.count_mean_interval(counts[m, j], draws, cfg["bootstrap"],
+                                                 rng(c.seed, "robustness", "noise-group", kind, lv.label, attr, g),
+                                                 cfg["confidence"]) if m.any() else None
+                    res.metric("noise_accuracy", _r(a), int(m.sum()), ci_g, noise=kind, level=lv.label,
+                               attribute=attr, group=name)
+            rows.setdefault(kind, []).append({"level": lv.label, "accuracy": _r(acc),
+                                              "ci_low": los[-1], "ci_high": his[-1]})
+        curves.append({"noise": kind, "levels": [lv.value for lv in levels], "labels": [lv.label for lv in levels],
+                       "accuracy": accs, "ci_low": los, "ci_high": his, "clean": _r(float(c.cc.mean()))})
+    res.curves["accuracy_vs_noise"] = curves
+    res.tables["noise"] = rows
+    return True
+
+
+# ------------------------------------------------------------------------------------------ validity checks
+
+
+def _checks(c: _Ctx, sweeps: list, worst: dict[str, np.ndarray], configs: list[AttackConfig]) -> None:
+    from audit.attacks import sweep as S
+    from audit.attacks.noise import input_gradient_stats, random_ball_correct
+
+    res, cfg = c.res, c.cfg
+    scale = max(1.0, float(np.max(np.abs(c.x))) if c.x.size else 1.0)
+    tol = 1e-6 * scale
+    details: dict[str, Any] = {}
+
+    # 1-2. measured perturbation size and bounds
+    if sweeps:
+        excess = max(s.max_norm_excess for s in sweeps)
+        worst_s = max(sweeps, key=lambda s: s.max_norm_excess)
+        if excess <= tol:
+            res.check("perturbation_within_eps", "pass",
+                      f"Measured after every attack: the largest ||x_adv - x|| exceeds its eps by {max(excess, 0):.2g} "
+                      f"at most (tolerance {tol:.0e} for float rounding). The perturbations respect the threat model.",
+                      value=_r(excess, 12))
+        else:
+            res.check("perturbation_within_eps", "fail",
+                      f"{worst_s.attack} ({worst_s.norm}) produced an adversarial input {excess:.3g} beyond its eps "
+                      "(measured ||x_adv - x||): its robust accuracy is not about the stated threat model. This is a "
+                      "bug in the attack or its configuration; report it.", value=_r(excess, 12))
+        if c.bounds is None:
+            res.check("adversarial_within_bounds", "pass",
+                      "No [model] input_bounds: inputs are unbounded, so there is nothing to stay inside. Set "
+                      "input_bounds if your inputs have natural limits (e.g. [0, 1] pixels).")
+        else:
+            out = max(s.max_bound_excess for s in sweeps)
+            if out <= tol:
+                res.check("adversarial_within_bounds", "pass",
+                          f"Measured: every adversarial input lies inside the input bounds {list(c.bounds)} "
+                          f"(largest excursion {out:.2g}).", value=_r(out, 12))
+            else:
+                res.check("adversarial_within_bounds", "fail",
+                          f"An adversarial input lies {out:.3g} outside the input bounds {list(c.bounds)}: it is "
+                          "not a valid input, so the attack is stronger than the threat model allows. Report it.",
+                          value=_r(out, 12))
+
+    sub = np.flatnonzero(c.cc)[: cfg["check_examples"]]
+    xs, ys, ids = c.x[sub], c.y[sub], c.index[sub]
+    ones = np.ones(len(sub), dtype=bool)
+    if len(sub) == 0:
+        res.check("gradients_not_masked", "warn", "No clean-correct example: nothing to attack, nothing checked.")
+        return
+
+    # 3. gradient masking
+    g = input_gradient_stats(c.model, xs, ys, c.device, c.bs)
+    details["gradients"] = g
+    frac_zero = g["zero"] / g["n"]
+    if g["nonfinite"]:
+        res.check("gradients_not_masked", "fail",
+                  f"{g['nonfinite']} of {g['n']} clean-correct examples have non-finite (NaN/inf) input gradients. "
+                  "Gradient attacks then fail silently and the model looks robust. Find the unstable operation "
+                  "(log of 0, division) and fix it, or evaluate with a gradient-free attack.", value=g["nonfinite"])
+    elif frac_zero > 0.5:
+        res.check("gradients_not_masked", "fail",
+                  f"The input gradient of the logit margin is exactly zero for {g['zero']} of {g['n']} clean-correct "
+                  "examples: the model masks its gradients (a quantiser, rounding, argmax or a detached input layer). "
+                  "Gradient attacks cannot move such inputs, so the robust accuracy below is NOT evidence of "
+                  "robustness. Evaluate with a gradient-free attack (AutoAttack's Square) or BPDA, or remove the "
+                  "non-differentiable step.", value=_r(frac_zero))
+    elif g["zero"]:
+        res.check("gradients_not_masked", "warn",
+                  f"{g['zero']} of {g['n']} clean-correct examples have an exactly zero input gradient of the logit "
+                  "margin: those examples may look robust only because gradients vanish. Check them with a "
+                  "gradient-free attack.", value=_r(frac_zero))
+    else:
+        res.check("gradients_not_masked", "pass",
+                  f"Input gradients of the logit margin are finite and non-zero for all {g['n']} checked examples "
+                  f"(median L1 norm {g['median_l1']:.3g}).", value=0.0)
+
+    checked = {cfg_.norm for cfg_ in configs}
+    mono, conv, fg, rnd = [], [], [], []
+    for norm in cfg["norm"]:
+        if norm not in checked:
+            continue
+        eps = cfg["eps"][norm]
+        pgd_cfg = AttackConfig("pgd", norm, eps, steps=cfg["steps"], step_size=cfg["step_size"],
+                               restarts=cfg["restarts"], random_start=cfg["random_start"])
+        indep, indep2 = [], []
+        for e in eps:  # independent (non-nested) runs: the raw curve the nesting would hide
+            one = AttackConfig("pgd", norm, [e], steps=pgd_cfg.steps, step_size=pgd_cfg.step_size,
+                               restarts=pgd_cfg.restarts, random_start=pgd_cfg.random_start)
+            r1 = S.pgd_sweep(c.model, one, xs, ys, ids, ones, c.bs, c.device, c.bounds, c.seed)
+            r2 = S.pgd_sweep(c.model, one, xs, ys, ids, ones, c.bs, c.device, c.bounds, c.seed, steps=2 * pgd_cfg.steps)
+            indep.append(float(np.mean(r1.eps_broken > e.value)))
+            indep2.append(float(np.mean(r2.eps_broken > e.value)))
+        labels = [e.label for e in eps]
+        details[f"pgd_independent_{norm}"] = {"eps": labels, "steps": pgd_cfg.steps, "accuracy": indep,
+                                              "accuracy_2x_steps": indep2, "n": int(len(sub))}
+        rise = R.non_increasing_violation(indep)
+        mono.append((norm, rise, indep, labels))
+        diffs = [abs(a - b) for a, b in zip(indep, indep2)]
+        j = int(np.argmax(diffs))
+        conv.append((norm, diffs[j], labels[j], indep[j], indep2[j]))
+        if norm == "linf":
+            f = S.fgsm_sweep(c.model, AttackConfig("fgsm", norm, eps), xs, ys, ids, ones, c.bs, c.device, c.bounds)
+            f_acc = R.robust_accuracy(f.eps_broken, [e.value for e in eps])
+            gaps = [p - q for p, q in zip(indep, f_acc)]
+            j = int(np.argmax(gaps))
+            fg.append((gaps[j], labels[j], indep[j], float(f_acc[j])))
+            details["fgsm_independent_linf"] = {"eps": labels, "accuracy": [float(v) for v in f_acc]}
+        if norm in worst:
+            rb = random_ball_correct(c.model, c.x, c.y, c.index, norm, eps, c.seed, c.bounds, c.device, c.bs)
+            r_acc = (rb & c.cc[:, None]).mean(axis=0)
+            a_acc = R.robust_accuracy(worst[norm], [e.value for e in eps])
+            gaps = [float(a - b) for a, b in zip(a_acc, r_acc)]
+            j = int(np.argmax(gaps))
+            rnd.append((norm, gaps[j], labels[j], float(a_acc[j]), float(r_acc[j])))
+            details[f"random_noise_{norm}"] = {"eps": labels, "accuracy": [float(v) for v in r_acc]}
+
+    # 4. monotone in eps
+    if mono:
+        bad = [m for m in mono if m[1] > cfg["monotone_tolerance"]]
+        desc = "; ".join(f"{n}: " + ", ".join(f"{l} {a:.3f}" for l, a in zip(lab, acc)) for n, _, acc, lab in mono)
+        if bad:
+            n_, rise, _, _ = bad[0]
+            res.check("accuracy_non_increasing_in_eps", "fail",
+                      f"Independent PGD runs (not nested) on {len(sub)} clean-correct examples get HIGHER accuracy at a "
+                      f"larger eps ({n_}: rise of {rise:.3f} > {cfg['monotone_tolerance']}; {desc}). A larger ball "
+                      "contains the smaller one, so the attack is failing: too few steps, a bad step size, or gradient "
+                      "masking. Increase steps/restarts or use AutoAttack before trusting these numbers.",
+                      value=_r(rise))
+        else:
+            res.check("accuracy_non_increasing_in_eps", "pass",
+                      f"Independent PGD runs at each eps (not nested) on {len(sub)} clean-correct examples give "
+                      f"accuracy that does not rise with eps ({desc}). The reported curves are nested and "
+                      "non-increasing by construction.", value=_r(max(m[1] for m in mono)))
+    # 5. PGD vs FGSM
+    if fg:
+        gap, lab, p, q = fg[0]
+        if gap > cfg["strength_tolerance"]:
+            res.check("pgd_stronger_than_fgsm", "fail",
+                      f"At eps {lab}, PGD leaves {p:.3f} of {len(sub)} checked examples correct but one-step FGSM only "
+                      f"{q:.3f}. A multi-step attack must be at least as strong as its first step: PGD is misconfigured "
+                      "(step size, steps) or the loss surface is masked. Fix the attack before reading robust accuracy.",
+                      value=_r(gap))
+        else:
+            res.check("pgd_stronger_than_fgsm", "pass",
+                      f"PGD is at least as strong as FGSM at every eps on {len(sub)} checked examples (largest "
+                      f"PGD-minus-FGSM accuracy {gap:+.3f}, tolerance {cfg['strength_tolerance']}).", value=_r(gap))
+    # 6. large eps
+    _large_eps(c, sub, details)
+    # 7. random noise of the same size
+    if rnd:
+        norm, gap, lab, a, b = max(rnd, key=lambda t: t[1])
+        if gap > cfg["strength_tolerance"]:
+            res.check("attack_stronger_than_noise", "fail",
+                      f"At {norm} eps {lab}, random noise of exactly that size leaves accuracy at {b:.3f} but the attacks "
+                      f"leave {a:.3f}: the attack is weaker than random guessing, which means it is not following useful "
+                      "gradients (masking, wrong loss, or a bug). Do not trust the robust accuracy.", value=_r(gap))
+        else:
+            res.check("attack_stronger_than_noise", "pass",
+                      f"At every eps the attacks are at least as strong as one random perturbation of the same size "
+                      f"(largest attack-minus-noise accuracy {gap:+.3f} at {norm} {lab}).", value=_r(gap))
+    # 8. convergence
+    if conv:
+        norm, d, lab, a, b = max(conv, key=lambda t: t[1])
+        steps = cfg["steps"]
+        if d > cfg["convergence_tolerance"]:
+            res.check("pgd_converged", "fail",
+                      f"Doubling PGD steps ({steps} -> {2 * steps}) changes robust accuracy by {d:.3f} at {norm} eps {lab} "
+                      f"({a:.3f} -> {b:.3f}) on {len(sub)} checked examples (tolerance {cfg['convergence_tolerance']}). "
+                      "The attack has not converged: the reported robust accuracy overstates robustness. Raise "
+                      "[robustness] steps (and restarts) until this passes.", value=_r(d))
+        else:
+            res.check("pgd_converged", "pass",
+                      f"Doubling PGD steps ({steps} -> {2 * steps}) changes robust accuracy by at most {d:.3f} "
+                      f"(at {norm} eps {lab}) on {len(sub)} checked examples: the attack has converged.", value=_r(d))
+    c.res.tables["checks_detail"] = details
+
+
+def _large_eps(c: _Ctx, sub: np.ndarray, details: dict[str, Any]) -> None:
+    from audit.attacks import sweep as S
+
+    cfg, res = c.cfg, c.res
+    xs, ys, ids = c.x[sub], c.y[sub], c.index[sub]
+    d = int(np.prod(c.x.shape[1:]))
+    chance = float(np.bincount(ys, minlength=c.k).max() / len(ys))
+    msgs, fails = [], []
+    for norm in cfg["norm"]:
+        given = cfg["large_eps"].get(norm)
+        if given is not None:
+            e = given
+        elif c.bounds is not None:
+            half = 0.5 * (c.bounds[1] - c.bounds[0])
+            v = half if norm == "linf" else half * math.sqrt(d)
+            e = Eps(v, str(float(v)))
+        else:
+            res.check("large_eps_reaches_chance", "warn",
+                      f"Skipped for {norm}: no input_bounds and no [robustness] large_eps, so there is no epsilon known to "
+                      "be large enough. Set large_eps to one at which any input can be turned into any other.")
+            continue
+        steps = max(cfg["steps"], 20)
+        one = AttackConfig("pgd", norm, [e], steps=steps, restarts=1, random_start=True)
+        r = S.pgd_sweep(c.model, one, xs, ys, ids, np.ones(len(sub), bool), c.bs, c.device, c.bounds, c.seed,
+                        stream="large-eps")
+        acc = float(np.mean(r.eps_broken > e.value))
+        details[f"large_eps_{norm}"] = {"eps": e.label, "steps": steps, "accuracy": acc, "chance": chance}
+        line = f"{norm} eps {e.label}: accuracy {acc:.3f} (largest class share {chance:.3f})"
+        msgs.append(line)
+        if acc > chance + cfg["chance_margin"]:
+            fails.append(line)
+    if fails:
+        res.check("large_eps_reaches_chance", "fail",
+                  f"At a very large eps, PGD ({max(cfg['steps'], 20)} steps) on {len(sub)} clean-correct examples should "
+                  f"bring accuracy down to at most the largest class share + {cfg['chance_margin']} (every input can "
+                  f"then be moved onto the same point), but {'; '.join(fails)}. The attack cannot find adversarial "
+                  "examples even where they must exist: gradient masking or a broken attack. Robust accuracy is not "
+                  "trustworthy.")
+    elif msgs:
+        res.check("large_eps_reaches_chance", "pass",
+                  f"At a very large eps the attack brings accuracy down to chance ({'; '.join(msgs)}; margin "
+                  f"{cfg['chance_margin']}): it can find adversarial examples where they must exist.")
+
+
+SUITE = Suite("robustness", SECTION.doc, SECTION, METRICS, run)
