@@ -21,7 +21,7 @@ $(STAMP): $(PY) pyproject.toml Makefile
 	$(PY) -m pip install -q "$(TORCH)"
 	# torchattacks 3.5.1 declares requests~=2.25.1 and torchvision; its code needs neither.
 	$(PY) -m pip install -q --no-deps torchattacks==3.5.1
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q --no-warn-conflicts -e ".[test]"
 	$(PY) -m audit.envcheck
 	touch $(STAMP)
 

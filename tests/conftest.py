@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "examples" / "digits"))
+sys.path.insert(0, str(ROOT))  # the examples are importable as packages: examples.digits.train
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
@@ -57,7 +57,7 @@ def digits_checkpoint(tmp_path_factory) -> Path:
     """The digits CNN trained with examples/digits/train.py (few epochs: seconds), saved as safetensors."""
     import torch
     from safetensors.torch import save_file
-    from train import train
+    from examples.digits.train import train
 
     torch.set_num_threads(2)
     net = train(epochs=12, seed=0)

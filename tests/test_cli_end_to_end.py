@@ -209,3 +209,26 @@ def test_internal_error_is_exit_3_and_debug_shows_traceback(tmp_path):
     res = run_subprocess("run", tmp_path / "w.pt", "--recipe", tmp_path / "r.toml", "--out", tmp_path / "o",
                          "--debug", cwd=tmp_path)
     assert res.exit_code == 3 and "Traceback" in res.stderr
+
+
+def test_credit_example_end_to_end(tmp_path):
+    """The tabular example: csv with one-hot features, sensitive attributes kept aside, a real MLP."""
+    import torch
+    from safetensors.torch import save_file
+
+    from examples.credit import train as credit_train  # the credit example's own training script
+
+    torch.set_num_threads(2)
+    net = credit_train.train(epochs=30, seed=0)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "credit.safetensors"))
+    res = run_cli("run", tmp_path / "credit.safetensors", "--recipe", ROOT / "recipes" / "credit.toml",
+                  "--out", tmp_path / "o", "--quiet")
+    assert res.exit_code == 0, res.stderr
+    r = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert r["data"]["n"] == 300 and r["data"]["split"] == "test"
+    assert r["data"]["sensitive"] == {"sex": ["female", "male"], "age": ["<25", ">=25"]}
+    t = ExampleTable.load(tmp_path / "o" / "examples.npz")
+    train_rows = set(credit_train.train_split().index.tolist())
+    assert not train_rows & set(t["index"].tolist()) and len(train_rows) == 700
+    assert _metric(r, "auroc", **{"class": "good"})["value"] == pytest.approx(
+        skm.roc_auc_score(t["label"], t.probs[:, 1]), abs=1e-12)

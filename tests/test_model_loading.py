@@ -24,7 +24,7 @@ def recipe(write_recipe):
 def digits_net(digits_checkpoint):
     from safetensors.torch import load_file
 
-    from model import DigitsCNN
+    from examples.digits.model import DigitsCNN
 
     net = DigitsCNN()
     net.load_state_dict(load_file(str(digits_checkpoint)))

@@ -18,10 +18,9 @@ from torch import nn
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # the repo root: audit and examples
 
-from model import CreditMLP  # noqa: E402
+from examples.credit.model import CreditMLP  # noqa: E402
 
 from audit.loading.data import load_data  # noqa: E402
 from audit.recipe import load_recipe  # noqa: E402

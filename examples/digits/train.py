@@ -17,10 +17,9 @@ import torch
 from torch import nn
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent.parent))
+sys.path.insert(0, str(HERE.parent.parent))  # the repo root: audit and examples
 
-from model import DigitsCNN  # noqa: E402
+from examples.digits.model import DigitsCNN  # noqa: E402
 
 from audit.engine.wrapper import WrappedModel  # noqa: E402
 from audit.loading.data import sklearn_split  # noqa: E402
