@@ -64,8 +64,7 @@ def execute(opts: RunOptions) -> tuple[dict[str, Any], int]:
     """Run the audit and write the outputs. Returns (report, exit code)."""
     import torch
 
-    from audit.engine.inference import build_table, looks_like_log_probabilities, looks_like_probabilities
-    from audit.engine.inference import predict_logits, probe_model
+    from audit.engine.inference import build_table, predict_logits, probe_model
     from audit.engine.wrapper import WrappedModel, resolve_device
     from audit.loading.data import load_data
     from audit.loading.model import load_checkpoint
@@ -94,8 +93,9 @@ def execute(opts: RunOptions) -> tuple[dict[str, Any], int]:
     t = time.perf_counter()
     logits = predict_logits(model, data.x, device, batch_size, progress)
     timing["inference_s"] = time.perf_counter() - t
+    needs_logits = [n for n in suites if get_suite(n).needs_logits]
+    core_checks, logits = core_validity_checks(model, data, logits, device, batch_size, needs_logits)
     table = build_table(data, logits)
-    core_checks = core_validity_checks(model, data, logits, device, batch_size)
     if loaded.trusted:
         core_checks.append(Check("trusted_checkpoint", "warn",
                                  f"The checkpoint ({loaded.format}) was loaded with --trust-checkpoint: loading it "
@@ -131,17 +131,28 @@ def execute(opts: RunOptions) -> tuple[dict[str, Any], int]:
     return report, report["exit_code"]
 
 
-def core_validity_checks(model: Any, data: Any, logits: np.ndarray, device: Any, batch_size: int) -> list[Check]:
-    """Checks of the evaluation that every suite relies on."""
+def core_validity_checks(model: Any, data: Any, logits: np.ndarray, device: Any, batch_size: int,
+                         needs_logits: list[str]) -> tuple[list[Check], np.ndarray]:
+    """Checks of the evaluation that every suite relies on. Returns the checks and the logits to use:
+    when the model outputs probabilities, their logarithm (so the table's softmax gives them back
+    instead of squashing them a second time)."""
     from audit.engine.inference import looks_like_log_probabilities, looks_like_probabilities, predict_logits
 
     checks = []
+    raw = logits
     if looks_like_probabilities(logits):
+        status = "fail" if needs_logits else "warn"
+        consequence = (f"The {', '.join(needs_logits)} suite needs logits: a softmax flattens input gradients, which "
+                       "makes a model look robust. Remove the final softmax, or downgrade this check in [validity]."
+                       if needs_logits else
+                       "Attacks would need logits; for the metrics here the outputs are used as probabilities "
+                       "(their logarithm serves as logits, so they are not squashed twice).")
         checks.append(Check(
-            "logits_not_probabilities", "fail",
+            "logits_not_probabilities", status,
             "The model's outputs are probabilities (every row is in [0, 1] and sums to 1): it ends in a softmax. "
-            "Attacks need logits (a softmax flattens gradients, which makes a model look robust) and the audit's "
-            "own softmax would be applied twice. Remove the final softmax, or downgrade this check in [validity]."))
+            + consequence))
+        with np.errstate(divide="ignore"):
+            logits = np.log(np.clip(logits.astype(np.float64), 1e-45, None)).astype(np.float32)
     elif looks_like_log_probabilities(logits):
         checks.append(Check("logits_not_probabilities", "pass",
                             "The outputs are log-probabilities (log_softmax): usable as logits."))
@@ -150,19 +161,19 @@ def core_validity_checks(model: Any, data: Any, logits: np.ndarray, device: Any,
     # A second pass over a slice: bitwise equal logits, or inference is random (dropout left on, sampling, ...).
     m = min(len(data.x), 1024)  # independent of batch size, so the report is too
     again = predict_logits(model, data.x[:m], device, batch_size)
-    diff = float(np.max(np.abs(again - logits[:m]))) if m else 0.0
-    if np.array_equal(again, logits[:m]):
+    diff = float(np.max(np.abs(again - raw[:m]))) if m else 0.0
+    if np.array_equal(again, raw[:m]):
         checks.append(Check("inference_deterministic", "pass",
                             f"Two inference passes over {m} examples gave bitwise identical logits.", value=0.0))
     else:
-        flips = int((again.argmax(1) != logits[:m].argmax(1)).sum())
+        flips = int((again.argmax(1) != raw[:m].argmax(1)).sum())
         checks.append(Check(
             "inference_deterministic", "fail",
             f"Two inference passes over the same {m} examples differ (max |delta logit| = {diff:.3g}, "
             f"{flips} predictions flipped): the model is random at inference (dropout in train mode, sampling, "
             "nondeterministic kernels). Every number in this report would change from run to run; make inference "
             "deterministic, or downgrade this check in [validity].", value=diff))
-    return checks
+    return checks, logits
 
 
 def write_outputs(report: dict[str, Any], out: Path, table: Any | None = None) -> None:

@@ -141,30 +141,66 @@ def test_min_n_makes_gate_inconclusive(digits_checkpoint, write_recipe, tmp_path
     assert res.exit_code == 0
 
 
-def test_invalid_evaluation_exits_4_and_downgrade(tmp_path):
-    """A model ending in softmax fails the logits check: exit 4, unless [validity] downgrades it."""
+def _tiny_model(tmp_path, forward: str, name: str) -> None:
     (tmp_path / "net.py").write_text(
-        "import torch\nclass Soft(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
-        "        self.lin = torch.nn.Linear(64, 10)\n    def forward(self, x):\n"
-        "        return torch.softmax(self.lin(x.flatten(1)), dim=1)\n")
+        "import torch\nclass Net(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.lin = torch.nn.Linear(64, 10)\n    def forward(self, x):\n" + forward)
     import torch
 
     torch.manual_seed(0)
-    torch.save({"lin.weight": torch.randn(10, 64) * 0.1, "lin.bias": torch.zeros(10)}, tmp_path / "soft.pt")
-    recipe = ('[model]\nfactory = "net.py:Soft"\nnum_classes = 10\n[data]\nsource = "sklearn"\nname = "digits"\n'
-              "[performance]\nbootstrap = 0\nbootstrap_ranking = 0\n")
-    (tmp_path / "r.toml").write_text(recipe)
+    torch.save({"lin.weight": torch.randn(10, 64) * 0.3, "lin.bias": torch.zeros(10)}, tmp_path / name)
+
+
+TINY_RECIPE = ('[model]\nfactory = "net.py:Net"\nnum_classes = 10\n[data]\nsource = "sklearn"\nname = "digits"\n'
+               "[performance]\nbootstrap = 0\nbootstrap_ranking = 0\n")
+
+
+def test_softmax_outputs_are_flagged_and_not_squashed_twice(tmp_path):
+    """A model ending in softmax: a warning for the performance suite (its numbers stay right: the
+    probabilities are used as they are), while suites that attack need logits and fail the check."""
+    _tiny_model(tmp_path, "        return torch.softmax(self.lin(x.flatten(1)) * 5, dim=1)\n", "soft.pt")
+    (tmp_path / "r.toml").write_text(TINY_RECIPE)
     res = run_cli("run", tmp_path / "soft.pt", "--recipe", tmp_path / "r.toml", "--out", tmp_path / "o")
-    assert res.exit_code == 4, res.stderr
+    assert res.exit_code == 0, res.stderr
     r = json.loads((tmp_path / "o" / "report.json").read_text())
     check = next(c for c in r["checks"] if c["id"] == "logits_not_probabilities")
-    assert check["status"] == "fail" and "softmax" in check["message"]
-    assert r["verdict"] == "invalid"
-    g = run_cli("gate", tmp_path / "o" / "report.json")
-    assert g.exit_code == 4
-    (tmp_path / "r2.toml").write_text(recipe + '[validity]\ndowngrade = ["logits_not_probabilities"]\n')
-    res = run_cli("run", tmp_path / "soft.pt", "--recipe", tmp_path / "r2.toml", "--out", tmp_path / "o2")
-    assert res.exit_code == 0
+    assert check["status"] == "warn" and "softmax" in check["message"]
+    import torch
+
+    from audit.loading.data import sklearn_split
+
+    x, y, _, _ = sklearn_split("digits", "test", 0.25, 0)
+    lin = torch.nn.Linear(64, 10)
+    sd = torch.load(tmp_path / "soft.pt")
+    lin.load_state_dict({"weight": sd["lin.weight"], "bias": sd["lin.bias"]})
+    probs = torch.softmax(lin(torch.from_numpy(x).flatten(1)) * 5, 1).detach().numpy()
+    t = ExampleTable.load(tmp_path / "o" / "examples.npz")
+    np.testing.assert_allclose(t.probs, probs, atol=1e-5)
+    assert _metric(r, "auroc", average="macro")["value"] == pytest.approx(
+        skm.roc_auc_score(y, probs, multi_class="ovr"), abs=1e-6)
+
+
+def test_random_inference_exits_4_and_downgrade(tmp_path):
+    """Dropout applied even in eval mode: two passes differ, the evaluation is invalid (exit 4)."""
+    _tiny_model(tmp_path, "        return self.lin(torch.nn.functional.dropout(x.flatten(1), 0.5, training=True))\n",
+                "rand.pt")
+    (tmp_path / "r.toml").write_text(TINY_RECIPE)
+    res = run_cli("run", tmp_path / "rand.pt", "--recipe", tmp_path / "r.toml", "--out", tmp_path / "o")
+    assert res.exit_code == 4, res.stderr
+    r = json.loads((tmp_path / "o" / "report.json").read_text())
+    check = next(c for c in r["checks"] if c["id"] == "inference_deterministic")
+    assert check["status"] == "fail" and "predictions flipped" in check["message"]
+    assert r["verdict"] == "invalid" and "INVALID" in (tmp_path / "o" / "report.html").read_text()
+    junit = ET.parse(tmp_path / "o" / "junit.xml").getroot()
+    assert any(c.find("failure") is not None and c.get("name") == "inference_deterministic"
+               for c in junit.iter("testcase"))
+    assert run_cli("gate", tmp_path / "o" / "report.json").exit_code == 4
+    (tmp_path / "r2.toml").write_text(TINY_RECIPE + '[validity]\ndowngrade = ["inference_deterministic"]\n')
+    res = run_cli("run", tmp_path / "rand.pt", "--recipe", tmp_path / "r2.toml", "--out", tmp_path / "o2")
+    assert res.exit_code == 0, res.stderr
+    c2 = next(c for c in json.loads((tmp_path / "o2" / "report.json").read_text())["checks"]
+              if c["id"] == "inference_deterministic")
+    assert c2["status"] == "warn" and c2["downgraded"] is True
 
 
 def test_gate_errors(tmp_path):

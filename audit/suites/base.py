@@ -57,3 +57,6 @@ class Suite:
     section: Section
     metrics: dict[str, MetricSpec]
     run: Callable[[RunContext, dict[str, Any]], SuiteResult]
+    # Suites whose numbers are wrong on a softmax output (attacks follow logit gradients) make the
+    # core check logits_not_probabilities fail instead of warn.
+    needs_logits: bool = False
