@@ -62,7 +62,6 @@ def choose_suites(recipe: Recipe, requested: list[str]) -> list[str]:
 
 def execute(opts: RunOptions) -> tuple[dict[str, Any], int]:
     """Run the audit and write the outputs. Returns (report, exit code)."""
-    import torch
 
     from audit.engine.inference import build_table, predict_logits, probe_model
     from audit.engine.wrapper import WrappedModel, resolve_device

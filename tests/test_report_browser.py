@@ -60,7 +60,6 @@ def test_report_renders_in_chromium(report_html, tmp_path):
     shot = tmp_path / "report.png"
     chromium(f"--screenshot={shot}", "--window-size=1200,2400", report_html.as_uri())
     import matplotlib.image as mpimg
-    import numpy as np
 
     img = mpimg.imread(shot)
     assert img.shape[0] == 2400 and img.shape[1] == 1200

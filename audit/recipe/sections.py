@@ -13,7 +13,6 @@ from audit.recipe.fields import (
     Field,
     FieldError,
     Section,
-    p_bool,
     p_bounds,
     p_factory,
     p_float,

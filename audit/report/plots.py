@@ -106,7 +106,7 @@ def line_svg(xs: Sequence[float], ys_by_label: dict[str, Sequence[float | None]]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, lw=1.3, color=colour, label=label)
         if bands and label in bands:
             lo, hi = bands[label]
-            tri = [(a, l, h) for a, l, h in zip(xs, lo, hi) if l is not None and h is not None]
+            tri = [(a, low, high) for a, low, high in zip(xs, lo, hi) if low is not None and high is not None]
             if tri:
                 ax.fill_between([t[0] for t in tri], [t[1] for t in tri], [t[2] for t in tri], color=colour, alpha=0.15, lw=0)
     if ylim:
