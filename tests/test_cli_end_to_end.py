@@ -45,7 +45,7 @@ def test_report_schema_and_numbers_equal_sklearn(digits_run):
     assert r["provenance"]["packages"]["torch"] and r["provenance"]["tool"]["name"] == "audit"
     assert len(r["model"]["sha256"]) == 64 and len(r["data"]["sha256"]) == 64
     for m in r["metrics"]:
-        assert set(m) == {"suite", "name", "params", "value", "ci_low", "ci_high", "n"}
+        assert set(m) - {"inconclusive"} == {"suite", "name", "params", "value", "ci_low", "ci_high", "n"}
     for g in r["gates"]:
         assert {"id", "metric", "params", "op", "threshold", "use", "value", "status"} <= set(g)
     for c in r["checks"]:
@@ -268,3 +268,19 @@ def test_credit_example_end_to_end(tmp_path):
     assert not train_rows & set(t["index"].tolist()) and len(train_rows) == 700
     assert _metric(r, "auroc", **{"class": "good"})["value"] == pytest.approx(
         skm.roc_auc_score(t["label"], t.probs[:, 1]), abs=1e-12)
+
+
+def test_record_marked_inconclusive_makes_its_gate_inconclusive():
+    """A suite can mark a record as undecidable (e.g. it rests on a group below the minimum size):
+    a gate on it is inconclusive, whatever its value, and blocks unless the gate tolerates it."""
+    from audit.report.gates import evaluate_gate, gate_blocks
+
+    metrics = [{"suite": "fairness", "name": "dp_difference", "params": {}, "value": 0.01, "ci_low": 0.0,
+                "ci_high": 0.05, "n": 500, "inconclusive": "group 'x' has 12 < 30 examples"}]
+    gate = {"id": "g", "suite": "fairness", "name": "dp_difference", "params": {}, "op": "<=", "threshold": 0.1,
+            "use": "value", "severity": "error", "min_n": None, "inconclusive": "fail"}
+    g = evaluate_gate(gate, metrics, ["fairness"])
+    assert g["status"] == "inconclusive" and "12 < 30" in g["message"] and gate_blocks(g)
+    assert not gate_blocks(evaluate_gate(dict(gate, inconclusive="pass"), metrics, ["fairness"]))
+    del metrics[0]["inconclusive"]
+    assert evaluate_gate(gate, metrics, ["fairness"])["status"] == "pass"

@@ -60,6 +60,9 @@ def evaluate_gate(gate: dict[str, Any], metrics: list[dict[str, Any]], suites_ru
         why = "the interval was not computed (bootstrap = 0?)" if gate["use"] != "value" else "the metric is undefined"
         out.update(status="inconclusive", message=why)
         return out
+    if rec.get("inconclusive"):
+        out.update(status="inconclusive", message=rec["inconclusive"])
+        return out
     if gate.get("min_n") is not None and rec["n"] < gate["min_n"]:
         out.update(status="inconclusive", message=f"n = {rec['n']} < min_n = {gate['min_n']}")
         return out

@@ -32,9 +32,11 @@ class MetricRecord:
     params: dict[str, Any] = field(default_factory=dict)
     ci_low: float | None = None
     ci_high: float | None = None
+    # Why a gate on this record cannot decide (e.g. "group 'x' has 12 < 30 examples"); None when it can.
+    inconclusive: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        d = {
             "suite": self.suite,
             "name": self.name,
             "params": dict(self.params),
@@ -43,6 +45,9 @@ class MetricRecord:
             "ci_high": _num(self.ci_high),
             "n": int(self.n),
         }
+        if self.inconclusive:
+            d["inconclusive"] = self.inconclusive
+        return d
 
 
 @dataclass
@@ -80,9 +85,9 @@ class SuiteResult:
     notes: list[str] = field(default_factory=list)
 
     def metric(self, name: str, value: float | None, n: int, ci: tuple[float, float] | None = None,
-               **params: Any) -> MetricRecord:
+               inconclusive: str | None = None, **params: Any) -> MetricRecord:
         rec = MetricRecord(self.suite, name, value, n, params,
-                           None if ci is None else ci[0], None if ci is None else ci[1])
+                           None if ci is None else ci[0], None if ci is None else ci[1], inconclusive)
         self.metrics.append(rec)
         return rec
 
