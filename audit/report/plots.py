@@ -116,3 +116,53 @@ def line_svg(xs: Sequence[float], ys_by_label: dict[str, Sequence[float | None]]
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, frameon=False)
     return to_svg(fig, name)
+
+
+def interval_bars_svg(categories: Sequence[str], series: dict[str, tuple[Sequence[float | None], Sequence[float | None],
+                                                                        Sequence[float | None]]],
+                      title: str, name: str, xlabel: str = "", xlim: tuple[float, float] | None = (0.0, 1.0),
+                      vlines: Sequence[tuple[float, str]] = (), muted: Sequence[bool] | None = None,
+                      width: float = 4.6) -> str:
+    """Horizontal grouped bars with interval whiskers: one row per category (top to bottom), one bar per
+    series ({label: (values, lows, highs)}; None = not shown). ``muted[i]`` draws category i hatched and
+    pale (e.g. a group below the minimum size), ``vlines`` adds reference lines (x, label)."""
+    import numpy as np
+
+    cats = list(categories)
+    k = max(1, len(series))
+    h = min(9.0, 1.0 + 0.28 * len(cats) * k + 0.15 * len(cats))
+    fig, ax = _fig(width, h)
+    step = 0.8 / k
+    ys = np.arange(len(cats))[::-1].astype(float)
+    for j, (label, (vals, lows, highs)) in enumerate(series.items()):
+        colour = PALETTE[j % len(PALETTE)]
+        off = (j - (k - 1) / 2) * step
+        for i, v in enumerate(vals):
+            if v is None:
+                ax.text(0.002 if not xlim else xlim[0] + 0.01 * (xlim[1] - xlim[0]), ys[i] - off, "undefined",
+                        fontsize=6.5, va="center", color="#777")
+                continue
+            pale = bool(muted is not None and muted[i])
+            ax.barh(ys[i] - off, v, height=step * 0.9, color=colour, alpha=0.35 if pale else 0.85,
+                    hatch="///" if pale else None, edgecolor=colour if pale else "none", lw=0.5,
+                    label=label if i == 0 else None)
+            lo, hi = lows[i], highs[i]
+            if lo is not None and hi is not None:
+                ax.errorbar(v, ys[i] - off, xerr=[[max(v - lo, 0)], [max(hi - v, 0)]], fmt="none", ecolor="#222",
+                            elinewidth=0.9, capsize=2.2)
+    for x, lab in vlines:
+        ax.axvline(x, color="#cf222e", lw=0.9, ls="--")
+        ax.text(x, ys[0] + 0.55, f" {lab}", color="#cf222e", fontsize=7, va="bottom", ha="left")
+    ax.set_yticks(ys, cats)
+    ax.tick_params(axis="y", labelsize=8)
+    if xlim:
+        ax.set_xlim(*xlim)
+    ax.set_ylim(-0.6, len(cats) - 0.4 + (0.35 if vlines else 0))
+    ax.set_xlabel(xlabel, fontsize=9)
+    ax.set_title(title, fontsize=9)
+    if len(series) > 1:
+        ax.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.16 if xlabel else -0.08),
+                  ncol=min(4, len(series)))
+    ax.grid(axis="x", color="#eee", lw=0.6)
+    ax.set_axisbelow(True)
+    return to_svg(fig, name)

@@ -1,0 +1,253 @@
+"""Calibration suite: ECE (equal-width and equal-mass bins, top-label and class-wise), MCE, Brier, NLL,
+reliability diagrams with per-bin counts, the ECE a perfectly calibrated model would show at this n, and
+temperature scaling as a held-out diagnostic (never applied to the model or to any other number).
+
+Reads only the core columns of the per-example table (label, logits); every number is a call into the
+pure functions of ``audit.metrics.calibration``.
+
+Metric records and how a gate names them:
+
+  ece, mce                     {binning, kind}: binning = "equal_width" | "equal_mass",
+                               kind = "top_label" | "classwise" (a gate must give both)
+  ece_reference                {binning, kind}: mean ECE of a perfectly calibrated model with these
+                               probabilities at this n; ci = its 95% range (labels drawn from the model's
+                               own probabilities, seeded)
+  brier                        {} multiclass Brier score sum_k (p_k - 1[y = k])^2, in [0, 2]
+  nll                          {} negative log-likelihood (natural log) from the logits
+  temperature                  {} T fitted by NLL on the fit split
+  ece_before_temperature,      {} top-label equal-width ECE / NLL on the evaluation split at T = 1 and
+  ece_after_temperature,          at the fitted T (a diagnostic: what temperature scaling would give)
+  nll_before_temperature,
+  nll_after_temperature
+
+e.g. ``metric = "ece"``, ``params = { binning = "equal_width", kind = "top_label" }``, ``op = "<="``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from audit.errors import RecipeError
+from audit.metrics import calibration as K
+from audit.recipe.fields import Field, FieldError, Section, p_bool, p_float, p_int, p_list, p_str
+from audit.report.records import SuiteResult
+from audit.seeding import rng
+from audit.suites.base import MetricSpec, RunContext, Suite
+
+BINNINGS = {"equal_width": "uniform", "equal_mass": "quantile"}
+KINDS = ("top_label", "classwise")
+
+
+def _p_choices(choices: tuple[str, ...], what: str):
+    lst = p_list(p_str(choices), what, min_len=1, unique=True)
+
+    def parse(v: Any) -> list[str]:
+        return lst([v] if isinstance(v, str) else v)
+
+    return parse
+
+
+def _post(c: dict[str, Any]) -> None:
+    if c["temperature_fit_indices"] is not None and not c["temperature_scaling"]:
+        raise FieldError("temperature_fit_indices needs temperature_scaling = true")
+
+
+SECTION = Section(
+    "calibration",
+    "Expected calibration error (equal-width and equal-mass bins, top-label and class-wise), MCE, Brier, NLL "
+    "and reliability diagrams with per-bin counts. Next to every ECE: the ECE a perfectly calibrated model "
+    "would show at this sample size (labels drawn from the model's own probabilities, seeded), so signal can "
+    "be told from noise. Temperature scaling is fitted by NLL on a held-out split and judged on the rest, "
+    "as a diagnostic: it is never applied to the model or to any other number in the report.",
+    (
+        Field("bins", "integer >= 2", "Number of bins for ECE, MCE and the reliability diagrams.", default=15,
+              parse=p_int(2), example="15"),
+        Field("binning", "list of 'equal_width' | 'equal_mass'",
+              "Binnings to report: equal-width bins (lo, hi] on [0, 1], or equal-mass bins of n/bins examples "
+              "each (sorted by confidence).", default=["equal_width", "equal_mass"],
+              parse=_p_choices(tuple(BINNINGS), "binnings"), example='["equal_width", "equal_mass"]'),
+        Field("kind", "list of 'top_label' | 'classwise'",
+              "top_label: the confidence of the predicted class against its accuracy (Guo et al. 2017); "
+              "classwise: every class's probability against that class's frequency, averaged over classes "
+              "(Kull et al. 2019).", default=["top_label", "classwise"], parse=_p_choices(KINDS, "kinds"),
+              example='["top_label"]'),
+        Field("reference_draws", "integer >= 0",
+              "Label draws for the perfectly-calibrated reference ECE (0: not computed).", default=1000,
+              parse=p_int(0), example="1000"),
+        Field("confidence", "number in (0, 1)", "Level of the reference interval.", default=0.95,
+              parse=p_float(0.5, 0.999), example="0.95"),
+        Field("temperature_scaling", "true | false",
+              "Fit a temperature on a held-out split and report ECE/NLL/Brier before and after on the rest "
+              "(diagnostic only).", default=True, parse=p_bool),
+        Field("temperature_fit_fraction", "number in (0, 1)",
+              "Fraction of the examples (a seeded random split) used to fit the temperature; the rest "
+              "evaluates it.", default=0.5, parse=p_float(0.05, 0.95), example="0.5"),
+        Field("temperature_fit_indices", "path",
+              "A calibration split named by the user instead of the random split: a .npy or text file of "
+              "global example indices (relative to the recipe) that fit the temperature; every other "
+              "example evaluates it.", parse=p_str(what="a path"), example='"calib_indices.txt"'),
+    ),
+    post=_post,
+    example="[calibration]\nbins = 15\nbinning = [\"equal_width\", \"equal_mass\"]\nreference_draws = 1000",
+)
+
+_BIN = "'equal_width' | 'equal_mass'"
+_KIND = "'top_label' | 'classwise'"
+METRICS = {
+    "ece": MetricSpec("Expected calibration error (sum over bins of bin share times |accuracy - confidence|); "
+                      "read it next to ece_reference, the ECE of a perfectly calibrated model at this n.",
+                      {"binning": _BIN, "kind": _KIND}),
+    "mce": MetricSpec("Maximum calibration error: the largest |accuracy - confidence| over non-empty bins "
+                      "(driven by the thinnest bin).", {"binning": _BIN, "kind": _KIND}),
+    "ece_reference": MetricSpec("Mean ECE a perfectly calibrated model with these probabilities would show "
+                                "at this n (interval: its 95% range over seeded label draws).",
+                                {"binning": _BIN, "kind": _KIND}),
+    "brier": MetricSpec("Multiclass Brier score sum_k (p_k - 1[y = k])^2, averaged over examples, in [0, 2] "
+                        "(twice scikit-learn's binary brier_score_loss)."),
+    "nll": MetricSpec("Negative log-likelihood (cross-entropy, natural log) of the true labels."),
+    "temperature": MetricSpec("Temperature T fitted by NLL on the fit split (T > 1: the model is overconfident). "
+                              "Diagnostic; never applied."),
+    "ece_before_temperature": MetricSpec("Top-label equal-width ECE on the temperature evaluation split, T = 1."),
+    "ece_after_temperature": MetricSpec("Top-label equal-width ECE on the temperature evaluation split after "
+                                        "dividing the logits by the fitted T."),
+    "nll_before_temperature": MetricSpec("NLL on the temperature evaluation split, T = 1."),
+    "nll_after_temperature": MetricSpec("NLL on the temperature evaluation split at the fitted T."),
+}
+
+
+def _r(v: Any) -> float | None:
+    return None if v is None or not np.isfinite(v) else round(float(v), 6)
+
+
+def _v(v: Any) -> float | None:
+    return None if v is None or not np.isfinite(v) else float(v)
+
+
+def _bins_json(b: K.ReliabilityBins) -> dict[str, Any]:
+    return {"lower": [_r(x) for x in b.lower], "upper": [_r(x) for x in b.upper],
+            "count": [int(c) for c in b.count], "mean_confidence": [_r(x) for x in b.mean_confidence],
+            "accuracy": [_r(x) for x in b.accuracy], "ece": _r(b.ece), "mce": _r(b.mce), "n": int(b.n)}
+
+
+def run(ctx: RunContext, cfg: dict[str, Any]) -> SuiteResult:
+    fit_mask = None
+    if cfg["temperature_fit_indices"]:
+        fit_mask = _fit_mask(ctx, cfg["temperature_fit_indices"])
+    k = int(ctx.recipe.section("model")["num_classes"])
+    return evaluate(ctx.table["logits"], ctx.table["label"], cfg, ctx.seed, k, fit_mask)
+
+
+def _fit_mask(ctx: RunContext, rel: str) -> np.ndarray:
+    path = ctx.recipe.resolve(rel)
+    where = f"{ctx.recipe.path}: [calibration] temperature_fit_indices = {rel!r}"
+    if not Path(path).is_file():
+        raise RecipeError(f"{where}: file not found ({path})")
+    try:
+        idx = np.load(path, allow_pickle=False) if str(path).endswith(".npy") else np.loadtxt(path, dtype=np.int64, ndmin=1)
+    except (ValueError, OSError) as e:
+        raise RecipeError(f"{where}: expected a .npy array or a text file of integer example indices ({e})") from None
+    mask = np.isin(ctx.table["index"], np.asarray(idx, dtype=np.int64).reshape(-1))
+    if not mask.any() or mask.all():
+        raise RecipeError(f"{where}: the indices select {int(mask.sum())} of {len(mask)} evaluated examples; "
+                          "both the fit and the evaluation split need examples")
+    return mask
+
+
+def evaluate(logits: np.ndarray, y: np.ndarray, cfg: dict[str, Any], seed: int, k: int | None = None,
+             fit_mask: np.ndarray | None = None) -> SuiteResult:
+    """The whole suite as a pure function of logits and labels."""
+    res = SuiteResult("calibration")
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(y, dtype=np.int64)
+    n = len(y)
+    p = K.softmax(z)
+    m = cfg["bins"]
+    conf_level = cfg["confidence"]
+    draws = cfg["reference_draws"]
+    rows = []
+    for binning in cfg["binning"]:
+        strategy = BINNINGS[binning]
+        for kind in cfg["kind"]:
+            e = K.ece(p, y, m, strategy, kind)
+            mc = K.mce(p, y, m, strategy, kind)
+            res.metric("ece", _v(e), n, None, binning=binning, kind=kind)
+            res.metric("mce", _v(mc), n, None, binning=binning, kind=kind)
+            row = {"binning": binning, "kind": kind, "ece": _r(e), "mce": _r(mc), "n": n,
+                   "reference_mean": None, "reference_low": None, "reference_high": None, "p_value": None,
+                   "verdict": None}
+            if draws > 0 and n > 0:
+                ref = K.calibrated_reference(p, m, strategy, kind, draws, rng(seed, "calibration", "reference",
+                                                                            binning, kind), conf_level, observed=e)
+                res.metric("ece_reference", ref.mean, n, (ref.ci_low, ref.ci_high), binning=binning, kind=kind)
+                row.update(reference_mean=_r(ref.mean), reference_low=_r(ref.ci_low),
+                           reference_high=_r(ref.ci_high), p_value=_r(ref.p_value),
+                           verdict=("beyond noise" if e > ref.ci_high else "within noise"))
+            rows.append(row)
+    res.tables["ece"] = rows
+    res.metric("brier", _v(K.brier_score(p, y)), n)
+    res.metric("nll", _v(K.nll_from_logits(z, y)) if n else None, n)
+
+    diagrams = {}
+    for binning in cfg["binning"]:
+        diagrams[binning] = _bins_json(K.reliability_diagram(p, y, m, BINNINGS[binning]))
+    res.curves["reliability"] = diagrams
+
+    temp = None
+    from_recipe = fit_mask is not None
+    if cfg["temperature_scaling"] and n >= 4:
+        if fit_mask is None:  # a seeded random split: the first round(fraction * n) of a permutation fit T
+            fit_mask = np.zeros(n, dtype=bool)
+            fit_mask[rng(seed, "calibration", "temperature-split").permutation(n)[
+                :int(round(cfg["temperature_fit_fraction"] * n))]] = True
+        try:
+            temp = K.temperature_scaling_diagnostic(z, y, fit_mask=fit_mask, n_bins=m, strategy="uniform")
+        except ValueError as e:
+            res.notes.append(f"Temperature scaling not fitted: {e}.")
+    elif cfg["temperature_scaling"]:
+        res.notes.append(f"Temperature scaling needs at least 4 examples ({n} here): not fitted.")
+    if temp is not None:
+        res.metric("temperature", temp.temperature, temp.n_fit)
+        for name, before, after in (("ece", temp.ece_before, temp.ece_after), ("nll", temp.nll_before, temp.nll_after)):
+            res.metric(f"{name}_before_temperature", _v(before), temp.n_eval)
+            res.metric(f"{name}_after_temperature", _v(after), temp.n_eval)
+        ev = ~fit_mask
+        z_ev, y_ev = z[ev], y[ev]
+        res.tables["temperature"] = {
+            "temperature": _r(temp.temperature), "n_fit": temp.n_fit, "n_eval": temp.n_eval,
+            "split": "recipe (temperature_fit_indices)" if from_recipe else
+                     f"seeded random split, {cfg['temperature_fit_fraction']:.0%} fit",
+            "ece_before": _r(temp.ece_before), "ece_after": _r(temp.ece_after),
+            "nll_before": _r(temp.nll_before), "nll_after": _r(temp.nll_after),
+            "brier_before": _r(temp.brier_before), "brier_after": _r(temp.brier_after),
+        }
+        res.curves["temperature"] = {
+            "before": _bins_json(K.reliability_diagram(K.softmax(z_ev), y_ev, m, "uniform")),
+            "after": _bins_json(K.reliability_diagram(K.softmax(z_ev, temp.temperature), y_ev, m, "uniform")),
+        }
+        direction = ("overconfident (T > 1 softens it)" if temp.temperature > 1.05 else
+                     "underconfident (T < 1 sharpens it)" if temp.temperature < 0.95 else "about right in scale")
+        res.tables["temperature"]["reading"] = direction
+
+    top = next((r for r in rows if r["binning"] == "equal_width" and r["kind"] == "top_label"), rows[0] if rows else None)
+    if top and top["reference_high"] is not None and top["ece"] is not None and top["ece"] <= top["reference_high"]:
+        res.notes.append(
+            f"The {top['binning'].replace('_', '-')} top-label ECE ({top['ece']:.3f}) is within the range a perfectly "
+            f"calibrated model shows at n = {n} ({top['reference_low']:.3f}–{top['reference_high']:.3f}): at this "
+            "sample size it cannot be told apart from noise.")
+    res.config = {
+        "bins": m, "binning": list(cfg["binning"]), "kind": list(cfg["kind"]), "n": n,
+        "num_classes": k if k is not None else int(z.shape[1]) if z.ndim == 2 else None,
+        "reference_draws": draws, "confidence": conf_level,
+        "temperature_scaling": cfg["temperature_scaling"],
+        "binning_rule": "equal-width bins (lo, hi] with 0 in the first bin and a confidence of 1.0 in the last; "
+                        "equal-mass bins of floor(n/bins) or ceil(n/bins) examples sorted by confidence",
+        "reference_rule": "labels drawn from the model's own probabilities (a perfectly calibrated model by "
+                          "construction), seeded; interval = central range of the drawn ECEs",
+    }
+    return res
+
+
+SUITE = Suite("calibration", SECTION.doc, SECTION, METRICS, run)

@@ -1,0 +1,560 @@
+"""Fairness suite: group metrics, disparities with stratified-bootstrap intervals, the four-fifths verdict,
+crossings with the other suites, and a "what would it take" threshold diagnostic.
+
+Sensitive attributes come from the data (the table's ``group:<attr>`` columns). Each chosen attribute is
+audited on its own and, with ``intersectional = true``, all of them together: that "attribute" is named
+by joining the attribute names with ``&`` (e.g. ``"sex&age"``) and its groups by joining the values with
+``" & "`` (e.g. ``"female & <25"``), in fairlearn's ``MetricFrame.by_group`` order.
+
+Labels and predictions are binarised on ``positive_class``: the positive class of a binary task, or for a
+multiclass task the class audited one-vs-rest (a prediction is "positive" when the argmax is that class).
+
+Every number is computed by ``audit.metrics.fairness`` from per-group confusion counts (one bincount);
+intervals are stratified by group (groups keep their sizes), seeded. Disparity intervals are by default a
+simultaneous band over the group rates projected onto the disparity (see that module: the percentile
+bootstrap of a max-minus-min is biased upwards).
+
+Metric records and how a gate names them (``attribute`` is an attribute name or the ``&``-joined
+intersection; ``group`` a value of it, as listed in the report):
+
+  group_selection_rate, group_accuracy, group_tpr, group_fpr, group_fnr, group_precision,
+  group_fdr, group_for, group_base_rate          {attribute, group}; n = the rate's denominator
+  group_impact_ratio                              {attribute, group}: selection rate / the reference's
+  demographic_parity_difference, demographic_parity_ratio, equalized_odds_difference,
+  equalized_odds_ratio, equal_opportunity_difference, predictive_parity_difference,
+  disparate_impact_ratio (the four-fifths statistic)                       {attribute}
+  group_ece                                       {attribute, group} top-label ECE (crossing with calibration)
+  group_robust_accuracy                           {attribute, group, norm, eps} (when robustness ran)
+  group_noise_accuracy                            {attribute, group, noise, level} (when robustness ran noise)
+  postprocessed_accuracy, postprocessed_demographic_parity_difference,
+  postprocessed_equalized_odds_difference         {attribute}: ThresholdOptimizer diagnostic (not applied)
+
+A record resting on a group (or a rate denominator) below ``min_group_size`` carries
+``inconclusive = "group 'x' of 'sex' has 12 < 30 examples"``, so a gate on it is inconclusive.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+
+from audit.errors import RecipeError
+from audit.metrics import calibration as CAL
+from audit.metrics import fairness as F
+from audit.recipe.fields import Field, FieldError, Section, p_bool, p_float, p_int, p_list, p_str
+from audit.report.records import SuiteResult
+from audit.seeding import rng
+from audit.suites.base import MetricSpec, RunContext, Suite
+
+CONSTRAINTS = ("demographic_parity", "equalized_odds", "true_positive_rate_parity", "false_positive_rate_parity",
+               "false_negative_rate_parity", "true_negative_rate_parity")
+
+
+def _p_reference(v: Any) -> str | dict[str, str]:
+    if isinstance(v, str):
+        return v
+    if isinstance(v, dict) and all(isinstance(x, str) for x in v.values()):
+        return dict(v)
+    raise FieldError("expected 'largest', 'highest', a group name, or a table { attribute = \"group\" }")
+
+
+def _p_class(v: Any) -> int | str:
+    if isinstance(v, bool) or not isinstance(v, (int, str)) or (isinstance(v, int) and v < 0):
+        raise FieldError("expected a class index >= 0 or a class name")
+    return v
+
+
+SECTION = Section(
+    "fairness",
+    "Group fairness over the data's sensitive attributes: per group n, selection rate, accuracy, TPR, FPR, "
+    "FNR, precision, FDR and FOR; demographic parity, equalized odds, equal opportunity and predictive "
+    "parity disparities and the four-fifths (disparate impact) verdict, with bootstrap intervals stratified "
+    "by group. Groups smaller than min_group_size are shown but make the gates resting on them "
+    "inconclusive. Crosses with the calibration (ECE per group) and robustness (robust and noise accuracy "
+    "per group) results, and for binary tasks shows what per-group thresholds (fairlearn's "
+    "ThresholdOptimizer) would give, as a diagnostic that is never applied.",
+    (
+        Field("attributes", "list of attribute names",
+              "Sensitive attributes to audit (names from [data] sensitive). Default: all of them.",
+              parse=p_list(p_str(), "attribute names", min_len=1, unique=True), example='["sex", "age"]'),
+        Field("intersectional", "true | false",
+              "Also audit the intersection of the chosen attributes; it is named by joining them with '&' "
+              "(e.g. \"sex&age\") and its groups by joining values with ' & ' (e.g. \"female & <25\").",
+              default=False, parse=p_bool, example="true"),
+        Field("reference", "'largest' | 'highest' | group name | table attribute -> group",
+              "Reference group of the four-fifths ratios: the largest group, the group with the highest "
+              "selection rate (the EEOC rule's wording), or a named group (per attribute with a table; a name "
+              "missing from an attribute falls back to the largest group, with a note).", default="largest",
+              parse=_p_reference, example='{ sex = "male" }'),
+        Field("positive_class", "class index or class name",
+              "The favourable outcome. Binary tasks: default 1. Multiclass tasks must name the class to audit "
+              "one-vs-rest (labels and predictions become 'is this class' / 'is not').",
+              parse=_p_class, example='"good"'),
+        Field("min_group_size", "integer >= 1",
+              "Groups (or rate denominators, e.g. a group's positives for its TPR) below this size are shown "
+              "but make the gates that rest on them inconclusive.", default=30, parse=p_int(1), example="30"),
+        Field("bootstrap", "integer >= 0", "Stratified bootstrap replicates for the intervals (0: none).",
+              default=1000, parse=p_int(0), example="1000"),
+        Field("confidence", "number in (0, 1)", "Level of the intervals.", default=0.95,
+              parse=p_float(0.5, 0.999), example="0.95"),
+        Field("interval", "'simultaneous' | 'percentile'",
+              "Disparity intervals: the projection of a simultaneous band over the group rates (contains its "
+              "estimate; default), or the plain percentile bootstrap (biased upwards for max-minus-min).",
+              default="simultaneous", parse=p_str(("simultaneous", "percentile"))),
+        Field("four_fifths_threshold", "number in (0, 1]", "Threshold of the disparate impact ratio.",
+              default=0.8, parse=p_float(0.0, 1.0, lo_open=True), example="0.8"),
+        Field("threshold_optimizer", "true | false",
+              "Binary tasks: fit fairlearn's ThresholdOptimizer on the model's scores (on a seeded half of "
+              "the data, reported on the other half) to show what per-group thresholds would give. A "
+              "diagnostic, never applied.", default=True, parse=p_bool),
+        Field("constraint", " | ".join(repr(c) for c in CONSTRAINTS), "The ThresholdOptimizer's constraint.",
+              default="demographic_parity", parse=p_str(CONSTRAINTS), example='"equalized_odds"'),
+    ),
+    example='[fairness]\nattributes = ["sex", "age"]\nintersectional = true\nmin_group_size = 30\n'
+            'reference = "largest"',
+)
+
+_ATTR = "a sensitive attribute, or the intersection \"a&b\" (with intersectional = true)"
+_GROUP = "a group of that attribute (\"female\"; intersections \"female & <25\")"
+_RATE_DOC = {
+    "selection_rate": "Share predicted positive.",
+    "accuracy": "Share predicted correctly (binarised on positive_class).",
+    "tpr": "True positive rate (recall) among the group's positives.",
+    "fpr": "False positive rate among the group's negatives.",
+    "fnr": "False negative rate among the group's positives.",
+    "precision": "Precision (PPV) among the group's positive predictions.",
+    "fdr": "False discovery rate among the group's positive predictions.",
+    "for": "False omission rate among the group's negative predictions.",
+    "base_rate": "Share of actual positives (the label's prevalence in the group).",
+}
+_DISP_DOC = {
+    "demographic_parity_difference": "Largest minus smallest group selection rate (0 = parity).",
+    "demographic_parity_ratio": "Smallest over largest group selection rate (1 = parity).",
+    "equalized_odds_difference": "The larger of the TPR and FPR max-minus-min differences (fairlearn's worst case).",
+    "equalized_odds_ratio": "The smaller of the TPR and FPR min-over-max ratios.",
+    "equal_opportunity_difference": "Largest minus smallest group TPR.",
+    "predictive_parity_difference": "Largest minus smallest group precision.",
+    "disparate_impact_ratio": "The four-fifths statistic: min(1, smallest group selection rate over the "
+                              "reference group's); the rule flags adverse impact below four_fifths_threshold.",
+}
+METRICS: dict[str, MetricSpec] = {}
+for _k, _d in _RATE_DOC.items():
+    METRICS[f"group_{_k}"] = MetricSpec(_d + " n is the rate's denominator.", {"attribute": _ATTR, "group": _GROUP})
+METRICS["group_impact_ratio"] = MetricSpec("Group selection rate over the reference group's.",
+                                           {"attribute": _ATTR, "group": _GROUP})
+for _k, _d in _DISP_DOC.items():
+    METRICS[_k] = MetricSpec(_d + " Over the groups where the rate is defined.", {"attribute": _ATTR})
+METRICS.update({
+    "group_ece": MetricSpec("Top-label equal-width ECE within the group ([calibration] bins).",
+                            {"attribute": _ATTR, "group": _GROUP}),
+    "group_robust_accuracy": MetricSpec("Worst-case robust accuracy within the group (when robustness ran).",
+                                        {"attribute": _ATTR, "group": _GROUP, "norm": "'linf' | 'l2'",
+                                         "eps": "an epsilon as [robustness] writes it"}),
+    "group_noise_accuracy": MetricSpec("Noise accuracy within the group (when robustness ran noise).",
+                                       {"attribute": _ATTR, "group": _GROUP, "noise": "a noise kind",
+                                        "level": "a level as [robustness] writes it"}),
+    "postprocessed_accuracy": MetricSpec("Diagnostic, not applied: accuracy of ThresholdOptimizer's per-group "
+                                         "thresholds on the held-out half.", {"attribute": _ATTR}),
+    "postprocessed_demographic_parity_difference": MetricSpec(
+        "Diagnostic, not applied: demographic parity difference under ThresholdOptimizer's thresholds.",
+        {"attribute": _ATTR}),
+    "postprocessed_equalized_odds_difference": MetricSpec(
+        "Diagnostic, not applied: equalized odds difference under ThresholdOptimizer's thresholds.",
+        {"attribute": _ATTR}),
+})
+
+INTERVAL_SENTENCE = (
+    "Disparity intervals are simultaneous: the bootstrap of a largest-minus-smallest gap is biased upwards "
+    "(with truly equal groups its percentile interval often excludes its own estimate), so each interval is "
+    "instead the range the disparity takes when every group's rate moves within a band that holds all "
+    "groups' rates at once with 95% confidence.")
+UNDEFINED_SENTENCE = (
+    "A rate that is 0/0 in a group (e.g. a TPR where the group has no positives) is reported as undefined and "
+    "left out of the disparities; fairlearn reports 0 there, which would make that group the worst one.")
+
+
+def _r(v: Any) -> float | None:
+    return None if v is None or not np.isfinite(v) else round(float(v), 6)
+
+
+def _v(v: Any) -> float | None:
+    return None if v is None or not np.isfinite(v) else float(v)
+
+
+# ------------------------------------------------------------------------------------------------ groups
+
+
+def attribute_groups(table: Any, attributes: list[str], intersectional: bool
+                     ) -> list[tuple[str, np.ndarray, list[str]]]:
+    """(attribute key, codes, group names) for each audited attribute and, on request, their intersection."""
+    out = []
+    for a in attributes:
+        out.append((a, np.asarray(table[f"group:{a}"], dtype=np.int64), list(table.categories[a])))
+    if intersectional and len(attributes) >= 2:
+        cols = [np.asarray(table[f"group:{a}"], dtype=np.int64) for a in attributes]
+        # Intersect over the full category lists (not just the codes present), so empty combinations show.
+        sizes = [len(table.categories[a]) for a in attributes]
+        codes = np.zeros(len(cols[0]), dtype=np.int64)
+        for c, s in zip(cols, sizes):
+            codes = codes * s + c
+        grids = np.meshgrid(*[np.arange(s) for s in sizes], indexing="ij")
+        names = [" & ".join(table.categories[a][int(g.ravel()[i])] for a, g in zip(attributes, grids))
+                 for i in range(int(np.prod(sizes)))]
+        out.append(("&".join(attributes), codes, names))
+    return out
+
+
+def _positive_class(cfg: dict[str, Any], names: list[str], where: str) -> int:
+    k = len(names)
+    pc = cfg["positive_class"]
+    if pc is None:
+        if k == 2:
+            return 1
+        raise RecipeError(f"{where} positive_class: the task has {k} classes; name the class to audit one-vs-rest, "
+                          f"e.g. positive_class = {names[0]!r}")
+    if isinstance(pc, str):
+        if pc in names:
+            return names.index(pc)
+        if pc.isdigit() and int(pc) < k:
+            return int(pc)
+        raise RecipeError(f"{where} positive_class = {pc!r}: not a class (classes: {', '.join(names)})")
+    if pc >= k:
+        raise RecipeError(f"{where} positive_class = {pc}: the task has classes 0..{k - 1}")
+    return int(pc)
+
+
+def _reference(cfg: dict[str, Any], attr: str, names: list[str], notes: list[str]) -> int | str:
+    ref = cfg["reference"]
+    if isinstance(ref, dict):
+        if attr not in ref:
+            return "largest"
+        ref = ref[attr]
+    if ref in ("largest", "highest"):
+        return ref
+    if ref in names:
+        return names.index(ref)
+    notes.append(f"Reference group {ref!r} is not a group of '{attr}' ({', '.join(names)}): the largest group is "
+                 "the reference instead.")
+    return "largest"
+
+
+# ------------------------------------------------------------------------------------------------ run
+
+
+def run(ctx: RunContext, cfg: dict[str, Any]) -> SuiteResult:
+    res = SuiteResult("fairness")
+    table = ctx.table
+    model = ctx.recipe.section("model")
+    k = int(model["num_classes"])
+    names = list(model["class_names"]) if model["class_names"] else [str(i) for i in range(k)]
+    where = f"{ctx.recipe.path}: [fairness]"
+    available = table.group_names()
+    if not available:
+        res.notes.append("The data has no sensitive attributes, so no fairness metric could be measured. Name "
+                         "them in [data] sensitive (csv: columns; npz: arrays).")
+        res.check("sensitive_attributes", "warn",
+                  "No sensitive attributes in the data: the fairness suite measured nothing. Add [data] sensitive "
+                  "to audit groups; gates on fairness metrics find no record.")
+        res.config = {"attributes": [], "positive_class": None}
+        return res
+    attributes = cfg["attributes"] or available
+    for a in attributes:
+        if a not in available:
+            raise RecipeError(f"{where} attributes: {a!r} is not a sensitive attribute of the data "
+                              f"(available: {', '.join(available)})")
+    pos = _positive_class(cfg, names, where)
+    calib = ctx.recipe.section("calibration") if "calibration" in ctx.recipe.sections else {"bins": 15}
+    extra = crossing_columns(table, ctx.results.get("robustness"))
+    return evaluate(table["label"], table["pred"], table.probs, attribute_groups(table, attributes, cfg["intersectional"]),
+                    names, pos, cfg, ctx.seed, ece_bins=int(calib.get("bins", 15)), extra=extra, res=res)
+
+
+def crossing_columns(table: Any, robustness: SuiteResult | None) -> list[dict[str, Any]]:
+    """Per-example correctness columns from the robustness suite, when it ran: one entry per (norm, eps)
+    robust column and per (noise, level) column, as ``{metric, params, values (fraction correct per row)}``.
+    Robust at eps means the worst-case breaking eps is larger than eps (0 for clean-wrong examples)."""
+    out: list[dict[str, Any]] = []
+    if robustness is None:
+        return out
+    cfg = robustness.config
+    eps_by_norm: dict[str, dict[str, float]] = {}
+    for a in cfg.get("attacks", []):
+        for label, value in zip(a.get("eps", []), a.get("eps_values", [])):
+            eps_by_norm.setdefault(a["norm"], {})[str(label)] = float(value)
+    for norm, eps in eps_by_norm.items():
+        col = f"robust:worst:{norm}:eps_broken"
+        if col not in table:
+            continue
+        broken = np.asarray(table[col], dtype=np.float64)
+        for label, value in sorted(eps.items(), key=lambda kv: kv[1]):
+            out.append({"metric": "group_robust_accuracy", "params": {"norm": norm, "eps": label},
+                        "values": (broken > value).astype(np.float64), "label": f"robust acc. {norm} ε={label}"})
+    draws = cfg.get("noise_draws")
+    for kind, levels in (cfg.get("noise") or {}).items():
+        for level in levels:
+            col = f"noise:{kind}:{level}:correct"
+            if col in table and draws:
+                out.append({"metric": "group_noise_accuracy", "params": {"noise": kind, "level": str(level)},
+                            "values": np.asarray(table[col], dtype=np.float64) / draws,
+                            "label": f"{kind} noise {level}"})
+    return out
+
+
+def _small_msg(group: str, attr: str, n: int, m: int, what: str = "examples") -> str:
+    return f"group '{group}' of '{attr}' has {n} < {m} {what}"
+
+
+_DENOM_WORD = {"selection_rate": "examples", "accuracy": "examples", "base_rate": "examples",
+               "tpr": "positives", "fnr": "positives", "fpr": "negatives", "precision": "positive predictions",
+               "fdr": "positive predictions", "for": "negative predictions"}
+
+
+def evaluate(y: np.ndarray, pred: np.ndarray, probs: np.ndarray, attrs: list[tuple[str, np.ndarray, list[str]]],
+             class_names: list[str], pos: int, cfg: dict[str, Any], seed: int, *, ece_bins: int = 15,
+             extra: list[dict[str, Any]] | None = None, res: SuiteResult | None = None) -> SuiteResult:
+    """The whole suite as a pure function of labels, predictions, probabilities and group codes."""
+    res = res or SuiteResult("fairness")
+    m = cfg["min_group_size"]
+    k = len(class_names)
+    binary = k == 2
+    tables = []
+    any_small, any_undefined = [], []
+    for attr, codes, gnames in attrs:
+        G = len(gnames)
+        ref = _reference(cfg, attr, gnames, res.notes)
+        fr = F.fairness_audit(y, pred, codes, G, pos_label=pos, min_group_size=m, reference=ref,
+                              threshold=cfg["four_fifths_threshold"], n_boot=cfg["bootstrap"],
+                              rng=rng(seed, "fairness", "bootstrap", attr), confidence=cfg["confidence"],
+                              interval=cfg["interval"])
+        den = F.rate_denominators(fr.counts)
+        groups = []
+        for g, gname in enumerate(gnames):
+            row: dict[str, Any] = {"group": gname, "n": int(fr.n[g]), "small": bool(fr.small[g]),
+                                   "reference": g == fr.four_fifths.reference}
+            for rate in F.RATES:
+                v = fr.rates[rate][g]
+                lo, hi = fr.rate_ci[rate][0][g], fr.rate_ci[rate][1][g]
+                d = int(den[rate][g])
+                why = None
+                if d < m:
+                    why = _small_msg(gname, attr, int(fr.n[g]), m) if fr.n[g] < m else \
+                        f"the {rate.replace('_', ' ')} of group '{gname}' of '{attr}' rests on {d} < {m} {_DENOM_WORD[rate]}"
+                ci = (float(lo), float(hi)) if np.isfinite(lo) and np.isfinite(hi) else None
+                res.metric(f"group_{rate}", _v(v), d, ci, why, attribute=attr, group=gname)
+                row[rate] = {"value": _r(v), "ci_low": _r(lo) if ci else None, "ci_high": _r(hi) if ci else None,
+                             "n": d}
+            ratio = fr.four_fifths.ratios[g]
+            res.metric("group_impact_ratio", _v(ratio), int(fr.n[g]), None,
+                       _small_msg(gname, attr, int(fr.n[g]), m) if fr.small[g] or fr.n[g] == 0 else None,
+                       attribute=attr, group=gname)
+            row["impact_ratio"] = _r(ratio)
+            groups.append(row)
+            if fr.small[g]:
+                any_small.append(f"'{gname}' of '{attr}' (n = {int(fr.n[g])})")
+
+        disp_rows = []
+        for name in F.DISPARITIES:
+            d = fr.disparities[name]
+            why = None
+            if d.small_group_involved:
+                thin = _thin_groups(fr, name, gnames, m)
+                why = "; ".join(thin) if thin else f"a group of '{attr}' has fewer than {m} examples"
+            ci = (d.ci_low, d.ci_high) if np.isfinite(d.ci_low) and np.isfinite(d.ci_high) else None
+            res.metric(name, _v(d.value), d.n, ci, why, attribute=attr)
+            undefined = [gnames[g] for g in d.undefined_groups]
+            if undefined:
+                any_undefined.append(f"{name.replace('_', ' ')} of '{attr}' leaves out {', '.join(undefined)}")
+            disp_rows.append({
+                "name": name, "value": _r(d.value), "ci_low": _r(d.ci_low) if ci else None,
+                "ci_high": _r(d.ci_high) if ci else None, "n": d.n,
+                "high_group": gnames[d.high_group] if d.high_group >= 0 else None,
+                "low_group": gnames[d.low_group] if d.low_group >= 0 else None,
+                "inconclusive": why, "undefined_groups": undefined,
+                "kind": "ratio" if name.endswith("ratio") else "difference"})
+        ff = fr.four_fifths
+        ff_status = ("inconclusive" if ff.small_group_involved else "pass" if ff.passed else "fail") \
+            if np.isfinite(ff.min_ratio) else "undefined"
+        entry = {
+            "attribute": attr, "groups": groups, "disparities": disp_rows,
+            "reference": gnames[ff.reference], "reference_rule": ref if isinstance(ref, str) else "named",
+            "four_fifths": {"reference": gnames[ff.reference], "threshold": ff.threshold,
+                            "min_ratio": _r(ff.min_ratio), "ci_low": _r(ff.ci_low), "ci_high": _r(ff.ci_high),
+                            "worst_group": gnames[ff.worst_group] if ff.worst_group >= 0 else None,
+                            "status": ff_status},
+            "small_groups": [gnames[g] for g in np.flatnonzero(fr.small)],
+            "empty_groups": [gnames[g] for g in np.flatnonzero(~fr.present)],
+        }
+        entry["crossing"] = _crossing(res, y, probs, codes, gnames, attr, fr, m, ece_bins, extra or [])
+        if binary and cfg["threshold_optimizer"]:
+            entry["optimizer"] = _threshold_optimizer(res, y, pred, probs, codes, gnames, attr, pos, cfg, seed)
+        tables.append(entry)
+
+    res.tables["attributes"] = tables
+    if any_small:
+        res.notes.append(f"Groups below min_group_size = {m}: {', '.join(any_small)}. They are shown, but every gate "
+                         "resting on them is inconclusive.")
+    if any_undefined:
+        res.notes.append(UNDEFINED_SENTENCE + " Here: " + "; ".join(any_undefined) + ".")
+    if not binary:
+        res.notes.append(f"Multiclass task: audited one-vs-rest for class '{class_names[pos]}' (positive = predicted "
+                         "as that class). The ThresholdOptimizer diagnostic needs a binary task and was skipped.")
+    res.config = {
+        "attributes": [a for a, _, _ in attrs], "positive_class": class_names[pos], "binary": binary,
+        "min_group_size": m, "bootstrap": cfg["bootstrap"], "confidence": cfg["confidence"],
+        "interval": cfg["interval"], "four_fifths_threshold": cfg["four_fifths_threshold"],
+        "interval_note": INTERVAL_SENTENCE if cfg["interval"] == "simultaneous" else
+        "Disparity intervals are percentile bootstrap intervals; for a largest-minus-smallest gap they are biased "
+        "upwards and may exclude their own estimate.",
+        "undefined_note": UNDEFINED_SENTENCE,
+        "group_intervals": "pointwise percentile intervals of a bootstrap stratified by group (group sizes fixed)",
+        "ece_bins": ece_bins,
+        "threshold_optimizer": bool(binary and cfg["threshold_optimizer"]), "constraint": cfg["constraint"],
+    }
+    return res
+
+
+def _thin_groups(fr: F.FairnessResult, name: str, gnames: list[str], m: int) -> list[str]:
+    deps = F._DEPENDS[name]
+    den = F.rate_denominators(fr.counts)
+    out = []
+    for g, gname in enumerate(gnames):
+        for c in deps:
+            if np.isfinite(fr.rates[c][g]) and den[c][g] < m:
+                if fr.n[g] < m:
+                    out.append(f"group '{gname}' has {int(fr.n[g])} < {m} examples")
+                else:
+                    out.append(f"the {c.replace('_', ' ')} of group '{gname}' rests on {int(den[c][g])} < {m} "
+                               f"{_DENOM_WORD[c]}")
+                break
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ crossing
+
+
+def _crossing(res: SuiteResult, y: np.ndarray, probs: np.ndarray, codes: np.ndarray, gnames: list[str], attr: str,
+              fr: F.FairnessResult, m: int, bins: int, extra: list[dict[str, Any]]) -> dict[str, Any]:
+    """ECE per group (always) and robust / noise accuracy per group (when the robustness suite ran)."""
+    cols = [{"label": "ECE (top-label)", "metric": "group_ece", "params": {}}] + \
+        [{"label": e["label"], "metric": e["metric"], "params": e["params"]} for e in extra]
+    rows = []
+    n_g = np.bincount(codes, minlength=len(gnames))
+    sums = [np.bincount(codes, weights=e["values"], minlength=len(gnames)) for e in extra]
+    for g, gname in enumerate(gnames):
+        mask = codes == g
+        n = int(n_g[g])
+        why = _small_msg(gname, attr, n, m) if n < m else None
+        e = CAL.ece(probs[mask], y[mask], bins) if n else float("nan")
+        res.metric("group_ece", _v(e), n, None, why, attribute=attr, group=gname)
+        vals = [_r(e)]
+        for spec, s in zip(extra, sums):
+            v = s[g] / n if n else float("nan")
+            res.metric(spec["metric"], _v(v), n, None, why, attribute=attr, group=gname, **spec["params"])
+            vals.append(_r(v))
+        rows.append({"group": gname, "n": n, "values": vals, "small": bool(n < m)})
+    return {"columns": cols, "rows": rows}
+
+
+# ------------------------------------------------------------------------------------- threshold optimizer
+
+
+def _score_estimator() -> Any:
+    """A prefit scikit-learn estimator whose single 'feature' is the model's own score P(positive):
+    predict_proba returns it, so ThresholdOptimizer picks its thresholds on the model's scores."""
+    from sklearn.base import BaseEstimator, ClassifierMixin
+
+    class ModelScores(ClassifierMixin, BaseEstimator):
+        def fit(self, X, y=None):  # noqa: ARG002 - the model is already trained
+            self.classes_ = np.array([0, 1])
+            return self
+
+        def predict_proba(self, X):
+            s = np.asarray(X, dtype=np.float64)[:, 0]
+            return np.stack([1.0 - s, s], axis=1)
+
+        def predict(self, X):
+            return (np.asarray(X, dtype=np.float64)[:, 0] > 0.5).astype(int)
+
+    return ModelScores().fit(None)
+
+
+def _describe(op: Any) -> str:
+    return f"score {op.operator} {op.threshold:.3f}" if np.isfinite(op.threshold) else \
+        ("always" if (op.operator == ">" and op.threshold < 0) or (op.operator == "<" and op.threshold > 0) else "never")
+
+
+def _threshold_optimizer(res: SuiteResult, y: np.ndarray, pred: np.ndarray, probs: np.ndarray, codes: np.ndarray,
+                         gnames: list[str], attr: str, pos: int, cfg: dict[str, Any], seed: int) -> dict[str, Any]:
+    """What per-group thresholds would give: fairlearn's ThresholdOptimizer fitted on a seeded half of the
+    examples, its expected (randomised) decisions evaluated on the other half next to the model's own."""
+    from fairlearn.postprocessing import ThresholdOptimizer
+
+    n = len(y)
+    perm = rng(seed, "fairness", "threshold-optimizer-split").permutation(n)
+    fit = np.zeros(n, dtype=bool)
+    fit[perm[: n // 2]] = True
+    ev = ~fit
+    yb = (np.asarray(y) == pos).astype(int)
+    score = probs[:, pos].reshape(-1, 1)
+    out: dict[str, Any] = {"constraint": cfg["constraint"], "objective": "accuracy", "n_fit": int(fit.sum()),
+                           "n_eval": int(ev.sum()), "status": "ok", "message": ""}
+    try:
+        to = ThresholdOptimizer(estimator=_score_estimator(), constraints=cfg["constraint"], objective="accuracy_score",
+                                prefit=True, predict_method="predict_proba")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            to.fit(score[fit], yb[fit], sensitive_features=codes[fit])
+            q = to._pmf_predict(score[ev], sensitive_features=codes[ev])[:, 1]
+    except Exception as e:  # noqa: BLE001 - a diagnostic must never break the audit
+        out.update(status="skipped", message=f"ThresholdOptimizer could not be fitted: {' '.join(str(e).split())}")
+        res.notes.append(f"'{attr}': {out['message']}")
+        return out
+    G = len(gnames)
+    c_ev = codes[ev]
+    y_ev = yb[ev]
+    # Expected confusion counts of the randomised rule: P(yhat = 1) = q per example.
+    exp_counts = np.zeros((G, 4))
+    for cell, w in ((0, (1 - y_ev) * (1 - q)), (1, (1 - y_ev) * q), (2, y_ev * (1 - q)), (3, y_ev * q)):
+        exp_counts[:, cell] = np.bincount(c_ev, weights=w, minlength=G)
+    base_counts = F.group_confusion(yb[ev], (np.asarray(pred)[ev] == pos).astype(int), c_ev, G, pos_label=1)
+    rows = []
+    summary: dict[str, Any] = {}
+    full: dict[str, dict[str, float]] = {}
+    for label, counts in (("model", base_counts.astype(np.float64)), ("thresholds", exp_counts)):
+        rates = F.group_rates(counts)
+        present = counts.sum(1) > 0
+        ref = int(np.argmax(counts.sum(1)))
+        disp = F.disparities(rates, ref)
+        acc = float((counts[:, 0].sum() + counts[:, 3].sum()) / max(counts.sum(), 1))
+        full[label] = {"accuracy": acc, **{d: float(disp[d]) for d in ("demographic_parity_difference",
+                                                                       "equalized_odds_difference")}}
+        summary[label] = {"accuracy": _r(acc),
+                          "demographic_parity_difference": _r(disp["demographic_parity_difference"]),
+                          "equalized_odds_difference": _r(disp["equalized_odds_difference"]),
+                          "selection_rate": [_r(v) if p else None for v, p in zip(rates["selection_rate"], present)],
+                          "tpr": [_r(v) for v in rates["tpr"]], "fpr": [_r(v) for v in rates["fpr"]]}
+    interp = getattr(getattr(to, "interpolated_thresholder_", None), "interpolation_dict", {}) or {}
+    for g, gname in enumerate(gnames):
+        rule = interp.get(g)
+        if rule is None:
+            text = "no rule (group absent from the fit half)"
+        else:
+            parts = [f"{_describe(op)}" + (f" with prob. {p:.2f}" if p < 0.995 else "")
+                     for p, op in ((rule.p0, rule.operation0), (rule.p1, rule.operation1)) if p >= 0.005]
+            text = "; ".join(parts) or "never positive"
+            if "p_ignore" in rule and rule.p_ignore > 0:
+                text += f"; else (prob. {rule.p_ignore:.2f}) positive at rate {rule.prediction_constant:.2f}"
+        rows.append({"group": gname, "rule": text,
+                     "selection_rate_model": summary["model"]["selection_rate"][g],
+                     "selection_rate_thresholds": summary["thresholds"]["selection_rate"][g],
+                     "tpr_model": summary["model"]["tpr"][g], "tpr_thresholds": summary["thresholds"]["tpr"][g]})
+    out.update(groups=rows, model=summary["model"], thresholds=summary["thresholds"])
+    n_ev = int(ev.sum())
+    for name, v in full["thresholds"].items():
+        res.metric(f"postprocessed_{name}", _v(v), n_ev, None, attribute=attr)
+    return out
+
+
+SUITE = Suite("fairness", SECTION.doc, SECTION, METRICS, run)

@@ -1,0 +1,261 @@
+"""The fairness suite end to end on the credit example (real model, real data): its numbers equal
+fairlearn's MetricFrame and disparity functions, small groups make gates inconclusive, the
+ThresholdOptimizer diagnostic is there for binary tasks, multiclass is audited one-vs-rest on a named class,
+data without sensitive attributes is reported (not a crash), and the crossing with robustness columns."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from functools import partial
+
+import numpy as np
+import pandas as pd
+import pytest
+from fairlearn import metrics as flm
+from sklearn.metrics import accuracy_score, confusion_matrix, precision_score
+
+from audit.engine.table import ExampleTable
+from conftest import DIGITS_MODEL, ROOT, run_cli
+
+TOL = 1e-9
+CREDIT = (ROOT / "recipes" / "credit.toml").read_text().replace("../examples", f"{ROOT}/examples")
+
+
+@pytest.fixture(scope="module")
+def credit_checkpoint(tmp_path_factory):
+    import torch
+    from safetensors.torch import save_file
+
+    from examples.credit import train as credit_train
+
+    torch.set_num_threads(2)
+    net = credit_train.train(epochs=30, seed=0)
+    path = tmp_path_factory.mktemp("credit") / "credit.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def credit_run(credit_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("credit-run")
+    res = run_cli("run", credit_checkpoint, "--recipe", ROOT / "recipes" / "credit.toml", "--out", out, "--quiet")
+    assert res.exit_code == 0, res.stderr
+    report = json.loads((out / "report.json").read_text())
+    return report, ExampleTable.load(out / "examples.npz"), out
+
+
+def _rec(report, name, **params):
+    found = [m for m in report["metrics"] if m["suite"] == "fairness" and m["name"] == name and m["params"] == params]
+    assert len(found) == 1, (name, params, len(found))
+    return found[0]
+
+
+def _nan_ratio(num, den):
+    def metric(y_true, y_pred):
+        y, p = np.asarray(y_true), np.asarray(y_pred)
+        cm = confusion_matrix(y, p, labels=[0, 1]).ravel()  # tn, fp, fn, tp
+        d = sum(cm[i] for i in den)
+        return cm[num] / d if d else np.nan
+    return metric
+
+
+FL = {"selection_rate": flm.selection_rate, "accuracy": accuracy_score, "tpr": flm.true_positive_rate,
+      "fpr": flm.false_positive_rate, "fnr": flm.false_negative_rate,
+      "precision": partial(precision_score, zero_division=np.nan),
+      "fdr": _nan_ratio(1, (1, 3)), "for": _nan_ratio(2, (0, 2)), "count": flm.count}
+
+
+def _features(t: ExampleTable, attr: str) -> pd.DataFrame:
+    names = attr.split("&")
+    return pd.DataFrame({a: np.asarray(t.categories[a])[t[f"group:{a}"]] for a in names})
+
+
+@pytest.mark.parametrize("attr", ["sex", "age", "sex&age"])
+def test_group_metrics_and_disparities_equal_fairlearn(credit_run, attr):
+    report, t, _ = credit_run
+    y, pred = t["label"], t["pred"]  # class 1 = "good" is the positive class of the recipe
+    sf = _features(t, attr)
+    mf = flm.MetricFrame(metrics=FL, y_true=y, y_pred=pred, sensitive_features=sf)
+    by = mf.by_group
+    for key, row in by.iterrows():
+        group = " & ".join(key) if isinstance(key, tuple) else key
+        assert _rec(report, "group_selection_rate", attribute=attr, group=group)["n"] == row["count"]
+        for rate in ("selection_rate", "accuracy", "tpr", "fpr", "fnr", "precision", "fdr", "for"):
+            rec = _rec(report, f"group_{rate}", attribute=attr, group=group)
+            want = row[rate]
+            if np.isnan(want):
+                assert rec["value"] is None
+            else:
+                assert rec["value"] == pytest.approx(want, abs=TOL), (rate, group)
+                assert rec["ci_low"] <= rec["value"] + TOL and rec["value"] <= rec["ci_high"] + TOL
+    fl = {
+        "demographic_parity_difference": flm.demographic_parity_difference,
+        "demographic_parity_ratio": flm.demographic_parity_ratio,
+        "equalized_odds_difference": flm.equalized_odds_difference,
+        "equalized_odds_ratio": flm.equalized_odds_ratio,
+        "equal_opportunity_difference": flm.equal_opportunity_difference,
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, fn in fl.items():
+            rec = _rec(report, name, attribute=attr)
+            assert rec["value"] == pytest.approx(fn(y, pred, sensitive_features=sf), abs=TOL), name
+            # the default simultaneous interval always contains its own estimate
+            assert rec["ci_low"] <= rec["value"] + TOL <= rec["ci_high"] + 2 * TOL
+    ppv = by["precision"].dropna()
+    assert _rec(report, "predictive_parity_difference", attribute=attr)["value"] == pytest.approx(
+        ppv.max() - ppv.min(), abs=TOL)
+    # four-fifths: selection-rate ratio to the largest group
+    sr = by["selection_rate"].to_numpy()
+    ref = int(np.argmax(by["count"].to_numpy()))
+    assert _rec(report, "disparate_impact_ratio", attribute=attr)["value"] == pytest.approx(
+        min(1.0, np.nanmin(sr / sr[ref])), abs=TOL)
+
+
+def test_small_groups_make_gates_inconclusive(credit_run, credit_checkpoint, write_recipe, tmp_path):
+    report, t, _ = credit_run
+    gates = {g["id"]: g for g in report["gates"]}
+    assert gates["four-fifths-sex"]["status"] == "pass"
+    g = gates["demographic-parity-sex-and-age"]
+    assert g["status"] == "inconclusive" and "< 30 examples" in g["message"] and g["severity"] == "warn"
+    small = [n for n, c in zip(*np.unique(_features(t, "sex&age").agg(" & ".join, axis=1), return_counts=True))
+             if c < 30]
+    assert small  # the credit test split has intersectional groups below 30
+    tiny = small[0]
+    rec = _rec(report, "group_selection_rate", attribute="sex&age", group=tiny)
+    assert rec["inconclusive"] == f"group '{tiny}' of 'sex&age' has {rec['n']} < 30 examples"
+    # a blocking gate on the tiny group is inconclusive and fails the run, unless it tolerates that
+    gate = (f'\n[[gates]]\nid = "tiny"\nmetric = "group_selection_rate"\n'
+            f'params = {{ attribute = "sex&age", group = "{tiny}" }}\nop = ">="\nthreshold = 0.0\n')
+    res = run_cli("run", credit_checkpoint, "--recipe", write_recipe(CREDIT + gate), "--out", tmp_path / "a",
+                  "--quiet", "--suite", "fairness")
+    assert res.exit_code == 1, res.stderr
+    out = {g["id"]: g for g in json.loads((tmp_path / "a" / "report.json").read_text())["gates"]}
+    assert out["tiny"]["status"] == "inconclusive" and tiny in out["tiny"]["message"]
+    res = run_cli("run", credit_checkpoint, "--recipe", write_recipe(CREDIT + gate + 'inconclusive = "pass"\n', "b.toml"),
+                  "--out", tmp_path / "b", "--quiet", "--suite", "fairness")
+    assert res.exit_code == 0, res.stderr
+
+
+def test_threshold_optimizer_diagnostic_for_binary(credit_run):
+    report, t, out = credit_run
+    s = report["suites"]["fairness"]
+    for a in s["tables"]["attributes"]:
+        o = a["optimizer"]
+        assert o["status"] == "ok" and o["n_fit"] + o["n_eval"] == len(t)
+        assert len(o["groups"]) == len(a["groups"]) and all("score" in g["rule"] for g in o["groups"])
+        rec = _rec(report, "postprocessed_accuracy", attribute=a["attribute"])
+        assert 0.0 <= rec["value"] <= 1.0 and rec["n"] == o["n_eval"]
+    html = (out / "report.html").read_text()
+    assert "a diagnostic, not applied" in html and "Nothing in this report uses these thresholds" in html
+
+
+def test_crossing_ece_per_group_equals_calibration_module(credit_run):
+    from audit.metrics.calibration import ece
+
+    report, t, _ = credit_run
+    codes = t["group:sex"]
+    for g, name in enumerate(t.categories["sex"]):
+        m = codes == g
+        assert _rec(report, "group_ece", attribute="sex", group=name)["value"] == pytest.approx(
+            ece(t.probs[m], t["label"][m], 15), abs=1e-12)
+
+
+def test_html_has_fairness_section_with_svgs_and_explanations(credit_run):
+    report, _, out = credit_run
+    html = (out / "report.html").read_text()
+    sec = html[html.index('id="suite-fairness"'):html.index('id="provenance"')]
+    assert sec.count("<svg") >= 9  # three figures per attribute: sex, age, sex&age
+    assert "Four-fifths rule" in sec and "below min. size" in sec
+    assert "Disparity intervals are simultaneous" in sec and "fairlearn reports 0 there" in sec
+    assert "<script" not in html and len(html.encode()) < 1_000_000
+
+
+def test_data_without_sensitive_attributes_is_reported_not_crashed(digits_checkpoint, write_recipe, tmp_path):
+    from conftest import DIGITS_DATA
+
+    text = DIGITS_MODEL + DIGITS_DATA + (
+        '\n[fairness]\n\n[[gates]]\nid = "dp"\nmetric = "demographic_parity_difference"\n'
+        'params = { attribute = "sex" }\nop = "<="\nthreshold = 0.1\n')
+    res = run_cli("run", digits_checkpoint, "--recipe", write_recipe(text), "--out", tmp_path / "o", "--quiet")
+    assert res.exit_code == 1, res.stderr  # the gate finds no record: error, which blocks
+    r = json.loads((tmp_path / "o" / "report.json").read_text())
+    check = next(c for c in r["checks"] if c["id"] == "sensitive_attributes")
+    assert check["status"] == "warn" and "no sensitive attributes" in check["message"].lower()
+    assert not [m for m in r["metrics"] if m["suite"] == "fairness"]
+    assert r["gates"][0]["status"] == "error" and "no record" in r["gates"][0]["message"]
+    assert "no sensitive attributes" in (tmp_path / "o" / "report.html").read_text()
+
+
+def _digits_with_groups(tmp_path):
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.data / 16.0).astype(np.float32)[:600]
+    y = d.target[:600].astype(np.int64)
+    grp = np.where(np.arange(600) % 3 == 0, "a", "b")
+    np.savez(tmp_path / "digits_groups.npz", x=x, y=y, grp=grp)
+    return tmp_path / "digits_groups.npz"
+
+
+def test_multiclass_one_vs_rest_on_a_named_class(digits_checkpoint, write_recipe, tmp_path):
+    path = _digits_with_groups(tmp_path)
+    base = DIGITS_MODEL + f'\n[data]\nsource = "npz"\npath = "{path}"\nsensitive = {{ grp = "grp" }}\n'
+    res = run_cli("run", digits_checkpoint, "--recipe", write_recipe(base + "\n[fairness]\n"), "--out", tmp_path / "x",
+                  "--quiet", "--suite", "fairness")
+    assert res.exit_code == 2 and "positive_class" in res.stderr and "one-vs-rest" in res.stderr
+    res = run_cli("run", digits_checkpoint, "--recipe", write_recipe(base + '\n[fairness]\npositive_class = "3"\n',
+                                                                     "r3.toml"),
+                  "--out", tmp_path / "o", "--quiet", "--suite", "fairness")
+    assert res.exit_code == 0, res.stderr
+    r = json.loads((tmp_path / "o" / "report.json").read_text())
+    t = ExampleTable.load(tmp_path / "o" / "examples.npz")
+    yb, pb = (t["label"] == 3).astype(int), (t["pred"] == 3).astype(int)
+    sf = np.asarray(t.categories["grp"])[t["group:grp"]]
+    by = flm.MetricFrame(metrics=FL, y_true=yb, y_pred=pb, sensitive_features=sf).by_group
+    for group, row in by.iterrows():
+        for rate in ("selection_rate", "tpr", "fpr", "precision"):
+            assert _rec(r, f"group_{rate}", attribute="grp", group=group)["value"] == pytest.approx(row[rate], abs=TOL)
+    assert _rec(r, "equalized_odds_difference", attribute="grp")["value"] == pytest.approx(
+        flm.equalized_odds_difference(yb, pb, sensitive_features=sf), abs=TOL)
+    s = r["suites"]["fairness"]
+    assert s["config"]["positive_class"] == "3" and s["config"]["threshold_optimizer"] is False
+    assert "optimizer" not in s["tables"]["attributes"][0]
+    assert any("one-vs-rest for class '3'" in n and "skipped" in n for n in s["notes"])
+
+
+def test_crossing_with_robustness_columns_on_a_synthetic_table():
+    """Robust and noise accuracy per group from the columns the robustness suite writes."""
+    from audit.report.records import SuiteResult
+    from audit.suites import fairness as FS
+
+    r = np.random.default_rng(0)
+    n = 400
+    t = ExampleTable()
+    t.add("label", r.integers(0, 2, n))
+    t.add("logits", r.normal(size=(n, 2)).astype(np.float32))
+    t.add("pred", t["logits"].argmax(1))
+    t.add("group:g", r.integers(0, 3, n))
+    t.categories["g"] = ["x", "y", "z"]
+    broken = np.where(r.random(n) < 0.3, np.inf, r.choice([0.0, 0.1, 0.2, 0.3], n))
+    t.add("robust:worst:linf:eps_broken", broken)
+    t.add("noise:gaussian:0.1:correct", r.integers(0, 5, n))
+    rob = SuiteResult("robustness")
+    rob.config = {"attacks": [{"attack": "pgd", "norm": "linf", "eps": ["0.1", "0.2"], "eps_values": [0.1, 0.2]}],
+                  "noise": {"gaussian": ["0.1"]}, "noise_draws": 4}
+    extra = FS.crossing_columns(t, rob)
+    assert [e["params"] for e in extra] == [{"norm": "linf", "eps": "0.1"}, {"norm": "linf", "eps": "0.2"},
+                                            {"noise": "gaussian", "level": "0.1"}]
+    cfg = FS.SECTION.defaults()
+    cfg.update(bootstrap=50, threshold_optimizer=False)
+    res = FS.evaluate(t["label"], t["pred"], t.probs, FS.attribute_groups(t, ["g"], False), ["0", "1"], 1, cfg, 0,
+                      extra=extra)
+    for g, name in enumerate("xyz"):
+        m = t["group:g"] == g
+        rec = [x for x in res.metrics if x.name == "group_robust_accuracy" and x.params["group"] == name
+               and x.params["eps"] == "0.2"][0]
+        assert rec.value == pytest.approx(np.mean(broken[m] > 0.2)) and rec.n == m.sum()
+        rec = [x for x in res.metrics if x.name == "group_noise_accuracy" and x.params["group"] == name][0]
+        assert rec.value == pytest.approx(np.mean(t["noise:gaussian:0.1:correct"][m] / 4))
+    assert FS.crossing_columns(t, None) == []
