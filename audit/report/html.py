@@ -58,7 +58,14 @@ def render_html(report: dict[str, Any]) -> str:
     env.globals["section_template"] = lambda name: (
         f"sections/{name}.html.j2" if (tdir / "sections" / f"{name}.html.j2").is_file() else "sections/generic.html.j2")
     findings = worst_findings(report)
-    return env.get_template("report.html.j2").render(r=report, figures=_figures(report), findings=findings)
+    return env.get_template("report.html.j2").render(r=report, figures=_figures(report), findings=findings,
+                                                     suite_order=suite_order(report))
+
+
+def suite_order(report: dict[str, Any]) -> list[str]:
+    """Sections in run order (report.json sorts its keys), then any section added after the run (repro)."""
+    ran = [s for s in report.get("suites_run", []) if s in report["suites"]]
+    return ran + [s for s in report["suites"] if s not in ran]
 
 
 def worst_findings(report: dict[str, Any]) -> list[dict[str, str]]:
@@ -76,7 +83,7 @@ def worst_findings(report: dict[str, Any]) -> list[dict[str, str]]:
     for g in report["gates"]:
         if not gate_blocks(g) and g["status"] not in ("pass", "not_run"):
             out.append({"level": "warn", "text": f"Gate {g['id']} {g['status']} (not blocking): {g['message']}"})
-    for name, s in report["suites"].items():
-        for note in s.get("notes", []):
+    for name in suite_order(report):
+        for note in report["suites"][name].get("notes", []):
             out.append({"level": "warn", "text": f"{name}: {note}"})
     return out
