@@ -35,7 +35,8 @@ from torch import nn
 
 @contextlib.contextmanager
 def fp32_decisions() -> Iterator[None]:
-    """Turn off TF32 matmul/convolution on CUDA while attacking, so decisions are made in fp32."""
+    """Turn off TF32 matmul/convolution on CUDA for the passes that decide whether an example is broken
+    (the attack's search steps may use TF32: they only propose candidates)."""
     if not torch.cuda.is_available():
         yield
         return
@@ -133,32 +134,48 @@ class PGDAttack(torchattacks.PGD):
         self.counter = counter or Counter()
         self.supported_mode = ["default"]
 
-    def _project(self, adv: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-        if self.norm == "linf":
-            adv = torch.minimum(torch.maximum(adv, x0 - self.eps), x0 + self.eps)
-        else:
-            delta = adv - x0
-            n = delta.reshape(len(delta), -1).norm(p=2, dim=1)
-            factor = torch.clamp(self.eps / torch.clamp(n, min=1e-12), max=1.0)
-            adv = x0 + delta * _view(factor, delta)
+    def _box(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Linf: the ball intersected with the bounds, as per-value [low, high] (one clamp per step)."""
+        if self.norm != "linf":
+            return None
+        lo, hi = x0 - self.eps, x0 + self.eps
+        if self.bounds is not None:
+            lo.clamp_(min=self.bounds[0])
+            hi.clamp_(max=self.bounds[1])
+        return lo, hi
+
+    def _project(self, adv: torch.Tensor, x0: torch.Tensor, box: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        if box is not None:
+            return torch.clamp(adv, box[0], box[1])
+        delta = adv - x0
+        n = delta.reshape(len(delta), -1).norm(p=2, dim=1)
+        factor = torch.clamp(self.eps / torch.clamp(n, min=1e-12), max=1.0)
+        adv = x0 + delta * _view(factor, delta)
         if self.bounds is not None:
             adv = adv.clamp(self.bounds[0], self.bounds[1])
         return adv
 
-    def _step(self, grad: torch.Tensor) -> torch.Tensor:
+    def _step(self, adv: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         if self.norm == "linf":
-            return self.alpha * grad.sign()
+            return adv.add_(grad.sign_(), alpha=self.alpha)
         g = grad.reshape(len(grad), -1).norm(p=2, dim=1) + 1e-10
-        return grad * _view(self.alpha / g, grad)
+        return adv.add_(grad * _view(self.alpha / g, grad))
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor, start: torch.Tensor | None = None):  # type: ignore[override]
+    def forward(self, images: torch.Tensor, labels: torch.Tensor, start: torch.Tensor | None = None,  # type: ignore[override]
+                final_check: bool = True, init: torch.Tensor | None = None):
+        """``final_check=False`` skips the forward pass on the last iterate (the caller verifies the returned
+        inputs anyway); ``found`` then covers the earlier iterates only. ``init`` (absolute inputs, projected
+        onto the ball) replaces the random start: a warm start."""
         x0 = images.clone().detach().to(self.device)
         y = labels.clone().detach().to(self.device)
         n = len(x0)
         found = torch.zeros(n, dtype=torch.bool, device=x0.device)
         best = x0.clone()
-        if self.random_start and start is not None:
-            adv = self._project(x0 + self.eps * start.to(x0), x0)
+        box = self._box(x0)
+        if init is not None:
+            adv = self._project(init.to(x0), x0, box)
+        elif self.random_start and start is not None:
+            adv = self._project(x0 + self.eps * start.to(x0), x0, box)
         else:
             adv = x0.clone()
         active = torch.arange(n, device=x0.device)
@@ -171,23 +188,26 @@ class PGDAttack(torchattacks.PGD):
             self.counter.forward += len(adv)
             self.counter.backward += len(adv)
             adv = adv.detach()
-            wrong = logits.detach().argmax(1) != ya
-            if self.early_stop and bool(wrong.any()):
-                hit = active[wrong]
-                best[hit] = adv[wrong]
-                found[hit] = True
-                keep = ~wrong
-                active, adv, xa, ya, grad = active[keep], adv[keep], xa[keep], ya[keep], grad[keep]
-                if len(active) == 0:
-                    break
-            adv = self._project(adv + self._step(grad), xa)
+            if self.early_stop:
+                wrong = logits.detach().argmax(1) != ya
+                if bool(wrong.any()):
+                    hit = active[wrong]
+                    best[hit] = adv[wrong]
+                    found[hit] = True
+                    keep = ~wrong
+                    active, adv, xa, ya, grad = active[keep], adv[keep], xa[keep], ya[keep], grad[keep]
+                    if box is not None:
+                        box = (box[0][keep], box[1][keep])
+                    if len(active) == 0:
+                        break
+            adv = self._project(self._step(adv, grad), xa, box)
         if len(active):
-            with torch.no_grad():
-                logits = self.get_logits(adv)
-            self.counter.forward += len(adv)
-            wrong = logits.argmax(1) != ya
             best[active] = adv
-            found[active[wrong]] = True
+            if final_check:
+                with torch.no_grad():
+                    logits = self.get_logits(adv)
+                self.counter.forward += len(adv)
+                found[active[logits.argmax(1) != ya]] = True
         return best.detach(), found
 
 

@@ -164,7 +164,9 @@ class AttackConfig:
                      step_size_rule="as given" if self.step_size is not None else "2.5 * eps / steps",
                      success="an example counts as broken if any iterate (including the random start) is "
                              "misclassified; broken examples stop early",
-                     random_start_seed="per example: f(master seed, 'pgd', norm, restart, global index)")
+                     random_start_seed="per example: f(master seed, 'pgd', norm, eps, restart, global index)",
+                     nesting="each eps attacks only the survivors of the smaller ones, each survivor exactly as "
+                             "a fresh run at that eps would (same start and steps): never weaker than fresh runs")
         else:
             d.update(implementation="audit.attacks.adapters.AutoAttackRunner (torchattacks APGD, APGDT, FAB, "
                                     "Square run in sequence on the survivors, as torchattacks.MultiAttack does)",

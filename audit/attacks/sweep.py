@@ -6,15 +6,23 @@ survivors at eps_2, and so on, and records for every example the smallest epsilo
 (``0`` for clean-wrong examples, ``inf`` if never broken). Robust accuracy at every epsilon follows from
 that one column (``audit.metrics.robustness``).
 
-Every adversarial input is checked after the attack, not assumed: one more forward pass decides whether
-it is misclassified (that pass, not the attack's own bookkeeping, sets ``eps_broken``), and its distance to
+Every adversarial input is checked after the attack, not assumed: one more forward pass, in fp32 (TF32
+off on CUDA; the attack's own search steps run at PyTorch's default precision), decides whether it is
+misclassified (that pass, not the attack's own bookkeeping, sets ``eps_broken``), and its distance to
 the clean input and its position relative to the input bounds are measured and returned for the
 ``perturbation_within_eps`` and ``adversarial_within_bounds`` checks.
 
-Randomness. PGD's random start for example i and restart r is a counter-based draw from
-``example_seeds(seed, [index_i], "pgd", norm, r)``: a function of the master seed and the example's global
-index only, so results do not depend on batch size or order (the same unit draw is scaled by each
-epsilon). AutoAttack's components use torch's global RNG internally; we run them on fixed chunks of
+Never weaker than fresh attacks. At each epsilon a survivor gets exactly the attack a fresh, independent
+run at that epsilon would give it (same random start, same steps), so per example the nested result is
+at most the independent one: an example counts as robust at eps_k only if the eps_k attack failed on it
+(and it survived every smaller epsilon). Nesting only adds breaks, it never removes one. (Warm starts from
+the previous epsilon's last iterate were tried and dropped: they lose this guarantee, since an example
+that a random start breaks can survive a warm start.)
+
+Randomness. PGD's random start for example i, restart r, at epsilon e is a counter-based draw from
+``example_seeds(seed, [index_i], "pgd", norm, e, r)``: a function of the master seed, the epsilon and the
+example's global index only, so results do not depend on batch size or order, and a survivor gets a fresh
+direction at each epsilon. AutoAttack's components use torch's global RNG internally; we run them on fixed chunks of
 ``chunk`` examples taken in table order (independent of ``batch_size``), each component seeded from the
 master seed, the epsilon and the chunk's first global index. Its results are therefore reproducible for
 the same data and chunk size, and independent of the batch size, but an example's result can change if
@@ -100,31 +108,30 @@ def nested_sweep(attack_batch: Callable[[torch.Tensor, torch.Tensor, np.ndarray,
     alive = np.asarray(clean_correct, dtype=bool).copy()
     total = int(alive.sum()) * len(eps)
     bar = progress(total=total, desc=desc) if progress else None
-    with fp32_decisions():
-        for e in eps:
-            idx = np.flatnonzero(alive)
-            n_broken = 0
-            for start in range(0, len(idx), batch_size):
-                b = idx[start:start + batch_size]
-                xb = torch.from_numpy(x[b]).to(device)
-                yb = torch.from_numpy(y[b]).to(device)
-                adv = attack_batch(xb, yb, b, e)
-                with torch.no_grad():
-                    wrong = (model(adv).argmax(1) != yb).cpu().numpy()
-                result.counter.forward += len(b)
-                dist, out = measure(adv, xb, norm, bounds)
-                result.max_norm_excess = max(result.max_norm_excess, float(np.max(dist - e.value)))
-                result.max_norm = max(result.max_norm, float(dist.max()))
-                result.max_bound_excess = max(result.max_bound_excess, out)
-                eps_broken[b[wrong]] = e.value
-                alive[b[wrong]] = False
-                n_broken += int(wrong.sum())
-                if bar is not None:
-                    bar.update(len(b))
-            result.attacked.append(len(idx))
-            result.broken.append(n_broken)
+    for e in eps:
+        idx = np.flatnonzero(alive)
+        n_broken = 0
+        for start in range(0, len(idx), batch_size):
+            b = idx[start:start + batch_size]
+            xb = torch.from_numpy(x[b]).to(device)
+            yb = torch.from_numpy(y[b]).to(device)
+            adv = attack_batch(xb, yb, b, e)
+            with torch.no_grad(), fp32_decisions():  # the decision: fp32 (no TF32), whatever the search used
+                wrong = (model(adv).argmax(1) != yb).cpu().numpy()
+            result.counter.forward += len(b)
+            dist, out = measure(adv, xb, norm, bounds)
+            result.max_norm_excess = max(result.max_norm_excess, float(np.max(dist - e.value)))
+            result.max_norm = max(result.max_norm, float(dist.max()))
+            result.max_bound_excess = max(result.max_bound_excess, out)
+            eps_broken[b[wrong]] = e.value
+            alive[b[wrong]] = False
+            n_broken += int(wrong.sum())
             if bar is not None:
-                bar.update(total // len(eps) - len(idx))  # examples already broken need no work at this eps
+                bar.update(len(b))
+        result.attacked.append(len(idx))
+        result.broken.append(n_broken)
+        if bar is not None:
+            bar.update(total // len(eps) - len(idx))  # examples already broken need no work at this eps
     if bar is not None:
         bar.close()
     result.eps_broken = eps_broken
@@ -142,11 +149,10 @@ def fgsm_sweep(model: torch.nn.Module, cfg: AttackConfig, x: np.ndarray, y: np.n
     t0 = time.perf_counter()
     sign = np.zeros(x.shape, dtype=np.int8)
     cc = np.flatnonzero(clean_correct)
-    with fp32_decisions():
-        for start in range(0, len(cc), batch_size):
-            b = cc[start:start + batch_size]
-            s = atk.grad_sign(torch.from_numpy(x[b]).to(device), torch.from_numpy(y[b]).to(device))
-            sign[b] = s.to(torch.int8).cpu().numpy()
+    for start in range(0, len(cc), batch_size):
+        b = cc[start:start + batch_size]
+        s = atk.grad_sign(torch.from_numpy(x[b]).to(device), torch.from_numpy(y[b]).to(device))
+        sign[b] = s.to(torch.int8).cpu().numpy()
     res.seconds += time.perf_counter() - t0
     def attack_batch(xb: torch.Tensor, yb: torch.Tensor, rows: np.ndarray, e: Eps) -> torch.Tensor:
         return atk.at(xb, torch.from_numpy(sign[rows]).to(xb), e.value)
@@ -175,9 +181,10 @@ def pgd_attack_fn(model: torch.nn.Module, cfg: AttackConfig, seed: int, bounds: 
                 break
             start = None
             if cfg.random_start:
-                seeds = example_seeds(seed, idx[sel.cpu().numpy()], stream, cfg.norm, r)
+                seeds = example_seeds(seed, idx[sel.cpu().numpy()], stream, cfg.norm, e.label, r)
                 start = torch.from_numpy(unit_start(seeds, tuple(xb.shape[1:]), cfg.norm))
-            a, found = atk(xb[sel], yb[sel], start)
+            # the last restart's final iterate is checked by the sweep's verification pass
+            a, found = atk(xb[sel], yb[sel], start, final_check=r < cfg.restarts - 1)
             adv[sel] = a
             todo[sel[found]] = False
         return adv

@@ -1,0 +1,257 @@
+"""Benchmark of the robustness suite's attack engine, on one trained model and one data set.
+
+    python bench/robustness.py                          # digits CNN (trained here, seconds), CPU
+    python bench/robustness.py --model resnet --device cuda --n 2048   # CIFAR-size ResNet-18, random data
+
+(a) Our 5-eps PGD-10 sweep (nested balls: only clean-correct examples, only survivors at each larger eps,
+    early stop on success, one verification forward) against the naive loop (a fresh torchattacks.PGD on
+    every example at every eps): wall-time ratio, forward/backward rows, and both robust-accuracy curves
+    (ours must be equal or lower at every eps: never a weaker evaluation).
+(b) Our PGD's per-step overhead against a bare hand-written loop of k forward+backward passes on the same
+    batch (our attack run without early stop, so both do exactly k forward+backward passes).
+
+Timings are medians of --repeats interleaved runs. Random data for the ResNet: labels are the model's own
+predictions, so every example is clean-correct (the sweep then has the most work to do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchattacks
+from torch import nn
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "examples" / "digits"))
+
+from audit.attacks import sweep as S  # noqa: E402
+from audit.attacks.adapters import PGDAttack  # noqa: E402
+from audit.attacks.config import AttackConfig, to_eps  # noqa: E402
+from audit.engine.wrapper import WrappedModel  # noqa: E402
+from audit.metrics.robustness import robust_accuracy  # noqa: E402
+
+
+class Counting(nn.Module):
+    """Counts rows through forward and backward passes of the wrapped model (hooks, no change in maths)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.fwd = 0
+        self.bwd = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        self.fwd += len(x)
+        if out.requires_grad:
+            n = len(x)
+            out.register_hook(lambda g: self._bwd(n) or g)
+        return out
+
+    def _bwd(self, n: int) -> None:
+        self.bwd += n
+
+    def reset(self) -> None:
+        self.fwd = self.bwd = 0
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+# ------------------------------------------------------------------------------------------------ models
+
+
+def digits_setup(device: torch.device):
+    from train import train
+
+    from audit.loading.data import sklearn_split
+
+    torch.manual_seed(0)
+    net = train(epochs=12, seed=0)
+    x, y, _, _ = sklearn_split("digits", "test", 0.25, 0)
+    model = WrappedModel(net, [0.5], [0.5], (0.0, 1.0), 10).to(device)
+    eps = ["2/255", "8/255", "16/255", "32/255", "64/255"]
+    return model, x, y, eps, "digits CNN (examples/digits, 12 epochs), sklearn digits test split"
+
+
+class _Block(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.b1 = nn.BatchNorm2d(cout)
+        self.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.b2 = nn.BatchNorm2d(cout)
+        self.sc = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.sc = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = F.relu(self.b1(self.c1(x)))
+        return F.relu(self.b2(self.c2(out)) + self.sc(x))
+
+
+class ResNet18(nn.Module):
+    """The CIFAR ResNet-18 (He et al. 2016; the variant used by most robustness papers), 11M parameters."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU())
+        layers, cin = [], 64
+        for cout, stride in ((64, 1), (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1)):
+            layers.append(_Block(cin, cout, stride))
+            cin = cout
+        self.layers = nn.Sequential(*layers)
+        self.fc = nn.Linear(512, num_classes)
+
+    def forward(self, x):
+        x = self.layers(self.stem(x))
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+def resnet_setup(device: torch.device, n: int):
+    torch.manual_seed(0)
+    net = ResNet18()
+    model = WrappedModel(net, [0.4914, 0.4822, 0.4465], [0.247, 0.243, 0.261], (0.0, 1.0), 10).to(device)
+    g = np.random.default_rng(0)
+    x = g.uniform(0, 1, (n, 3, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        y = torch.cat([model(torch.from_numpy(x[i:i + 256]).to(device)).argmax(1).cpu()
+                       for i in range(0, n, 256)]).numpy()
+    eps = ["1/255", "2/255", "4/255", "8/255", "16/255"]
+    return model, x, y, eps, f"CIFAR ResNet-18 (random init), {n} random 3x32x32 inputs, labels = own predictions"
+
+
+# ------------------------------------------------------------------------------------------------- runs
+
+
+def ours(cm: Counting, x, y, eps, bs, device):
+    idx = np.arange(len(y), dtype=np.int64)
+    with torch.no_grad():
+        pred = np.concatenate([cm(torch.from_numpy(x[i:i + bs]).to(device)).argmax(1).cpu().numpy()
+                               for i in range(0, len(x), bs)])
+    cc = pred == y
+    cfg = AttackConfig("pgd", "linf", eps, steps=10, random_start=True)
+    res = S.pgd_sweep(cm, cfg, x, y, idx, cc, bs, device, (0.0, 1.0), seed=0)
+    return robust_accuracy(res.eps_broken, [e.value for e in eps])
+
+
+def naive(cm: Counting, x, y, eps, bs, device):
+    accs = []
+    for e in eps:
+        correct = 0
+        for i in range(0, len(x), bs):
+            xb = torch.from_numpy(x[i:i + bs]).to(device)
+            yb = torch.from_numpy(y[i:i + bs]).to(device)
+            atk = torchattacks.PGD(cm, eps=e.value, alpha=2.5 * e.value / 10, steps=10, random_start=True)
+            adv = atk(xb, yb)
+            with torch.no_grad():
+                correct += int((cm(adv).argmax(1) == yb).sum())
+        accs.append(correct / len(x))
+    return np.array(accs)
+
+
+def bare_loop(model, xb, yb, k):
+    for _ in range(k):
+        xa = xb.clone().requires_grad_(True)
+        loss = F.cross_entropy(model(xa), yb, reduction="sum")
+        torch.autograd.grad(loss, xa)
+
+
+def timed(fn, device):
+    sync(device)
+    t = time.perf_counter()
+    out = fn()
+    sync(device)
+    return time.perf_counter() - t, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", choices=("digits", "resnet"), default="digits")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--n", type=int, default=1024, help="random examples for --model resnet")
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=10, help="k for the per-step comparison")
+    ap.add_argument("--threads", type=int, default=2, help="CPU threads (the project's CI machine has 2 cores)")
+    ap.add_argument("--eps", nargs="+", help='the 5 epsilons, e.g. 0.05 0.1 "8/255" (default: per model)')
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    torch.set_num_threads(args.threads)
+    torch.backends.cudnn.benchmark = False
+    # Everything in fp32 for both loops: the suite decides broken/not-broken in fp32, and with TF32 the
+    # naive loop's decisions (and the labels, for random data) would differ from ours by rounding alone.
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    model, x, y, eps_raw, what = digits_setup(device) if args.model == "digits" else resnet_setup(device, args.n)
+    eps = to_eps([float(e) if "/" not in e else e for e in args.eps] if args.eps else eps_raw)
+    cm = Counting(model)
+    bs = args.batch_size
+    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    print(f"# audit robustness benchmark: {what}")
+    print(f"# device {device} ({dev_name}), torch {torch.__version__}, torchattacks {torchattacks.__version__}, "
+          f"threads {torch.get_num_threads()}, batch {bs}, n {len(y)}, TF32 off")
+
+    # (a) sweep vs naive
+    t_ours, t_naive = [], []
+    for _ in range(args.repeats):
+        cm.reset()
+        t, acc_ours = timed(lambda: ours(cm, x, y, eps, bs, device), device)
+        t_ours.append(t)
+        f_ours, b_ours = cm.fwd, cm.bwd
+        cm.reset()
+        torch.manual_seed(0)  # torchattacks draws its random starts from the global RNG
+        t, acc_naive = timed(lambda: naive(cm, x, y, eps, bs, device), device)
+        t_naive.append(t)
+        f_naive, b_naive = cm.fwd, cm.bwd
+    to, tn = statistics.median(t_ours), statistics.median(t_naive)
+    print("\n## (a) 5-eps PGD-10 sweep: ours (nested, survivors only) vs naive (fresh torchattacks.PGD per eps, all)")
+    print(f"wall time: ours {to:.3f}s, naive {tn:.3f}s -> {tn / to:.2f}x faster (median of {args.repeats})")
+    print(f"forward rows: ours {f_ours}, naive {f_naive} ({f_naive / max(f_ours, 1):.2f}x); "
+          f"backward rows: ours {b_ours}, naive {b_naive} ({b_naive / max(b_ours, 1):.2f}x)")
+    torch.manual_seed(1)
+    acc_naive1 = naive(cm, x, y, eps, bs, device)
+    print(f"{'eps':>8} {'ours':>8} {'naive':>8} {'naive, 2nd seed':>16}")
+    for e, a, b, c in zip(eps, acc_ours, acc_naive, acc_naive1):
+        print(f"{e.label:>8} {a:8.4f} {b:8.4f} {c:16.4f}{'' if a <= b else '  <-- ours higher than naive'}")
+    print("ours <= naive at every eps:", bool(np.all(acc_ours <= acc_naive)),
+          f"| naive seed-to-seed spread up to {np.max(np.abs(acc_naive - acc_naive1)):.4f}, "
+          f"largest ours-minus-naive {np.max(acc_ours - np.minimum(acc_naive, acc_naive1)):+.4f} (vs the stronger seed)")
+
+    # (b) per-step overhead
+    k = args.steps
+    xb = torch.from_numpy(x[:bs]).to(device)
+    yb = torch.from_numpy(y[:bs]).to(device)
+    start = torch.from_numpy(S.unit_start(np.arange(len(xb)), tuple(xb.shape[1:]), "linf")).to(device)
+    e = eps[2].value
+    atk = PGDAttack(model, eps=e, alpha=2.5 * e / k, steps=k, norm="linf", bounds=(0.0, 1.0), early_stop=False)
+    atk_es = PGDAttack(model, eps=e, alpha=2.5 * e / k, steps=k, norm="linf", bounds=(0.0, 1.0), early_stop=True)
+    for _ in range(2):  # warm-up
+        bare_loop(model, xb, yb, k)
+        atk(xb, yb, start)
+    tb, ta, te = [], [], []
+    for _ in range(max(20, args.repeats)):
+        tb.append(timed(lambda: bare_loop(model, xb, yb, k), device)[0])
+        ta.append(timed(lambda: atk(xb, yb, start, final_check=False), device)[0])
+        te.append(timed(lambda: atk_es(xb, yb, start, final_check=False), device)[0])
+    print(f"\n## (b) per-step cost, batch {len(xb)}, k = {k} steps, eps {eps[2].label} ({len(tb)} interleaved runs)")
+    for stat in (statistics.median, min):
+        mb, ma, me = stat(tb), stat(ta), stat(te)
+        print(f"[{stat.__name__}] bare loop of k forward+backward: {1000 * mb / k:.3f} ms/step; "
+              f"our PGD (no early stop): {1000 * ma / k:.3f} ms/step -> overhead {100 * (ma / mb - 1):+.1f}%; "
+              f"with early stop (as the suite runs it): {1000 * me / k:.3f} ms/step-equivalent ({100 * (me / mb - 1):+.1f}%)")
+
+
+if __name__ == "__main__":
+    main()
