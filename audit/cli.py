@@ -143,6 +143,111 @@ def gate(report_path: Path, recipe: Path | None, junit: Path | None, markdown: P
     sys.exit(result["exit_code"])
 
 
+@main.command(epilog=EXIT_CODES_HELP)
+@click.argument("model", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--recipe", "-r", type=click.Path(dir_okay=False, path_type=Path),
+              help="Recipe TOML (see docs/recipe.md); its [repro] section sets the defaults.")
+@click.option("--seeds", type=int, metavar="N", help="Number of seeds, from the master seed up (default: [repro] seeds).")
+@click.option("--repeats", type=int, metavar="N",
+              help="Same-seed repeats of the first seed (default: [repro] repeats).")
+@click.option("--suite", "suites", multiple=True, metavar="NAME",
+              help="Run only this suite in every run (repeatable). Default: as `audit run`.")
+@click.option("--out", "-o", default=Path("out/repro"), show_default=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the study's report.json, report.html, junit.xml, summary.md, and runs/.")
+@click.option("--seed", type=click.IntRange(min=0), help="First seed (overrides [run] seed).")
+@click.option("--device", type=click.STRING, metavar="auto|cpu|cuda[:N]", help="Device (overrides [run] device).")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Examples per batch (overrides [run] batch_size).")
+@click.option("--jobs", "-j", type=int, metavar="N", help="Runs at once (default: [repro] jobs).")
+@click.option("--compare", "compare", type=click.Path(dir_okay=False, path_type=Path), metavar="REPORT",
+              help="A baseline report.json: what in the environment changed, ranked by likely impact. Without "
+                   "MODEL, only that comparison (against this machine) is printed.")
+@click.option("--trust-checkpoint", is_flag=True, help="As for `audit run`.")
+@quiet_option
+@debug_option
+@handle_errors
+def repro(model: Path | None, recipe: Path | None, seeds: int | None, repeats: int | None, suites: tuple[str, ...],
+          out: Path, seed: int | None, device: str | None, batch_size: int | None, jobs: int | None,
+          compare: Path | None, trust_checkpoint: bool, quiet: bool) -> None:
+    """Seed and determinism study of MODEL: the audit under N seeds and repeated under one seed, each run in
+    a fresh process; bitwise repeatability, nondeterministic ops, batch-size invariance, the spread of every
+    metric across seeds, and the environment fingerprint. Gates on repro.* metrics decide the exit code."""
+    import re
+
+    if device is not None and not re.match(r"^(auto|cpu|cuda(:\d+)?)$", device):
+        raise AuditError(f"--device {device}: expected auto, cpu, cuda or cuda:N")
+    if seeds is not None and seeds < 2:
+        raise AuditError(f"--seeds {seeds}: a spread needs at least 2 seeds (e.g. --seeds 5)")
+    if repeats is not None and repeats < 1:
+        raise AuditError(f"--repeats {repeats}: at least 1 same-seed repeat is needed to test repeatability")
+    if jobs is not None and jobs < 1:
+        raise AuditError(f"--jobs {jobs}: expected 1 or more")
+    if model is None:
+        if compare is None:
+            raise AuditError("give MODEL and --recipe for a study, or --compare REPORT to compare this environment "
+                             "with a report's")
+        from audit.repro.study import compare_environment
+
+        _print_env_changes(compare_environment(compare, device), compare)
+        sys.exit(0)
+    if recipe is None:
+        raise AuditError("--recipe is required with MODEL (e.g. audit repro model.safetensors --recipe "
+                         "recipes/digits.toml --seeds 5)")
+    from audit.repro.study import ReproOptions, execute_repro
+
+    opts = ReproOptions(recipe=recipe, model_path=model, out=out, seeds=seeds, repeats=repeats, suites=list(suites),
+                        seed=seed, device=device, batch_size=batch_size, trust_checkpoint=trust_checkpoint,
+                        compare=compare, jobs=jobs, quiet=quiet)
+    report, code = execute_repro(opts, log=lambda line: click.echo(line, err=True))
+    if not quiet:
+        _repro_summary(report)
+        _summary(report, out)
+    sys.exit(code)
+
+
+def _print_env_changes(changes: list[dict[str, Any]], base: Path) -> None:
+    if not changes:
+        click.echo(f"environment: identical to {base}")
+        return
+    click.echo(f"environment: {len(changes)} difference(s) from {base}, most likely to matter first:")
+    for c in changes:
+        click.echo(f"  [{c['impact']}] {c['key']}: {c['base']} -> {c['now']} ({c['why']})")
+
+
+def _repro_summary(report: dict[str, Any]) -> None:
+    """The study's findings in a few lines on stderr."""
+    s = report["suites"]["repro"]
+    same = s["tables"]["same_seed"]
+    verdict = "bitwise identical" if same["bitwise_identical"] else (
+        f"NOT bitwise identical (max |delta logit| {same['max_abs_logit_diff']:.3g}, "
+        f"{same['prediction_flips']} prediction flip(s))")
+    cfg = s["config"]
+    click.echo(f"repro: {len(cfg['seeds'])} seeds, {cfg['repeats']} same-seed repeat(s): {verdict}", err=True)
+    det = s["tables"].get("determinism")
+    if det:
+        ops = sorted({f"{a['op']} ({a['phase']})" for a in det["alerts"]})
+        click.echo(f"  nondeterministic ops on this device: {', '.join(ops) if ops else 'none'}", err=True)
+        hz = sorted({h["op"] for h in det["latent_hazards"]})
+        click.echo(f"  latent CUDA hazards: {', '.join(hz) if hz else 'none'}", err=True)
+        bi = det.get("batch_invariance")
+        if bi:
+            click.echo(f"  batch size 1 vs {bi['batch_size']}: max |delta| {bi['max_abs_diff']:.3g}, "
+                       f"{bi['flips']} flip(s)", err=True)
+    seeds = s["tables"]["seeds"]
+    click.echo(f"  metrics varying across seeds: {len(seeds['varying'])} of {len(seeds['metrics'])}", err=True)
+    for key in seeds["varying"][:5]:
+        r = next(m for m in seeds["metrics"] if m["key"] == key)
+        click.echo(f"    {key}: mean {r['mean']:.4g}, std {r['std']:.3g}, 95% CI [{r['ci_low']:.4g}, "
+                   f"{r['ci_high']:.4g}], worst seed {r['worst_seed']} ({r['worst']:.4g})", err=True)
+    cmp_ = s["tables"].get("compare")
+    if cmp_:
+        click.echo(f"  environment vs {cmp_['base']}: {len(cmp_['changes'])} difference(s)", err=True)
+        for c in cmp_["changes"][:5]:
+            click.echo(f"    [{c['impact']}] {c['key']}: {c['base']} -> {c['now']}", err=True)
+    for note in s["notes"]:
+        click.echo(f"  note: {note}", err=True)
+
+
 def _summary(report: dict[str, Any], out: Path | None) -> None:
     """A few lines on stderr: the verdict, the gates, the failed checks."""
     from audit.report.markdown import gate_line

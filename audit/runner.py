@@ -45,18 +45,23 @@ def make_progress(quiet: bool):
 
 
 def choose_suites(recipe: Recipe, requested: list[str]) -> list[str]:
-    from audit.suites import suite_names
+    from audit.suites import get_suite, suite_names
 
     known = suite_names()
     for s in requested:
         if s not in known:
             raise RecipeError(f"--suite {s}: unknown suite {suggest(s, known)}")
+    # Command-only suites (repro) have their own command; they name metrics for gates but never run here.
+    for s in requested or recipe.section("run")["suites"] or []:
+        if get_suite(s).command_only:
+            where = f"--suite {s}" if requested else f"{recipe.path}: [run] suites"
+            raise RecipeError(f"{where}: the {s!r} suite is not run by `audit run`; use `audit {s}`")
     if requested:
         chosen = set(requested)
     elif recipe.section("run")["suites"]:
         chosen = set(recipe.section("run")["suites"])
     else:
-        chosen = {s for s in known if s in recipe.present} or {"performance"}
+        chosen = {s for s in known if s in recipe.present and not get_suite(s).command_only} or {"performance"}
     return [s for s in known if s in chosen]  # registry order
 
 
@@ -69,8 +74,12 @@ def execute(opts: RunOptions) -> tuple[dict[str, Any], int]:
     from audit.loading.model import load_checkpoint
     from audit.report.build import assemble
     from audit.report.provenance import provenance
+    from audit.repro.capture import DeterminismCapture
     from audit.suites import RunContext, get_suite
 
+    # AUDIT_DETERMINISM_CAPTURE=1 (set by `audit repro` for its capture run): deterministic algorithms in
+    # warn-only mode, alerts recorded per phase, report["determinism"]. Otherwise a no-op.
+    capture = DeterminismCapture.from_env()
     t0 = time.perf_counter()
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     recipe = load_recipe(opts.recipe)
@@ -90,10 +99,12 @@ def execute(opts: RunOptions) -> tuple[dict[str, Any], int]:
 
     timing: dict[str, float] = {}
     t = time.perf_counter()
-    logits = predict_logits(model, data.x, device, batch_size, progress)
-    timing["inference_s"] = time.perf_counter() - t
     needs_logits = [n for n in suites if get_suite(n).needs_logits]
-    core_checks, logits = core_validity_checks(model, data, logits, device, batch_size, needs_logits)
+    with capture.phase("inference"):
+        logits = predict_logits(model, data.x, device, batch_size, progress)
+        timing["inference_s"] = time.perf_counter() - t
+        raw_logits = logits
+        core_checks, logits = core_validity_checks(model, data, logits, device, batch_size, needs_logits)
     table = build_table(data, logits)
     if loaded.trusted:
         core_checks.append(Check("trusted_checkpoint", "warn",
@@ -106,11 +117,15 @@ def execute(opts: RunOptions) -> tuple[dict[str, Any], int]:
     for name in suites:
         suite = get_suite(name)
         t = time.perf_counter()
-        result = suite.run(ctx, recipe.section(name))
+        with capture.phase("attack_gradient" if suite.needs_logits else "inference", suite=name):
+            result = suite.run(ctx, recipe.section(name))
         timing[f"{name}_s"] = time.perf_counter() - t
         ctx.results[name] = result
         results.append(result)
 
+    extra: dict[str, Any] = {"suites_run": suites}
+    if capture.enabled:
+        extra["determinism"] = capture.finish(model, data.x, device, batch_size, raw_logits, recipe.section("repro"))
     prov = provenance(device, opts.argv, seed)
     prov["created"] = created
     timing["total_s"] = time.perf_counter() - t0
@@ -124,7 +139,7 @@ def execute(opts: RunOptions) -> tuple[dict[str, Any], int]:
         gates=recipe.gates,
         downgrade=recipe.section("validity")["downgrade"],
         timing={k: round(v, 3) for k, v in timing.items()},
-        extra={"suites_run": suites},
+        extra=extra,
     )
     write_outputs(report, opts.out, table)
     return report, report["exit_code"]

@@ -139,7 +139,7 @@ def _check_gates(recipe: Recipe) -> None:
         owner = suite or next(s for s, ms in cat.items() if name in ms)
         spec = cat[owner][name]
         for p in g["params"]:
-            if p not in spec.params:
+            if p not in spec.params and not spec.extra_params:
                 allowed = ", ".join(spec.params) or "none"
                 raise RecipeError(f"{where} params: metric {name!r} has no parameter {p!r} (parameters: {allowed})")
         g["suite"] = owner

@@ -40,6 +40,8 @@ def device_info(device: Any) -> dict[str, Any]:
 
 
 def provenance(device: Any, argv: list[str], seed: int) -> dict[str, Any]:
+    from audit.repro.fingerprint import fingerprint
+
     return {
         "tool": {"name": "audit", "version": __version__},
         "python": sys.version.split()[0],
@@ -49,4 +51,6 @@ def provenance(device: Any, argv: list[str], seed: int) -> dict[str, Any]:
         "environment": {k: os.environ.get(k) for k in ENV_VARS if os.environ.get(k) is not None},
         "command": argv,
         "seed": seed,
+        # versions, device, deterministic/TF32 flags, threads, environment variables (audit repro --compare)
+        "fingerprint": fingerprint(device),
     }

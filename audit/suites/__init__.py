@@ -14,6 +14,9 @@ from audit.suites.base import MetricSpec, RunContext, Suite
 _REGISTRY: dict[str, str] = {
     "performance": "audit.suites.performance",
     "robustness": "audit.suites.robustness",
+    "calibration": "audit.suites.calibration",
+    "fairness": "audit.suites.fairness",  # after the suites it crosses with (ECE, robust accuracy per group)
+    "repro": "audit.suites.repro",  # command-only: `audit repro`
 }
 
 

@@ -32,6 +32,9 @@ class MetricSpec:
 
     doc: str
     params: dict[str, str] = field(default_factory=dict)  # param name -> allowed values, in words
+    # The metric summarises another metric (named by its ``metric`` param) and also takes that metric's
+    # own params, e.g. repro.seed_std with { metric = "performance.f1", average = "macro" }.
+    extra_params: bool = False
 
 
 @dataclass
@@ -60,3 +63,6 @@ class Suite:
     # Suites whose numbers are wrong on a softmax output (attacks follow logit gradients) make the
     # core check logits_not_probabilities fail instead of warn.
     needs_logits: bool = False
+    # A suite with its own command (``audit repro``): it declares a recipe section and metrics (so gates
+    # can name them) but `audit run` never runs it; ``run`` is not called.
+    command_only: bool = False
