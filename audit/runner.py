@@ -120,6 +120,7 @@ def execute(opts: RunOptions) -> tuple[dict[str, Any], int]:
         with capture.phase("attack_gradient" if suite.needs_logits else "inference", suite=name):
             result = suite.run(ctx, recipe.section(name))
         timing[f"{name}_s"] = time.perf_counter() - t
+        timing.update({f"{name}.{part}_s": seconds for part, seconds in result.timing.items()})
         ctx.results[name] = result
         results.append(result)
 

@@ -24,29 +24,12 @@ chunk's first global index (see ``audit.attacks.sweep``).
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 import torchattacks
 from torch import nn
-
-
-@contextlib.contextmanager
-def fp32_decisions() -> Iterator[None]:
-    """Turn off TF32 matmul/convolution on CUDA for the passes that decide whether an example is broken
-    (the attack's search steps may use TF32: they only propose candidates)."""
-    if not torch.cuda.is_available():
-        yield
-        return
-    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
 def _flat_norm(d: torch.Tensor, norm: str) -> torch.Tensor:
@@ -326,4 +309,4 @@ def margin_input_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -
     return grad.detach()
 
 
-__all__ = ["AutoAttackRunner", "Counter", "FGSMAttack", "PGDAttack", "fp32_decisions", "margin_input_gradients"]
+__all__ = ["AutoAttackRunner", "Counter", "FGSMAttack", "PGDAttack", "margin_input_gradients"]

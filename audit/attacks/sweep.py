@@ -38,7 +38,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from audit.attacks.adapters import AutoAttackRunner, Counter, FGSMAttack, PGDAttack, fp32_decisions
+from audit.attacks.adapters import AutoAttackRunner, Counter, FGSMAttack, PGDAttack
+from audit.engine.precision import fp32_decisions
 from audit.attacks.config import AttackConfig, Eps
 from audit.attacks.rand import normal, uniform01
 from audit.seeding import example_seeds, stream_key
@@ -61,7 +62,7 @@ class SweepResult:
 
     def summary(self) -> dict[str, Any]:
         return {"attack": self.attack, "norm": self.norm, "eps": [e.label for e in self.eps],
-                "attacked": self.attacked, "broken": self.broken, "seconds": round(self.seconds, 3),
+                "attacked": self.attacked, "broken": self.broken,
                 **self.counter.to_json(),
                 "max_norm_excess": None if not np.isfinite(self.max_norm_excess) else self.max_norm_excess,
                 "max_bound_excess": self.max_bound_excess, **({"components": self.components} if self.components else {})}

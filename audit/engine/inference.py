@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from audit.engine.data import Dataset
+from audit.engine.precision import fp32_decisions
 from audit.engine.table import ExampleTable
 from audit.engine.wrapper import WrappedModel
 from audit.errors import DataError
@@ -19,7 +20,7 @@ def predict_logits(model: WrappedModel, x: np.ndarray, device: torch.device, bat
     n = len(x)
     out: list[np.ndarray] = []
     bar = progress(total=n, desc=desc) if progress else None
-    with torch.inference_mode():
+    with torch.inference_mode(), fp32_decisions():
         for start in range(0, n, batch_size):
             xb = torch.from_numpy(x[start:start + batch_size]).to(device, non_blocking=True)
             out.append(model(xb).float().cpu().numpy())

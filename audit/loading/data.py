@@ -14,6 +14,7 @@ import numpy as np
 
 from audit.engine.data import Dataset
 from audit.errors import DataError
+from audit.loading.hashing import sha256_file
 from audit.loading.imports import import_callable
 from audit.recipe.load import Recipe
 
@@ -61,14 +62,6 @@ def data_sha256(x: np.ndarray, y: np.ndarray, index: np.ndarray, groups: dict[st
     return h.hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _rows(mask: np.ndarray, index: np.ndarray | None = None) -> str:
     rows = np.nonzero(mask)[0]
     shown = (index[rows] if index is not None else rows)[:5]
@@ -106,7 +99,7 @@ def _load_npz(cfg: dict[str, Any], recipe: Recipe):
     x = get(cfg["x"], "x")
     y = get(cfg["y"], "y")
     sensitive = {attr: get(arr, f"sensitive.{attr}") for attr, arr in (cfg["sensitive"] or {}).items()}
-    return x, y, sensitive, np.arange(len(y)), None, {"path": str(path), "file_sha256": _file_sha256(path)}
+    return x, y, sensitive, np.arange(len(y)), None, {"path": str(path), "file_sha256": sha256_file(path)}
 
 
 def _load_csv(cfg: dict[str, Any], recipe: Recipe):
@@ -158,7 +151,7 @@ def _load_csv(cfg: dict[str, Any], recipe: Recipe):
     else:
         y = label.to_numpy()
     sensitive = {c: df[c].to_numpy() for c in (cfg["sensitive"] or [])}
-    return x, y, sensitive, np.arange(len(df)), names, {"path": str(path), "file_sha256": _file_sha256(path)}
+    return x, y, sensitive, np.arange(len(df)), names, {"path": str(path), "file_sha256": sha256_file(path)}
 
 
 def split_indices(y: np.ndarray, split: str, test_size: float, split_seed: int) -> np.ndarray:

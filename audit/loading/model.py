@@ -8,7 +8,6 @@ safetensors with safetensors. Anything that can run code when loaded (a pickle t
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import pickletools
 import zipfile
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from audit.errors import CheckpointError, RecipeError
+from audit.loading.hashing import sha256_file
 from audit.loading.imports import import_callable
 
 # Keys under which training checkpoints commonly keep the weights, in order of preference.
@@ -48,14 +48,6 @@ class LoadedModel:
             "checkpoint_extras": self.checkpoint_extras,
             "num_parameters": int(sum(p.numel() for p in self.module.parameters())),
         }
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def detect_format(path: Path) -> str:

@@ -11,7 +11,14 @@ ICON = {"pass": "✅", "fail": "❌", "inconclusive": "❔", "not_run": "⏭", "
 
 def gate_line(g: dict[str, Any]) -> str:
     value = "undefined" if g["value"] is None else f"{g['value']:.4g}"
-    blocking = " (blocking)" if gate_blocks(g) else (" (warn only)" if g["status"] != "pass" else "")
+    if gate_blocks(g):
+        blocking = " (blocking)"
+    elif g["status"] == "not_run":
+        blocking = f" ({g['message']})"
+    elif g["status"] != "pass":
+        blocking = " (not blocking)"
+    else:
+        blocking = ""
     return f"gate {g['id']}: {g['status'].upper()}{blocking} — {g['use']} = {value}, needs {g['op']} {g['threshold']:g}"
 
 

@@ -83,6 +83,9 @@ class SuiteResult:
     curves: dict[str, Any] = field(default_factory=dict)
     tables: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # Wall-clock seconds of parts of the suite; they go to report["timing"], which determinism
+    # comparisons leave out (everything else in a report must be the same for the same inputs and seed).
+    timing: dict[str, float] = field(default_factory=dict)
 
     def metric(self, name: str, value: float | None, n: int, ci: tuple[float, float] | None = None,
                inconclusive: str | None = None, **params: Any) -> MetricRecord:
