@@ -227,7 +227,16 @@ DETERMINISM = (
     "and draw, from the master seed and the global index.")
 
 
+def _v(v: Any) -> float | None:
+    """Full precision for metric records (None where undefined)."""
+    if v is None:
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
 def _r(v: Any, digits: int = 6) -> float | None:
+    """Rounded, for tables shown to people."""
     if v is None:
         return None
     v = float(v)
@@ -343,12 +352,12 @@ def _adversarial_metrics(c: _Ctx, sweeps: list, worst: dict[str, np.ndarray]) ->
     res.metric("clean_accuracy", clean, n, c.ci(clean, n, "clean"))
     acc_k, n_k = R.accuracy_by_code(c.cc, c.y, c.k)
     for i in range(c.k):
-        res.metric("clean_accuracy", _r(acc_k[i]), int(n_k[i]), c.ci(acc_k[i], int(n_k[i]), "clean", i),
+        res.metric("clean_accuracy", _v(acc_k[i]), int(n_k[i]), c.ci(acc_k[i], int(n_k[i]), "clean", i),
                    **{"class": c.names[i]})
     for attr, codes, cats in c.ctx.table.groups():
         acc_g, n_g = R.accuracy_by_code(c.cc, codes, len(cats))
         for g, name in enumerate(cats):
-            res.metric("clean_accuracy", _r(acc_g[g]), int(n_g[g]), c.ci(acc_g[g], int(n_g[g]), "clean", attr, g),
+            res.metric("clean_accuracy", _v(acc_g[g]), int(n_g[g]), c.ci(acc_g[g], int(n_g[g]), "clean", attr, g),
                        attribute=attr, group=name)
 
     n_cc = int(c.cc.sum())
@@ -372,26 +381,26 @@ def _adversarial_metrics(c: _Ctx, sweeps: list, worst: dict[str, np.ndarray]) ->
             for j, e in enumerate(eps):
                 ci = c.ci(acc[j], n, "robust", attack, norm, e.label)
                 res.metric("robust_accuracy", float(acc[j]), n, ci, **p, norm=norm, eps=e.label)
-                res.metric("attack_success_rate", _r(asr[j]), n_cc, c.ci(asr[j], n_cc, "asr", attack, norm, e.label),
+                res.metric("attack_success_rate", _v(asr[j]), n_cc, c.ci(asr[j], n_cc, "asr", attack, norm, e.label),
                            **p, norm=norm, eps=e.label)
                 series[label].append(_r(acc[j]))
                 lo[label].append(None if ci is None else _r(ci[0]))
                 hi[label].append(None if ci is None else _r(ci[1]))
             med = R.median_breaking_eps(col, c.cc)
-            res.metric("median_breaking_eps", _r(med, 9), n_cc, None, **p, norm=norm)
+            res.metric("median_breaking_eps", _v(med), n_cc, None, **p, norm=norm)
         # per class and per group: the worst case
         rc = R.robust_correct(worst[norm], vals)
         for j, e in enumerate(eps):
             acc_c, n_c = R.accuracy_by_code(rc[:, j], c.y, c.k)
             for i in range(c.k):
-                res.metric("robust_accuracy", _r(acc_c[i]), int(n_c[i]), c.ci(acc_c[i], int(n_c[i]), "robust-class",
+                res.metric("robust_accuracy", _v(acc_c[i]), int(n_c[i]), c.ci(acc_c[i], int(n_c[i]), "robust-class",
                            norm, e.label, i), norm=norm, eps=e.label, **{"class": c.names[i]})
                 per_class_rows[i][f"{norm} {e.label}"] = _r(acc_c[i])
             for attr, codes, cats in c.ctx.table.groups():
                 acc_g, n_g = R.accuracy_by_code(rc[:, j], codes, len(cats))
                 clean_g, _ = R.accuracy_by_code(c.cc, codes, len(cats))
                 for g, name in enumerate(cats):
-                    res.metric("robust_accuracy", _r(acc_g[g]), int(n_g[g]),
+                    res.metric("robust_accuracy", _v(acc_g[g]), int(n_g[g]),
                                c.ci(acc_g[g], int(n_g[g]), "robust-group", norm, e.label, attr, g),
                                norm=norm, eps=e.label, attribute=attr, group=name)
                     row = group_rows.setdefault((attr, name), {"attribute": attr, "group": name, "n": int(n_g[g]),
@@ -457,7 +466,7 @@ def _noise(c: _Ctx) -> bool:
                 ci_c = R.count_mean_interval(counts[m, j], draws, cfg["bootstrap"],
                                              rng(c.seed, "robustness", "noise-class", kind, lv.label, i),
                                              cfg["confidence"]) if m.any() else None
-                res.metric("noise_accuracy", _r(a), int(m.sum()), ci_c, noise=kind, level=lv.label,
+                res.metric("noise_accuracy", _v(a), int(m.sum()), ci_c, noise=kind, level=lv.label,
                            **{"class": c.names[i]})
             for attr, codes, cats in c.ctx.table.groups():
                 for g, name in enumerate(cats):
@@ -466,7 +475,7 @@ def _noise(c: _Ctx) -> bool:
                     ci_g = R.count_mean_interval(counts[m, j], draws, cfg["bootstrap"],
                                                  rng(c.seed, "robustness", "noise-group", kind, lv.label, attr, g),
                                                  cfg["confidence"]) if m.any() else None
-                    res.metric("noise_accuracy", _r(a), int(m.sum()), ci_g, noise=kind, level=lv.label,
+                    res.metric("noise_accuracy", _v(a), int(m.sum()), ci_g, noise=kind, level=lv.label,
                                attribute=attr, group=name)
             rows.setdefault(kind, []).append({"level": lv.label, "accuracy": _r(acc),
                                               "ci_low": los[-1], "ci_high": his[-1]})
