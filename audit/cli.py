@@ -118,6 +118,7 @@ def run(model: Path, recipe: Path, suites: tuple[str, ...], out: Path, seed: int
 def gate(report_path: Path, recipe: Path | None, junit: Path | None, markdown: Path | None, quiet: bool) -> None:
     """Re-evaluate gates on a saved REPORT (report.json) without the model or the data."""
     from audit.report.build import read_report, regate
+    from audit.runner import write_text
 
     report = read_report(report_path)
     if recipe is not None:
@@ -133,11 +134,11 @@ def gate(report_path: Path, recipe: Path | None, junit: Path | None, markdown: P
     if junit is not None:
         from audit.report.junit import render_junit
 
-        junit.write_text(render_junit(result), encoding="utf-8")
+        write_text(junit, render_junit(result))
     if markdown is not None:
         from audit.report.markdown import render_markdown
 
-        markdown.write_text(render_markdown(result), encoding="utf-8")
+        write_text(markdown, render_markdown(result))
     if not quiet:
         _summary(result, None)
     sys.exit(result["exit_code"])

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from audit.errors import RecipeError
+from audit.errors import AuditError, RecipeError
 from audit.recipe import Recipe, load_recipe
 from audit.recipe.fields import suggest
 from audit.report.records import Check
@@ -93,6 +93,7 @@ def execute(opts: RunOptions) -> tuple[dict[str, Any], int]:
 
     loaded = load_checkpoint(opts.model_path, model_cfg, recipe.base_dir, recipe.path, trust=opts.trust_checkpoint)
     data = load_data(recipe)
+    prepare_out(opts.out)  # after the inputs are known good (no folder for a refused load), before the work
     model = WrappedModel(loaded.module, model_cfg["mean"], model_cfg["std"], model_cfg["input_bounds"],
                          model_cfg["num_classes"]).to(device)
     probe_model(model, data, device, model_cfg["num_classes"])
@@ -191,20 +192,45 @@ def core_validity_checks(model: Any, data: Any, logits: np.ndarray, device: Any,
     return checks, logits
 
 
+def prepare_out(out: Path) -> None:
+    """Create --out (or check it) before any work, so an unwritable folder fails in a second, not after
+    the audit has run."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".audit-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except FileExistsError:
+        raise AuditError(f"--out {out}: exists and is not a folder; choose a folder for the report") from None
+    except OSError as e:
+        raise AuditError(f"--out {out}: cannot write there ({e.strerror or e}); choose a writable folder") from None
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write an output file; failure is a user error (exit 2) naming the path, not a traceback."""
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise AuditError(f"{path}: cannot write ({e.strerror or e})") from None
+
+
 def write_outputs(report: dict[str, Any], out: Path, table: Any | None = None) -> None:
     from audit.report.build import dumps
     from audit.report.html import render_html
     from audit.report.junit import render_junit
     from audit.report.markdown import render_markdown
 
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_out(out)
     text = dumps(report)
-    (out / "report.json").write_text(text, encoding="utf-8")
+    write_text(out / "report.json", text)
     # Renderers get exactly what report.json holds (not the in-memory objects), so re-rendering a saved
     # report gives the same files.
     report = json.loads(text)
     if table is not None:
-        table.save(out / "examples.npz")
-    (out / "report.html").write_text(render_html(report), encoding="utf-8")
-    (out / "junit.xml").write_text(render_junit(report), encoding="utf-8")
-    (out / "summary.md").write_text(render_markdown(report), encoding="utf-8")
+        try:
+            table.save(out / "examples.npz")
+        except OSError as e:
+            raise AuditError(f"{out / 'examples.npz'}: cannot write ({e.strerror or e})") from None
+    write_text(out / "report.html", render_html(report))
+    write_text(out / "junit.xml", render_junit(report))
+    write_text(out / "summary.md", render_markdown(report))

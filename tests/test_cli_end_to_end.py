@@ -309,3 +309,19 @@ def test_record_marked_inconclusive_makes_its_gate_inconclusive():
     assert not gate_blocks(evaluate_gate(dict(gate, inconclusive="pass"), metrics, ["fairness"]))
     del metrics[0]["inconclusive"]
     assert evaluate_gate(gate, metrics, ["fairness"])["status"] == "pass"
+
+
+def test_unwritable_out_is_a_user_error(digits_checkpoint, digits_recipe, tmp_path):
+    """--out on a file, and `audit gate --junit` into a missing folder: one line, exit 2, no traceback."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    res = run_cli("run", digits_checkpoint, "--recipe", digits_recipe, "--out", blocker, "--suite", "performance")
+    assert res.exit_code == 2, res.stderr  # click's own usage error for an option value
+    assert "--out" in res.stderr and "is a file" in res.stderr and "Traceback" not in res.stderr
+    res = run_cli("run", digits_checkpoint, "--recipe", digits_recipe, "--out", blocker / "sub", "--suite", "performance")
+    assert res.exit_code == 2 and "cannot write there" in res.stderr
+    ok = tmp_path / "ok"
+    assert run_cli("run", digits_checkpoint, "--recipe", digits_recipe, "--out", ok, "--suite", "performance",
+                   "--quiet").exit_code == 0
+    res = run_cli("gate", ok / "report.json", "--junit", tmp_path / "missing" / "j.xml")
+    assert res.exit_code == 2 and "j.xml: cannot write" in res.stderr
