@@ -117,19 +117,17 @@ def run(model: Path, recipe: Path, suites: tuple[str, ...], out: Path, seed: int
 @handle_errors
 def gate(report_path: Path, recipe: Path | None, junit: Path | None, markdown: Path | None, quiet: bool) -> None:
     """Re-evaluate gates on a saved REPORT (report.json) without the model or the data."""
-    from audit.report.build import read_report, regate
+    from audit.report.build import read_report, regate, stored_gates
     from audit.runner import write_text
 
     report = read_report(report_path)
     if recipe is not None:
         from audit.recipe import load_recipe
 
-        r = load_recipe(recipe)
+        r = load_recipe(recipe, gates_only=True)
         gates, downgrade = r.gates, r.section("validity")["downgrade"]
     else:
-        stored = report.get("recipe", {})
-        gates = stored.get("gates", [])
-        downgrade = stored.get("sections", {}).get("validity", {}).get("downgrade", [])
+        gates, downgrade = stored_gates(report, report_path)
     result = regate(report, gates, downgrade)
     if junit is not None:
         from audit.report.junit import render_junit

@@ -65,6 +65,16 @@ def choose_suites(recipe: Recipe, requested: list[str]) -> list[str]:
     return [s for s in known if s in chosen]  # registry order
 
 
+def excused_suites(recipe: Recipe, requested: list[str], chosen: list[str]) -> list[str]:
+    """Suites whose gates may go unchecked in this run: those left out on purpose (--suite or [run] suites)
+    and command-only ones (repro, from `audit repro`). A gate on any other suite that did not run blocks:
+    a recipe that gates on robustness without a [robustness] table is a mistake, not a pass."""
+    from audit.suites import get_suite, suite_names
+
+    deliberate = bool(requested) or bool(recipe.section("run")["suites"])
+    return [s for s in suite_names() if s not in chosen and (deliberate or get_suite(s).command_only)]
+
+
 def execute(opts: RunOptions) -> tuple[dict[str, Any], int]:
     """Run the audit and write the outputs. Returns (report, exit code)."""
 
@@ -141,6 +151,7 @@ def execute(opts: RunOptions) -> tuple[dict[str, Any], int]:
         gates=recipe.gates,
         downgrade=recipe.section("validity")["downgrade"],
         timing={k: round(v, 3) for k, v in timing.items()},
+        excused=excused_suites(recipe, opts.suites, suites),
         extra=extra,
     )
     write_outputs(report, opts.out, table)

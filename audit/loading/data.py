@@ -136,6 +136,8 @@ def _load_csv(cfg: dict[str, Any], recipe: Recipe):
         if bad.any():
             raise DataError(f"{path}: feature column {c!r} is not numeric in {_rows(bad)}; list it in [data] "
                             "categorical to one-hot encode it")
+        if numeric.isna().any():
+            raise DataError(f"{path}: feature column {c!r} has missing values in {_rows(numeric.isna().to_numpy())}")
         parts.append(numeric.to_numpy(dtype=np.float64))
         names.append(c)
     x = np.stack(parts, axis=1) if parts else np.zeros((len(df), 0))

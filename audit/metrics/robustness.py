@@ -67,7 +67,7 @@ def median_breaking_eps(eps_broken: np.ndarray, clean_correct: np.ndarray) -> fl
 
     The true breaking radius of example i lies in (eps_{k-1}, eps_k] when eps_broken_i = eps_k (interval
     censored by the grid), so the median is reported on the grid: the ceil(m/2)-th smallest value of the m
-    clean-correct examples. ``inf`` when at least half survive the largest epsilon (the median is then only
+    clean-correct examples. ``inf`` when more than half survive the largest epsilon (the median is then only
     known to exceed it); NaN with no clean-correct example.
     """
     v = np.sort(np.asarray(eps_broken, dtype=np.float64)[np.asarray(clean_correct, dtype=bool)])

@@ -47,7 +47,9 @@ def all_sections() -> dict[str, Section]:
     return sections
 
 
-def load_recipe(path: str | Path) -> Recipe:
+def load_recipe(path: str | Path, gates_only: bool = False) -> Recipe:
+    """Read and validate a recipe. ``gates_only``: for `audit gate`, where a file with just [[gates]]
+    (and [validity]) is enough; any other section present is still validated."""
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"{path}: recipe file not found")
@@ -57,10 +59,10 @@ def load_recipe(path: str | Path) -> Recipe:
         raise RecipeError(f"{path}: not valid TOML: {e}") from None
     except UnicodeDecodeError:
         raise RecipeError(f"{path}: not a UTF-8 text file") from None
-    return validate_recipe(raw, path)
+    return validate_recipe(raw, path, gates_only)
 
 
-def validate_recipe(raw: dict[str, Any], path: Path) -> Recipe:
+def validate_recipe(raw: dict[str, Any], path: Path, gates_only: bool = False) -> Recipe:
     sections = all_sections()
     for key in raw:
         if key not in sections:
@@ -76,7 +78,7 @@ def validate_recipe(raw: dict[str, Any], path: Path) -> Recipe:
                 gates = [validate_table(section, item, f"{path}: [[{name}]] #{i + 1}") for i, item in enumerate(items)]
                 continue
             if name not in raw:
-                if section.required:
+                if section.required and not gates_only:
                     raise FieldError(f"{path}: missing section [{name}]")
                 out[name] = section.defaults()
                 continue

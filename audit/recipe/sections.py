@@ -175,7 +175,7 @@ DATA = Section(
               "Which part of a seeded split stratified by label (any source). Default: 'test' for sklearn, "
               "'all' for the other sources. Training scripts use split = 'train' of the same recipe, so the "
               "two never overlap.", parse=p_str(("test", "train", "all")), example='"test"'),
-        Field("test_size", "number in (0, 1)", "Fraction held out as the test split.", default=0.25,
+        Field("test_size", "number in (0, 0.99]", "Fraction held out as the test split.", default=0.25,
               parse=p_float(0.0, 0.99, lo_open=True)),
         Field("split_seed", "integer >= 0", "Seed of the split.", default=0, parse=p_int(0)),
         Field("callable", '"module:callable" or "file.py:callable"',

@@ -15,14 +15,16 @@ SCHEMA = "audit.report/1"
 
 def assemble(*, provenance: dict[str, Any], model: dict[str, Any], data: dict[str, Any], recipe: dict[str, Any],
              results: list[SuiteResult], core_checks: list[Check], gates: list[dict[str, Any]],
-             downgrade: list[str], timing: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+             downgrade: list[str], timing: dict[str, Any], excused: list[str] | None = None,
+             extra: dict[str, Any] | None = None) -> dict[str, Any]:
     metrics = [m.to_json() for r in results for m in r.metrics]
     checks = [c.to_json() for c in core_checks] + [c.to_json() for r in results for c in r.checks]
     checks = apply_downgrades(checks, downgrade)
     suites_run = [r.suite for r in results]
-    gate_records = [evaluate_gate(g, metrics, suites_run) for g in gates]
+    gate_records = [evaluate_gate(g, metrics, suites_run, excused or []) for g in gates]
     status, code = verdict(checks, gate_records)
     report = {
+        "suites_excused": sorted(excused or []),
         "schema": SCHEMA,
         "provenance": provenance,
         "model": model,
@@ -47,7 +49,8 @@ def regate(report: dict[str, Any], gates: list[dict[str, Any]], downgrade: list[
     """Re-evaluate ``gates`` on a saved report (``audit gate``): the same functions as the run."""
     checks = apply_downgrades(report["checks"], downgrade)
     suites_run = list(report["suites"])
-    gate_records = [evaluate_gate(g, report["metrics"], suites_run) for g in gates]
+    excused = report.get("suites_excused", [])
+    gate_records = [evaluate_gate(g, report["metrics"], suites_run, excused) for g in gates]
     status, code = verdict(checks, gate_records)
     out = dict(report)
     out.update(checks=checks, gates=gate_records, verdict=status, exit_code=int(code), passed=status == "pass")
@@ -87,7 +90,32 @@ def read_report(path: str | Path) -> dict[str, Any]:
     if not str(report["schema"]).startswith("audit.report/") or major != SCHEMA.rsplit("/", 1)[-1]:
         raise ReportError(f"{path}: report schema {report['schema']!r} is not supported (expected {SCHEMA!r}); "
                           "re-run the audit with this version")
-    for key in ("metrics", "checks", "suites"):
-        if key not in report:
-            raise ReportError(f"{path}: malformed report: missing {key!r}")
+    for key, kind in (("metrics", list), ("checks", list), ("suites", dict)):
+        if not isinstance(report.get(key), kind):
+            raise ReportError(f"{path}: malformed report: {key!r} is missing or not a {kind.__name__}")
+    _require(path, "metrics", report["metrics"], ("suite", "name", "params", "value", "n"))
+    _require(path, "checks", report["checks"], ("id", "status"))
+    for i, c in enumerate(report["checks"]):
+        if c["status"] not in ("pass", "warn", "fail"):
+            raise ReportError(f"{path}: malformed report: checks[{i}] has status {c['status']!r}")
     return report
+
+
+GATE_KEYS = ("id", "suite", "name", "params", "op", "threshold", "use", "severity")
+
+
+def stored_gates(report: dict[str, Any], path: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """The gates and downgrades of the recipe a report was made with (for `audit gate` without --recipe)."""
+    recipe = report.get("recipe")
+    if not isinstance(recipe, dict) or not isinstance(recipe.get("gates"), list):
+        raise ReportError(f"{path}: the report holds no recipe with gates; pass --recipe with the gates to apply")
+    _require(path, "recipe.gates", recipe["gates"], GATE_KEYS)
+    downgrade = recipe.get("sections", {}).get("validity", {}).get("downgrade", [])
+    return recipe["gates"], list(downgrade)
+
+
+def _require(path: str | Path, where: str, items: list[Any], keys: tuple[str, ...]) -> None:
+    for i, item in enumerate(items):
+        missing = [k for k in keys if not isinstance(item, dict) or k not in item]
+        if missing:
+            raise ReportError(f"{path}: malformed report: {where}[{i}] lacks {', '.join(missing)}")

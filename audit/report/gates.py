@@ -7,15 +7,37 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import Any
+from typing import Any, Collection
 
 from audit.errors import ExitCode
 
 _OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
 
 
+def _as_number(v: Any) -> float | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)):
+        return float(v)
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return None
+    return None
+
+
+def same_param(a: Any, b: Any) -> bool:
+    """Params match as strings ("8/255" names "8/255"), or as numbers when both are numbers (a gate's
+    eps = 1 names the record's "1.0")."""
+    if str(a) == str(b):
+        return True
+    x, y = _as_number(a), _as_number(b)
+    return x is not None and y is not None and x == y
+
+
 def _params_match(record_params: dict[str, Any], wanted: dict[str, Any]) -> bool:
-    return all(k in record_params and str(record_params[k]) == str(v) for k, v in wanted.items())
+    return all(k in record_params and same_param(record_params[k], v) for k, v in wanted.items())
 
 
 def find_metric(metrics: list[dict[str, Any]], suite: str, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -29,11 +51,14 @@ def find_metric(metrics: list[dict[str, Any]], suite: str, name: str, params: di
     return cands
 
 
-def evaluate_gate(gate: dict[str, Any], metrics: list[dict[str, Any]], suites_run: list[str]) -> dict[str, Any]:
+def evaluate_gate(gate: dict[str, Any], metrics: list[dict[str, Any]], suites_run: list[str],
+                  excused: Collection[str] = ()) -> dict[str, Any]:
     """One gate record ``{id, metric, params, op, threshold, use, value, status, ...}``.
 
     status: pass | fail | inconclusive (value undefined or n < min_n) | not_run (its suite did not run)
-    | error (the recipe's params do not pick exactly one record).
+    | error (the recipe's params do not pick exactly one record). A not_run gate blocks like a failed one
+    (a gate that cannot be checked must not pass silently) unless its suite is ``excused``: left out on
+    purpose (--suite, [run] suites) or produced by another command (repro).
     """
     out = {
         "id": gate["id"], "metric": f"{gate['suite']}.{gate['name']}", "params": dict(gate["params"]),
@@ -42,7 +67,13 @@ def evaluate_gate(gate: dict[str, Any], metrics: list[dict[str, Any]], suites_ru
         "value": None, "n": None, "status": "pass", "message": "",
     }
     if gate["suite"] not in suites_run:
-        out.update(status="not_run", message=f"suite {gate['suite']!r} did not run")
+        if gate["suite"] in excused:
+            out.update(status="not_run", excused=True,
+                       message=f"suite {gate['suite']!r} was not part of this run (left out on purpose)")
+        else:
+            out.update(status="not_run", excused=False,
+                       message=f"suite {gate['suite']!r} did not run, so this gate cannot be checked: add a "
+                               f"[{gate['suite']}] table to the recipe or pass --suite {gate['suite']}")
         return out
     found = find_metric(metrics, gate["suite"], gate["name"], gate["params"])
     if len(found) != 1:
@@ -79,13 +110,19 @@ def gate_blocks(g: dict[str, Any]) -> bool:
         return False
     if g["status"] in ("fail", "error"):
         return True
+    if g["status"] == "not_run":
+        return not g.get("excused", False)
     return g["status"] == "inconclusive" and g.get("inconclusive_counts_as", "fail") == "fail"
 
 
 def apply_downgrades(checks: list[dict[str, Any]], downgrade: list[str]) -> list[dict[str, Any]]:
+    """Checks with the recipe's downgrades applied. A check downgraded earlier (in a saved report) starts
+    again from its original 'fail', so `audit gate --recipe` with another recipe decides afresh."""
     out = []
     for c in checks:
         c = dict(c)
+        if c.pop("downgraded", False):
+            c["status"] = "fail"
         if c["status"] == "fail" and c["id"] in downgrade:
             c["status"] = "warn"
             c["downgraded"] = True

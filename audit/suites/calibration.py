@@ -77,12 +77,12 @@ SECTION = Section(
         Field("reference_draws", "integer >= 0",
               "Label draws for the perfectly-calibrated reference ECE (0: not computed).", default=1000,
               parse=p_int(0), example="1000"),
-        Field("confidence", "number in (0, 1)", "Level of the reference interval.", default=0.95,
+        Field("confidence", "number in [0.5, 0.999]", "Level of the reference interval.", default=0.95,
               parse=p_float(0.5, 0.999), example="0.95"),
         Field("temperature_scaling", "true | false",
               "Fit a temperature on a held-out split and report ECE/NLL/Brier before and after on the rest "
               "(diagnostic only).", default=True, parse=p_bool),
-        Field("temperature_fit_fraction", "number in (0, 1)",
+        Field("temperature_fit_fraction", "number in [0.05, 0.95]",
               "Fraction of the examples (a seeded random split) used to fit the temperature; the rest "
               "evaluates it.", default=0.5, parse=p_float(0.05, 0.95), example="0.5"),
         Field("temperature_fit_indices", "path",

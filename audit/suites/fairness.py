@@ -97,7 +97,7 @@ SECTION = Section(
               "but make the gates that rest on them inconclusive.", default=30, parse=p_int(1), example="30"),
         Field("bootstrap", "integer >= 0", "Stratified bootstrap replicates for the intervals (0: none).",
               default=1000, parse=p_int(0), example="1000"),
-        Field("confidence", "number in (0, 1)", "Level of the intervals.", default=0.95,
+        Field("confidence", "number in [0.5, 0.999]", "Level of the intervals.", default=0.95,
               parse=p_float(0.5, 0.999), example="0.95"),
         Field("interval", "'simultaneous' | 'percentile'",
               "Disparity intervals: the projection of a simultaneous band over the group rates (contains its "
@@ -355,10 +355,15 @@ def evaluate(y: np.ndarray, pred: np.ndarray, probs: np.ndarray, attrs: list[tup
                 any_small.append(f"'{gname}' of '{attr}' (n = {int(fr.n[g])})")
 
         disp_rows = []
+        n_present = int(fr.present.sum())
         for name in F.DISPARITIES:
             d = fr.disparities[name]
             why = None
-            if d.small_group_involved:
+            if n_present < 2:
+                # One group compares with nothing: a ratio of 1 here is not evidence of parity.
+                only = gnames[int(np.flatnonzero(fr.present)[0])] if n_present else "none"
+                why = f"'{attr}' has a single group in the data ('{only}'): there is nothing to compare"
+            elif d.small_group_involved:
                 thin = _thin_groups(fr, name, gnames, m)
                 why = "; ".join(thin) if thin else f"a group of '{attr}' has fewer than {m} examples"
             ci = (d.ci_low, d.ci_high) if np.isfinite(d.ci_low) and np.isfinite(d.ci_high) else None

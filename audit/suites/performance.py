@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from audit.errors import RecipeError
 from audit.metrics import classification as C
 from audit.metrics.bootstrap import multinomial_confusions, percentile_interval
 from audit.recipe.fields import Field, Section, p_float, p_int
@@ -28,7 +29,7 @@ SECTION = Section(
         Field("bootstrap_ranking", "integer >= 0",
               "Bootstrap replicates for AUROC and average precision (each replicate re-sorts the scores).",
               default=200, parse=p_int(0), example="200"),
-        Field("confidence", "number in (0, 1)", "Level of the bootstrap intervals.", default=0.95,
+        Field("confidence", "number in [0.5, 0.999]", "Level of the bootstrap intervals.", default=0.95,
               parse=p_float(0.5, 0.999), example="0.95"),
         Field("positive_class", "integer >= 0", "Binary tasks: the positive class for ROC/PR, AUROC and AP.",
               default=1, parse=p_int(0), example="1"),
@@ -68,6 +69,9 @@ def class_names(ctx_names: list[str] | None, k: int) -> list[str]:
 
 def run(ctx: RunContext, cfg: dict[str, Any]) -> SuiteResult:
     k = int(ctx.recipe.section("model")["num_classes"])
+    if k == 2 and cfg["positive_class"] > 1:
+        raise RecipeError(f"{ctx.recipe.path}: [performance] positive_class = {cfg['positive_class']}: a binary "
+                          "task has classes 0 and 1")
     names = class_names(ctx.recipe.section("model")["class_names"], k)
     y = ctx.table["label"]
     pred = ctx.table["pred"]
@@ -165,9 +169,6 @@ def _ranking(res: SuiteResult, y: np.ndarray, probs: np.ndarray, names: list[str
     n = len(y)
     conf = cfg["confidence"]
     classes = [cfg["positive_class"]] if k == 2 else list(range(k))
-    if k == 2 and cfg["positive_class"] > 1:
-        res.notes.append(f"positive_class = {cfg['positive_class']} does not exist in a binary task; using 1.")
-        classes = [1]
     support = np.array([(y == c).sum() for c in range(k)])
     B = cfg["bootstrap_ranking"]
     r = rng(seed, "performance", "ranking")

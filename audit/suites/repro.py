@@ -55,7 +55,7 @@ SECTION = Section(
         Field("tolerance", "number >= 0",
               "within_tolerance holds when no logit and no metric moves by more than this between same-seed "
               "runs and no prediction flips.", default=0.0, parse=p_float(0.0), example="1e-6"),
-        Field("confidence", "number in (0.5, 0.999)", "Level of the across-seed t-intervals.", default=0.95,
+        Field("confidence", "number in [0.5, 0.999]", "Level of the across-seed t-intervals.", default=0.95,
               parse=p_float(0.5, 0.999), example="0.95"),
         Field("target_half_width", "number > 0",
               "For seeds_needed: the half-width of the across-seed interval you want for each metric.",

@@ -163,7 +163,7 @@ SECTION = Section(
               parse=p_int(1), example="128"),
         Field("bootstrap", "integer >= 0", "Bootstrap replicates for the 95% intervals (0: none).", default=1000,
               parse=p_int(0), example="1000"),
-        Field("confidence", "number in (0, 1)", "Level of the bootstrap intervals.", default=0.95,
+        Field("confidence", "number in [0.5, 0.999]", "Level of the bootstrap intervals.", default=0.95,
               parse=p_float(0.5, 0.999)),
         Field("check_examples", "integer >= 10",
               "Clean-correct examples (the first, in data order) used by the costlier validity checks.",
@@ -211,7 +211,7 @@ METRICS = {
                                       {"norm": _NORM, "eps": _EPS, "attack": _ATTACK}),
     "median_breaking_eps": MetricSpec(
         "Lower median over clean-correct examples of the smallest tested eps that broke them; undefined (null, "
-        "so a gate is inconclusive) when at least half survive the largest eps.", {"norm": _NORM, "attack": _ATTACK}),
+        "so a gate is inconclusive) when more than half survive the largest eps.", {"norm": _NORM, "attack": _ATTACK}),
     "noise_accuracy": MetricSpec(
         "Accuracy over noise_draws seeded noisy copies of every example at one noise level.",
         {"noise": "'gaussian', 'uniform' or 'salt_pepper'", "level": "a level as written in the recipe's noise table",
@@ -291,6 +291,9 @@ def attack_configs(c: _Ctx) -> list[AttackConfig]:
                 c.res.notes.extend(f"AutoAttack: {n}." for n in notes)
                 out.append(AttackConfig("autoattack", norm, eps, preset=cfg["autoattack"], components=comps,
                                         chunk=cfg["autoattack_chunk"]))
+        if not any(a.norm == norm for a in out):
+            raise RecipeError(f"{c.ctx.recipe.path}: [robustness] attacks = {cfg['attacks']}: none of them "
+                              f"attacks the {norm} threat model (FGSM is Linf only); add 'pgd' or 'autoattack'")
     return out
 
 

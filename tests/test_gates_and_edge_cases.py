@@ -1,0 +1,161 @@
+"""Gate semantics across runs and saved reports, and edge cases of the data that must not crash a report."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from audit.loading.data import sklearn_split
+from audit.report.gates import same_param
+from conftest import DIGITS_MODEL, ROOT, run_cli
+
+PERF = "\n[performance]\nbootstrap = 50\nbootstrap_ranking = 20\n"
+
+
+def _digits_npz(tmp_path, y=None, site=None):
+    x, y0, idx, _ = sklearn_split("digits", "test", 0.25, 0)
+    arrays = {"x": x, "y": y0 if y is None else y}
+    if site is not None:
+        arrays["site"] = site
+    np.savez(tmp_path / "d.npz", **arrays)
+    return len(y0)
+
+
+def _one_line(res, code, *frags):
+    assert res.exit_code == code, (res.exit_code, res.stderr)
+    assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr, res.stderr
+    for f in frags:
+        assert f in res.stderr, (f, res.stderr)
+
+
+def test_params_match_as_strings_or_numbers():
+    assert same_param("8/255", "8/255") and same_param("1.0", 1) and same_param(0.1, "0.1")
+    assert not same_param("macro", "micro") and not same_param("8/255", 8 / 255) and not same_param(True, 1)
+
+
+def test_single_class_data_gives_a_report_with_undefined_ranking_metrics(digits_checkpoint, tmp_path):
+    n = _digits_npz(tmp_path, y=np.zeros(450, dtype=np.int64))
+    (tmp_path / "r.toml").write_text(DIGITS_MODEL + '[data]\nsource = "npz"\npath = "d.npz"\n' + PERF +
+                                     '[[gates]]\nmetric = "auroc"\nparams = { average = "macro" }\nop = ">="\n'
+                                     'threshold = 0.5\n')
+    res = run_cli("run", digits_checkpoint, "--recipe", tmp_path / "r.toml", "--out", tmp_path / "o", "--quiet")
+    assert res.exit_code == 1, res.stderr  # the AUROC gate is inconclusive: it cannot pass
+    r = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert r["data"]["n"] == n and r["gates"][0]["status"] == "inconclusive"
+    assert all(m["value"] is None for m in r["metrics"] if m["name"] == "auroc")
+    assert (tmp_path / "o" / "report.html").is_file()
+
+
+def _binary_model(tmp_path):
+    (tmp_path / "net.py").write_text("import torch\ndef make():\n    return torch.nn.Linear(30, 2)\n")
+    torch.manual_seed(0)
+    torch.save(torch.nn.Linear(30, 2).state_dict(), tmp_path / "lin.pt")
+    return '[model]\nfactory = "net.py:make"\nnum_classes = 2\n[data]\nsource = "sklearn"\nname = "breast_cancer"\n'
+
+
+def test_positive_class_outside_a_binary_task_is_a_recipe_error(tmp_path):
+    (tmp_path / "r.toml").write_text(_binary_model(tmp_path) + "[performance]\npositive_class = 2\n")
+    res = run_cli("run", tmp_path / "lin.pt", "--recipe", tmp_path / "r.toml", "--out", tmp_path / "o", "--quiet")
+    _one_line(res, 2, "[performance] positive_class = 2", "classes 0 and 1")
+
+
+def test_gates_on_a_suite_that_did_not_run_block_unless_left_out_on_purpose(digits_checkpoint, tmp_path):
+    _digits_npz(tmp_path)
+    gate = '[[gates]]\nmetric = "robust_accuracy"\nparams = { norm = "linf", eps = "8/255" }\nop = ">="\nthreshold = 0.5\n'
+    base = DIGITS_MODEL + '[data]\nsource = "npz"\npath = "d.npz"\n' + PERF
+    (tmp_path / "r.toml").write_text(base + gate)
+    res = run_cli("run", digits_checkpoint, "--recipe", tmp_path / "r.toml", "--out", tmp_path / "o", "--quiet")
+    assert res.exit_code == 1
+    g = json.loads((tmp_path / "o" / "report.json").read_text())["gates"][0]
+    assert g["status"] == "not_run" and not g["excused"] and "[robustness] table" in g["message"]
+    # --suite performance leaves robustness out on purpose: the gate is reported, not blocking
+    res = run_cli("run", digits_checkpoint, "--recipe", tmp_path / "r.toml", "--out", tmp_path / "o2", "--quiet",
+                  "--suite", "performance")
+    assert res.exit_code == 0, res.stderr
+    assert run_cli("gate", tmp_path / "o2" / "report.json").exit_code == 0  # the same verdict from the file
+    # stricter release gates from a gates-only file, applied to a report without robustness: they fail
+    (tmp_path / "release.toml").write_text(gate.replace("[[gates]]", '[[gates]]\nid = "release-robustness"'))
+    (tmp_path / "ok.toml").write_text('[[gates]]\nmetric = "accuracy"\nop = ">="\nthreshold = 0.5\n')
+    assert run_cli("gate", tmp_path / "o2" / "report.json", "--recipe", tmp_path / "ok.toml").exit_code == 0
+    res = run_cli("gate", tmp_path / "o" / "report.json", "--recipe", tmp_path / "release.toml")
+    assert res.exit_code == 1 and "release-robustness" in res.stderr
+
+
+def test_gate_recipe_without_the_downgrade_decides_afresh(tmp_path):
+    (tmp_path / "net.py").write_text(
+        "import torch\nclass Net(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.lin = torch.nn.Linear(64, 10)\n    def forward(self, x):\n"
+        "        return self.lin(torch.nn.functional.dropout(x.flatten(1), 0.5, training=True))\n")
+    torch.manual_seed(0)
+    torch.save({"lin.weight": torch.randn(10, 64) * 0.3, "lin.bias": torch.zeros(10)}, tmp_path / "m.pt")
+    base = '[model]\nfactory = "net.py:Net"\nnum_classes = 10\n[data]\nsource = "sklearn"\nname = "digits"\n' + PERF
+    (tmp_path / "lenient.toml").write_text(base + '[validity]\ndowngrade = ["inference_deterministic"]\n')
+    (tmp_path / "strict.toml").write_text('[validity]\ndowngrade = []\n')
+    res = run_cli("run", tmp_path / "m.pt", "--recipe", tmp_path / "lenient.toml", "--out", tmp_path / "o", "--quiet")
+    assert res.exit_code == 0
+    assert run_cli("gate", tmp_path / "o" / "report.json").exit_code == 0
+    assert run_cli("gate", tmp_path / "o" / "report.json", "--recipe", tmp_path / "strict.toml").exit_code == 4
+
+
+def test_malformed_reports_are_user_errors(digits_checkpoint, digits_recipe, tmp_path):
+    res = run_cli("run", digits_checkpoint, "--recipe", digits_recipe, "--out", tmp_path / "o", "--quiet",
+                  "--suite", "performance")
+    assert res.exit_code == 0
+    good = json.loads((tmp_path / "o" / "report.json").read_text())
+    cases = {
+        "no_n": lambda r: r["metrics"][0].pop("n"),
+        "bad_status": lambda r: r["checks"][0].update(status="maybe"),
+        "suites_list": lambda r: r.update(suites=[]),
+        "no_recipe": lambda r: r.pop("recipe"),
+        "gate_without_severity": lambda r: r["recipe"]["gates"][0].pop("severity"),
+    }
+    for name, damage in cases.items():
+        r = json.loads(json.dumps(good))
+        damage(r)
+        (tmp_path / f"{name}.json").write_text(json.dumps(r))
+        res = run_cli("gate", tmp_path / f"{name}.json")
+        _one_line(res, 2, f"{name}.json")
+
+
+def test_single_group_attribute_makes_disparity_gates_inconclusive(digits_checkpoint, tmp_path):
+    _digits_npz(tmp_path, site=np.array(["clinic"] * 450))
+    (tmp_path / "r.toml").write_text(
+        DIGITS_MODEL + '[data]\nsource = "npz"\npath = "d.npz"\nsensitive = { site = "site" }\n'
+        '[fairness]\npositive_class = "3"\nbootstrap = 50\nthreshold_optimizer = false\n'
+        '[[gates]]\nmetric = "disparate_impact_ratio"\nparams = { attribute = "site" }\nop = ">="\nthreshold = 0.8\n')
+    res = run_cli("run", digits_checkpoint, "--recipe", tmp_path / "r.toml", "--out", tmp_path / "o", "--quiet")
+    assert res.exit_code == 1
+    g = json.loads((tmp_path / "o" / "report.json").read_text())["gates"][0]
+    assert g["status"] == "inconclusive" and "single group" in g["message"]
+
+
+def test_fgsm_alone_under_l2_is_a_recipe_error(digits_checkpoint, tmp_path):
+    _digits_npz(tmp_path)
+    (tmp_path / "r.toml").write_text(DIGITS_MODEL + '[data]\nsource = "npz"\npath = "d.npz"\n'
+                                     '[robustness]\nattacks = ["fgsm"]\nnorm = "l2"\neps = [0.5]\n')
+    res = run_cli("run", digits_checkpoint, "--recipe", tmp_path / "r.toml", "--out", tmp_path / "o", "--quiet")
+    _one_line(res, 2, "none of them attacks the l2 threat model")
+
+
+def test_csv_feature_with_missing_values_names_the_column(tmp_path):
+    (tmp_path / "net.py").write_text("import torch\ndef make():\n    return torch.nn.Linear(2, 2)\n")
+    torch.save(torch.nn.Linear(2, 2).state_dict(), tmp_path / "lin.pt")
+    (tmp_path / "d.csv").write_text("a,b,label\n0.1,,1\n0.2,,0\n0.3,0.5,1\n")
+    (tmp_path / "r.toml").write_text('[model]\nfactory = "net.py:make"\nnum_classes = 2\n[data]\nsource = "csv"\n'
+                                     'path = "d.csv"\nfeatures = ["a", "b"]\nlabel = "label"\n')
+    res = run_cli("run", tmp_path / "lin.pt", "--recipe", tmp_path / "r.toml", "--out", tmp_path / "o", "--quiet")
+    _one_line(res, 2, "feature column 'b' has missing values", "2 rows")
+
+
+def test_shipped_recipes_gate_only_what_they_run():
+    """Every gate in the shipped recipes names a suite the recipe runs (or repro, for `audit repro`)."""
+    from audit.recipe import load_recipe
+    from audit.runner import choose_suites
+
+    for path in sorted((ROOT / "recipes").glob("*.toml")):
+        recipe = load_recipe(path)
+        ran = set(choose_suites(recipe, [])) | {"repro"}
+        assert {g["suite"] for g in recipe.gates} <= ran, path
