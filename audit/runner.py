@@ -158,6 +158,9 @@ def execute(opts: RunOptions) -> tuple[dict[str, Any], int]:
     return report, report["exit_code"]
 
 
+CORE_CHECK_IDS = ("logits_not_probabilities", "inference_deterministic", "trusted_checkpoint")
+
+
 def core_validity_checks(model: Any, data: Any, logits: np.ndarray, device: Any, batch_size: int,
                          needs_logits: list[str]) -> tuple[list[Check], np.ndarray]:
     """Checks of the evaluation that every suite relies on. Returns the checks and the logits to use:

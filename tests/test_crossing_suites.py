@@ -68,3 +68,10 @@ threshold_optimizer = false
         ece = _find(r, "fairness", "group_ece", attribute="site", group=name)
         assert ece["value"] == pytest.approx(cal.ece(t.probs[member], t["label"][member], n_bins=15), abs=1e-12)
         assert ece["n"] == int(member.sum())
+    # every check the run recorded is declared, so [validity] downgrade can name it (and the docs list it)
+    from audit.runner import CORE_CHECK_IDS
+    from audit.suites import all_suites
+
+    declared = set(CORE_CHECK_IDS) | {c for s in all_suites() for c in s.check_ids}
+    assert {c["id"] for c in r["checks"]} <= declared
+    assert {"gradients_not_masked", "pgd_converged"} <= {c["id"] for c in r["checks"]}

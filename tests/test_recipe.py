@@ -91,3 +91,9 @@ def test_recipe_reference_is_up_to_date():
     from audit.recipe.docs import render
 
     assert (ROOT / "docs" / "recipe.md").read_text() == render(), "run `make docs` to regenerate docs/recipe.md"
+
+
+def test_downgrade_of_an_unknown_check_is_an_error(write_recipe):
+    msg = _load_error(write_recipe, BASE + '\n[validity]\ndowngrade = ["inference_determinstic"]\n')
+    assert "[validity] downgrade: unknown check 'inference_determinstic'" in msg
+    assert "did you mean 'inference_deterministic'" in msg

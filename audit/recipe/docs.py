@@ -76,7 +76,24 @@ def render() -> str:
             lines.append(f"| `{name}` | {params} | {spec.doc} |")
         lines.append("")
     parts.append("\n".join(lines).rstrip())
+    parts.append(_checks())
     return "\n\n".join(parts) + "\n"
+
+
+def _checks() -> str:
+    """The validity checks a run can record: what [validity] downgrade may name."""
+    from audit.runner import CORE_CHECK_IDS
+    from audit.suites import all_suites
+
+    lines = ["## Validity checks", "",
+             "Checks of the evaluation itself, recorded as `{id, suite, status, message}`. A `fail` makes the run "
+             "invalid (exit 4) unless `[validity] downgrade` names the check.", "",
+             "| suite | check ids |", "|---|---|",
+             f"| core (every run) | {', '.join(f'`{c}`' for c in CORE_CHECK_IDS)} |"]
+    for suite in all_suites():
+        if suite.check_ids:
+            lines.append(f"| {suite.name} | {', '.join(f'`{c}`' for c in suite.check_ids)} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":  # pragma: no cover

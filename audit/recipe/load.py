@@ -88,7 +88,18 @@ def validate_recipe(raw: dict[str, Any], path: Path, gates_only: bool = False) -
     recipe = Recipe(path=path, sections=out, gates=gates, present=set(raw) - {GATE.name}, raw=raw)
     _check_gates(recipe)
     _check_run(recipe)
+    _check_downgrades(recipe)
     return recipe
+
+
+def _check_downgrades(recipe: Recipe) -> None:
+    from audit.runner import CORE_CHECK_IDS
+    from audit.suites import all_suites
+
+    known = list(CORE_CHECK_IDS) + [c for s in all_suites() for c in s.check_ids]
+    for c in recipe.sections["validity"]["downgrade"]:
+        if c not in known:
+            raise RecipeError(f"{recipe.path}: [validity] downgrade: unknown check {c!r} {suggest(c, known)}")
 
 
 def _check_run(recipe: Recipe) -> None:

@@ -63,6 +63,8 @@ class Suite:
     # Suites whose numbers are wrong on a softmax output (attacks follow logit gradients) make the
     # core check logits_not_probabilities fail instead of warn.
     needs_logits: bool = False
+    # Ids of the validity checks the suite can record (what [validity] downgrade may name).
+    check_ids: tuple[str, ...] = ()
     # A suite with its own command (``audit repro``): it declares a recipe section and metrics (so gates
     # can name them) but `audit run` never runs it; ``run`` is not called.
     command_only: bool = False

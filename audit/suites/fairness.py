@@ -562,4 +562,4 @@ def _threshold_optimizer(res: SuiteResult, y: np.ndarray, pred: np.ndarray, prob
     return out
 
 
-SUITE = Suite("fairness", SECTION.doc, SECTION, METRICS, run)
+SUITE = Suite("fairness", SECTION.doc, SECTION, METRICS, run, check_ids=("sensitive_attributes",))

@@ -605,4 +605,8 @@ def _large_eps(c: _Ctx, sub: np.ndarray, details: dict[str, Any], record: Any) -
         record("large_eps_reaches_chance", K.large_eps_reaches_chance(results, cfg["chance_margin"], steps, len(sub)))
 
 
-SUITE = Suite("robustness", SECTION.doc, SECTION, METRICS, run, needs_logits=True)
+CHECK_IDS = ("perturbation_within_eps", "adversarial_within_bounds", "gradients_not_masked",
+             "accuracy_non_increasing_in_eps", "pgd_stronger_than_fgsm", "large_eps_reaches_chance",
+             "attack_stronger_than_noise", "pgd_converged")
+
+SUITE = Suite("robustness", SECTION.doc, SECTION, METRICS, run, needs_logits=True, check_ids=CHECK_IDS)
