@@ -97,3 +97,23 @@ def test_downgrade_of_an_unknown_check_is_an_error(write_recipe):
     msg = _load_error(write_recipe, BASE + '\n[validity]\ndowngrade = ["inference_determinstic"]\n')
     assert "[validity] downgrade: unknown check 'inference_determinstic'" in msg
     assert "did you mean 'inference_deterministic'" in msg
+
+
+@pytest.mark.parametrize("params, fragment", [
+    ('{ average = "macr" }', "average = 'macr' is not one of 'macro', 'weighted', 'micro'"),
+    ("{ average = 5 }", "average = 5 is not one of"),
+    ('{ average = ["macro"] }', "expected a string or a number"),
+    ('{ class = "eleven" }', "class = 'eleven' is not one of '0', '1'"),
+])
+def test_gate_param_values_are_checked_before_the_run(write_recipe, params, fragment):
+    msg = _load_error(write_recipe, BASE + f'\n[[gates]]\nmetric = "f1"\nparams = {params}\nop = ">="\nthreshold = 0.9\n')
+    assert "[[gates]] #1 params" in msg and fragment in msg, msg
+
+
+def test_gate_param_values_of_other_suites(write_recipe):
+    msg = _load_error(write_recipe, BASE + '\n[[gates]]\nmetric = "ece"\nparams = { binning = "equal_widht", kind = '
+                      '"top_label" }\nop = "<="\nthreshold = 0.1\n')
+    assert "binning = 'equal_widht' is not one of 'equal_width', 'equal_mass'" in msg
+    msg = _load_error(write_recipe, BASE + '\n[[gates]]\nmetric = "robust_accuracy"\nparams = { norm = "Linf", eps = '
+                      '"8/255" }\nop = ">="\nthreshold = 0.5\n')
+    assert "norm = 'Linf' is not one of 'linf', 'l2'" in msg

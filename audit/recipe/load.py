@@ -155,6 +155,7 @@ def _check_gates(recipe: Recipe) -> None:
             if p not in spec.params and not spec.extra_params:
                 allowed = ", ".join(spec.params) or "none"
                 raise RecipeError(f"{where} params: metric {name!r} has no parameter {p!r} (parameters: {allowed})")
+        _check_param_values(g["params"], spec, recipe, where)
         g["suite"] = owner
         g["name"] = name
         if g["id"] is None:
@@ -163,6 +164,21 @@ def _check_gates(recipe: Recipe) -> None:
     dup = {x for x in ids if ids.count(x) > 1}
     if dup:
         raise RecipeError(f"{recipe.path}: [[gates]] ids must be unique; repeated: {', '.join(sorted(dup))}")
+
+
+def _check_param_values(params: dict[str, Any], spec: Any, recipe: Recipe, where: str) -> None:
+    """Values from a closed set (an average, a binning, a norm, a class) are checked now, not after the run."""
+    from audit.report.gates import same_param
+
+    for p, value in params.items():
+        if isinstance(value, (list, dict)) or isinstance(value, bool):
+            raise RecipeError(f"{where} params: {p} = {value!r}: expected a string or a number")
+        allowed: tuple[str, ...] | None = spec.choices.get(p)
+        if p == "class" and recipe.sections.get("model", {}).get("num_classes"):
+            model = recipe.sections["model"]
+            allowed = tuple(model["class_names"] or [str(k) for k in range(model["num_classes"])])
+        if allowed is not None and not any(same_param(value, a) for a in allowed):
+            raise RecipeError(f"{where} params: {p} = {value!r} is not one of {', '.join(map(repr, allowed))}")
 
 
 def gate_id(g: dict[str, Any]) -> str:

@@ -35,6 +35,8 @@ class MetricSpec:
     # The metric summarises another metric (named by its ``metric`` param) and also takes that metric's
     # own params, e.g. repro.seed_std with { metric = "performance.f1", average = "macro" }.
     extra_params: bool = False
+    # Params whose values form a closed set: a gate naming another value is a recipe error (exit 2).
+    choices: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass

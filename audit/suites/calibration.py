@@ -96,15 +96,16 @@ SECTION = Section(
 
 _BIN = "'equal_width' | 'equal_mass'"
 _KIND = "'top_label' | 'classwise'"
+_BIN_KIND = {"binning": ("equal_width", "equal_mass"), "kind": ("top_label", "classwise")}
 METRICS = {
     "ece": MetricSpec("Expected calibration error (sum over bins of bin share times |accuracy - confidence|); "
                       "read it next to ece_reference, the ECE of a perfectly calibrated model at this n.",
-                      {"binning": _BIN, "kind": _KIND}),
+                      {"binning": _BIN, "kind": _KIND}, choices=_BIN_KIND),
     "mce": MetricSpec("Maximum calibration error: the largest |accuracy - confidence| over non-empty bins "
-                      "(driven by the thinnest bin).", {"binning": _BIN, "kind": _KIND}),
+                      "(driven by the thinnest bin).", {"binning": _BIN, "kind": _KIND}, choices=_BIN_KIND),
     "ece_reference": MetricSpec("Mean ECE a perfectly calibrated model with these probabilities would show "
                                 "at this n (interval: its 95% range over seeded label draws).",
-                                {"binning": _BIN, "kind": _KIND}),
+                                {"binning": _BIN, "kind": _KIND}, choices=_BIN_KIND),
     "brier": MetricSpec("Multiclass Brier score sum_k (p_k - 1[y = k])^2, averaged over examples, in [0, 2] "
                         "(twice scikit-learn's binary brier_score_loss)."),
     "nll": MetricSpec("Negative log-likelihood (cross-entropy, natural log) of the true labels."),

@@ -45,19 +45,22 @@ SECTION = Section(
 _AVG = "'macro' | 'weighted' | 'micro' (or use class)"
 _AVG_RANK = "'macro' | 'weighted' (or use class)"
 _CLASS = "a class name (see [model] class_names; default the class index as a string)"
+_AVGS = ("macro", "weighted", "micro")
+_AVGS_RANK = ("macro", "weighted")
 
 METRICS = {
     "accuracy": MetricSpec("Fraction of examples predicted correctly."),
     "balanced_accuracy": MetricSpec("Mean recall over the classes present (robust to imbalance)."),
     "mcc": MetricSpec("Matthews correlation coefficient (multiclass form), in [-1, 1]."),
     "majority_baseline": MetricSpec("Accuracy of always predicting the most frequent class."),
-    "precision": MetricSpec("Precision.", {"average": _AVG, "class": _CLASS}),
-    "recall": MetricSpec("Recall (true positive rate).", {"average": _AVG, "class": _CLASS}),
-    "f1": MetricSpec("F1 score.", {"average": _AVG, "class": _CLASS}),
+    "precision": MetricSpec("Precision.", {"average": _AVG, "class": _CLASS}, choices={"average": _AVGS}),
+    "recall": MetricSpec("Recall (true positive rate).", {"average": _AVG, "class": _CLASS}, choices={"average": _AVGS}),
+    "f1": MetricSpec("F1 score.", {"average": _AVG, "class": _CLASS}, choices={"average": _AVGS}),
     "auroc": MetricSpec("Area under the ROC curve (binary: of positive_class; multiclass: one-vs-rest).",
-                        {"average": _AVG_RANK, "class": _CLASS}),
+                        {"average": _AVG_RANK, "class": _CLASS}, choices={"average": _AVGS_RANK}),
     "average_precision": MetricSpec("Average precision (area under the PR curve); its chance level is the "
-                                    "prevalence.", {"average": _AVG_RANK, "class": _CLASS}),
+                                    "prevalence.", {"average": _AVG_RANK, "class": _CLASS},
+                                    choices={"average": _AVGS_RANK}),
     "prevalence": MetricSpec("Share of examples in a class: the average precision of a random scorer.",
                              {"class": _CLASS}),
 }
