@@ -202,3 +202,12 @@ def test_model_output_shape_mismatch(env):
                                      + '[data]\nsource = "npz"\npath = "data.npz"\n')
     res = run_cli("run", tmp_path / "lin.pt", "--recipe", tmp_path / "r.toml", "--out", tmp_path / "o", "--quiet")
     _err(res, "outputs of shape (2, 3)", "expected (2, 4)", "num_classes = 4")
+
+
+def test_sensitive_and_normalisation_shape_errors(env):
+    tmp_path, x, y, sex = env
+    np.savez(tmp_path / "bad.npz", x=x, y=y, sex=np.stack([sex, sex], axis=1))
+    _err(_run(tmp_path, '[data]\nsource = "npz"\npath = "bad.npz"\nsensitive = { sex = "sex" }\n'),
+         "sensitive attribute 'sex' must hold one value per example (1-D)", "(50, 2)")
+    res = _run(tmp_path, '[data]\nsource = "npz"\npath = "data.npz"\n', extra_model="\nmean = [0.5, 0.5]\nstd = [1.0, 1.0]")
+    _err(res, "[model] mean has 2 values but the inputs have 4 along dimension 1")

@@ -285,6 +285,9 @@ def _validate(x: np.ndarray, y: np.ndarray, sensitive: dict[str, np.ndarray], in
     if out.any():
         raise DataError(f"{where}: labels outside [0, {k}) ([model] num_classes = {k}) in {_rows(out, index)}")
     for name, s in sensitive.items():
+        if np.ndim(s) != 1:
+            raise DataError(f"{where}: sensitive attribute {name!r} must hold one value per example (1-D), got shape "
+                            f"{np.shape(s)}")
         if len(s) != n:
             raise DataError(f"{where}: sensitive attribute {name!r} has {len(s)} values but the data has {n} rows")
         s_missing = _missing(s)
@@ -304,6 +307,12 @@ def _validate(x: np.ndarray, y: np.ndarray, sensitive: dict[str, np.ndarray], in
                 raise DataError(f"{where}: each example has shape {tuple(x.shape[1:])}, which cannot be reshaped to "
                                 f"[model] input_shape = {shape}")
             x = flat.reshape(n, *shape)
+    for key in ("mean", "std"):
+        values = model[key]
+        if values is not None and len(values) > 1 and (x.ndim < 2 or x.shape[1] != len(values)):
+            channels = x.shape[1] if x.ndim >= 2 else 1
+            raise DataError(f"[model] {key} has {len(values)} values but the inputs have {channels} along dimension 1 "
+                            f"(example shape {tuple(x.shape[1:])}): give one value per channel, or one for all")
     return np.ascontiguousarray(x), y, sensitive, np.asarray(index, dtype=np.int64)
 
 

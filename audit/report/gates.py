@@ -88,7 +88,8 @@ def evaluate_gate(gate: dict[str, Any], metrics: list[dict[str, Any]], suites_ru
     value = rec[gate["use"]]
     out["value"], out["n"], out["params"] = value, rec["n"], dict(rec["params"])
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        why = "the interval was not computed (bootstrap = 0?)" if gate["use"] != "value" else "the metric is undefined"
+        why = (f"the record has no {gate['use']}: no interval was computed for it (a bootstrap of 0, or a metric "
+               "reported without one)") if gate["use"] != "value" else "the metric is undefined"
         out.update(status="inconclusive", message=why)
         return out
     if rec.get("inconclusive"):
