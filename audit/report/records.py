@@ -9,12 +9,22 @@ from typing import Any, Literal
 CheckStatus = Literal["pass", "warn", "fail"]
 
 
-def _num(v: Any) -> Any:
-    """JSON has no NaN/Inf: undefined numbers are written as null."""
+def finite_or_none(v: Any) -> float | None:
+    """A number at full precision, or None where it is undefined (JSON has no NaN/Inf: null)."""
     if v is None:
         return None
     v = float(v)
     return v if math.isfinite(v) else None
+
+
+def rounded(v: Any, digits: int = 6) -> float | None:
+    """Like finite_or_none, rounded: for tables and curves shown to people (metric records keep full
+    precision)."""
+    v = finite_or_none(v)
+    return None if v is None else round(v, digits)
+
+
+_num = finite_or_none
 
 
 @dataclass

@@ -33,7 +33,8 @@ import numpy as np
 from audit.errors import RecipeError
 from audit.metrics import calibration as K
 from audit.recipe.fields import Field, FieldError, Section, p_bool, p_float, p_int, p_list, p_str
-from audit.report.records import SuiteResult
+# _v: full precision for metric records; _r: rounded, for tables shown to people
+from audit.report.records import SuiteResult, finite_or_none as _v, rounded as _r
 from audit.seeding import rng
 from audit.suites.base import MetricSpec, RunContext, Suite
 
@@ -117,14 +118,6 @@ METRICS = {
     "nll_before_temperature": MetricSpec("NLL on the temperature evaluation split, T = 1."),
     "nll_after_temperature": MetricSpec("NLL on the temperature evaluation split at the fitted T."),
 }
-
-
-def _r(v: Any) -> float | None:
-    return None if v is None or not np.isfinite(v) else round(float(v), 6)
-
-
-def _v(v: Any) -> float | None:
-    return None if v is None or not np.isfinite(v) else float(v)
 
 
 def _bins_json(b: K.ReliabilityBins) -> dict[str, Any]:

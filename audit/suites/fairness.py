@@ -44,7 +44,8 @@ from audit.errors import RecipeError
 from audit.metrics import calibration as CAL
 from audit.metrics import fairness as F
 from audit.recipe.fields import Field, FieldError, Section, p_bool, p_float, p_int, p_list, p_str
-from audit.report.records import SuiteResult
+# _v: full precision for metric records; _r: rounded, for tables shown to people
+from audit.report.records import SuiteResult, finite_or_none as _v, rounded as _r
 from audit.seeding import rng
 from audit.suites.base import MetricSpec, RunContext, Suite
 
@@ -173,14 +174,6 @@ INTERVAL_SENTENCE = (
 UNDEFINED_SENTENCE = (
     "A rate that is 0/0 in a group (e.g. a TPR where the group has no positives) is reported as undefined and "
     "left out of the disparities; fairlearn reports 0 there, which would make that group the worst one.")
-
-
-def _r(v: Any) -> float | None:
-    return None if v is None or not np.isfinite(v) else round(float(v), 6)
-
-
-def _v(v: Any) -> float | None:
-    return None if v is None or not np.isfinite(v) else float(v)
 
 
 # ------------------------------------------------------------------------------------------------ groups

@@ -15,7 +15,8 @@ from audit.errors import RecipeError
 from audit.metrics import classification as C
 from audit.metrics.bootstrap import multinomial_confusions, percentile_interval
 from audit.recipe.fields import Field, Section, p_float, p_int
-from audit.report.records import SuiteResult
+# _v: full precision for metric records; _r: rounded, for tables shown to people
+from audit.report.records import SuiteResult, finite_or_none as _v, rounded as _r
 from audit.seeding import rng
 from audit.suites.base import MetricSpec, RunContext, Suite
 
@@ -152,15 +153,6 @@ def evaluate(y: np.ndarray, pred: np.ndarray, probs: np.ndarray, names: list[str
         res.notes.append(f"No examples of class {', '.join(missing)} in the data: their recall, AUROC and "
                          "average precision are undefined and left out of the averages.")
     return res
-
-
-def _r(v: float) -> float | None:
-    """Rounded, for tables and curves shown to people (metric records keep full precision)."""
-    return None if not np.isfinite(v) else round(float(v), 6)
-
-
-def _v(v: float) -> float | None:
-    return None if not np.isfinite(v) else float(v)
 
 
 def _ranking(res: SuiteResult, y: np.ndarray, probs: np.ndarray, names: list[str], cfg: dict[str, Any],

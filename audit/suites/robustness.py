@@ -58,7 +58,8 @@ from audit.attacks.config import (
 from audit.errors import RecipeError
 from audit.metrics import robustness as R
 from audit.recipe.fields import Field, FieldError, Section, p_bool, p_float, p_int, p_list, p_number_or_fraction, p_str
-from audit.report.records import SuiteResult
+# _v: full precision for metric records; _r: rounded, for tables shown to people
+from audit.report.records import SuiteResult, finite_or_none as _v, rounded as _r
 from audit.seeding import rng
 from audit.suites import robustness_checks as K
 from audit.suites.base import MetricSpec, RunContext, Suite
@@ -227,22 +228,6 @@ DETERMINISM = (
     "autoattack_chunk, independent of batch_size; its components draw randomness per chunk, so an example's "
     "result may change when the set of examples changes (another [data] limit, or sharding). Noise: per example "
     "and draw, from the master seed and the global index.")
-
-
-def _v(v: Any) -> float | None:
-    """Full precision for metric records (None where undefined)."""
-    if v is None:
-        return None
-    v = float(v)
-    return v if math.isfinite(v) else None
-
-
-def _r(v: Any, digits: int = 6) -> float | None:
-    """Rounded, for tables shown to people."""
-    if v is None:
-        return None
-    v = float(v)
-    return round(v, digits) if math.isfinite(v) else None
 
 
 class _Ctx:
