@@ -44,6 +44,8 @@ def _load_error(write_recipe, text: str) -> str:
     (BASE + '\n[[gates]]\nmetric = "accuracy"\nop = ">="\nthreshold = 0.9\nuse = "low"\n', ["use", "'ci_low'"]),
     (BASE + '\n[gates]\nmetric = "accuracy"\n', ["must be an array of tables", "[[gates]]"]),
     (BASE.replace("factory = ", "factory = 3 #"), ["factory", "module:callable"]),
+    (BASE + '\n[robustness]\nnorm = "linf"\nlarge_eps = { l2 = 4.0 }\n',
+     ["[robustness]", "large_eps has a value for norm 'l2', which is not run"]),
 ])
 def test_recipe_errors_name_file_key_and_expectation(write_recipe, text, fragments):
     msg = _load_error(write_recipe, text)

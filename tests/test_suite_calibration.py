@@ -99,6 +99,9 @@ def test_credit_calibration_and_its_gate(tmp_path):
     even = t["index"] % 2 == 0
     tt = r["suites"]["calibration"]["tables"]["temperature"]
     assert tt["n_fit"] == even.sum() and tt["split"].startswith("recipe")
+    # the file lists indices of the whole data set: those outside the test split are ignored, and said so
+    note = f"temperature_fit_indices: {500 - int(even.sum())} of the listed indices name no evaluated example"
+    assert any(n.startswith(note) for n in r["suites"]["calibration"]["notes"]), r["suites"]["calibration"]["notes"]
     T = K.fit_temperature(t["logits"][even], t["label"][even])
     assert tt["temperature"] == pytest.approx(T, rel=1e-5)
     assert _rec(r, "nll_after_temperature")["value"] == pytest.approx(
@@ -135,3 +138,8 @@ def test_bad_calibration_split_is_a_usage_error(digits_checkpoint, tmp_path):
     res = run_cli("run", digits_checkpoint, "--recipe", tmp_path / "r.toml", "--out", tmp_path / "o", "--quiet",
                   "--suite", "calibration")
     assert res.exit_code == 2 and "temperature_fit_indices" in res.stderr and "not found" in res.stderr
+    np.save(tmp_path / "fit.npy", np.array([0.5, 1.0, 2.0]))  # fractions, not indices
+    (tmp_path / "r2.toml").write_text(text.replace("missing.txt", "fit.npy"))
+    res = run_cli("run", digits_checkpoint, "--recipe", tmp_path / "r2.toml", "--out", tmp_path / "o2", "--quiet",
+                  "--suite", "calibration")
+    assert res.exit_code == 2 and "expected integer example indices, got float64 values" in res.stderr, res.stderr

@@ -259,3 +259,21 @@ def test_crossing_with_robustness_columns_on_a_synthetic_table():
         rec = [x for x in res.metrics if x.name == "group_noise_accuracy" and x.params["group"] == name][0]
         assert rec.value == pytest.approx(np.mean(t["noise:gaussian:0.1:correct"][m] / 4))
     assert FS.crossing_columns(t, None) == []
+
+
+def test_reference_table_names_a_group_per_attribute_and_typos_are_errors(credit_checkpoint, write_recipe, tmp_path):
+    base = CREDIT.replace('reference = "largest"', 'reference = { sex = "female" }')
+    res = run_cli("run", credit_checkpoint, "--recipe", write_recipe(base), "--out", tmp_path / "ok", "--quiet",
+                  "--suite", "fairness")
+    assert res.exit_code in (0, 1), res.stderr
+    tables = json.loads((tmp_path / "ok" / "report.json").read_text())["suites"]["fairness"]["tables"]
+    by_attr = {t["attribute"]: t for t in tables["attributes"]}
+    assert by_attr["sex"]["four_fifths"]["reference"] == "female"  # the named group, not the largest (male)
+    assert by_attr["age"]["reference_rule"] == "largest"  # attributes the table leaves out keep the default
+    for ref, fragment in [('{ sex = "femal" }', "'femal' is not a group of 'sex' (groups: female, male)"),
+                          ('{ gender = "female" }', "'gender' is not an analysed attribute (analysed: sex, age, sex&age)")]:
+        res = run_cli("run", credit_checkpoint, "--recipe",
+                      write_recipe(CREDIT.replace('reference = "largest"', f"reference = {ref}"), "bad.toml"),
+                      "--out", tmp_path / "bad", "--quiet", "--suite", "fairness")
+        assert res.exit_code == 2 and fragment in res.stderr and "[fairness] reference" in res.stderr, res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad" / "report.json").exists()

@@ -13,20 +13,35 @@ from typing import Callable
 import numpy as np
 
 
-def percentile_interval(replicates: np.ndarray, confidence: float = 0.95, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile bootstrap interval: the (1-c)/2 and (1+c)/2 quantiles of the replicates, NaNs ignored.
+def percentile_interval(replicates: np.ndarray, confidence: float = 0.95, axis: int = 0
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap interval: the (1-c)/2 and (1+c)/2 quantiles of the replicates along ``axis``,
+    NaNs ignored (all-NaN slices give NaN).
 
-    Reference: Efron & Tibshirani, An Introduction to the Bootstrap (1993), section 13.3.
+    The numbers of ``np.nanquantile`` (linear interpolation, Hyndman & Fan 1996 definition 7), from one
+    sort of the whole array instead of its per-slice ``apply_along_axis``, which dominated the bootstrap's
+    run time with many statistics. Reference: Efron & Tibshirani, An Introduction to the Bootstrap
+    (1993), section 13.3.
     """
+    r = np.moveaxis(np.asarray(replicates, dtype=np.float64), axis, 0)
+    b = r.shape[0]
+    # Sorting contiguous rows of the transpose is faster than along a strided first axis; NaN sorts last.
+    srt = np.moveaxis(np.sort(np.moveaxis(r, 0, -1).copy(), axis=-1), -1, 0)
+    m = (~np.isnan(r)).sum(0)
     alpha = (1.0 - confidence) / 2.0
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices give NaN, which is what we want
-            lo = np.nanquantile(replicates, alpha, axis=axis)
-            hi = np.nanquantile(replicates, 1.0 - alpha, axis=axis)
-    return lo, hi
+    out = []
+    for q in (alpha, 1.0 - alpha):
+        pos = q * (np.maximum(m, 1) - 1)
+        i0 = np.floor(pos).astype(np.int64)
+        i1 = np.minimum(i0 + 1, np.maximum(m - 1, 0))
+        t = pos - i0
+        a = np.take_along_axis(srt, i0[None], axis=0)[0] if b else np.full(m.shape, np.nan)
+        c = np.take_along_axis(srt, i1[None], axis=0)[0] if b else np.full(m.shape, np.nan)
+        d = c - a
+        # numpy's _lerp: interpolate from the nearer end, so t = 0 and t = 1 return the data exactly.
+        v = np.where(t >= 0.5, c - d * (1.0 - t), a + d * t)
+        out.append(np.where(m > 0, v, np.nan)[()])  # [()]: a numpy scalar for 1-D input
+    return out[0], out[1]
 
 
 def multinomial_confusions(cm: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:

@@ -46,6 +46,8 @@ from typing import Literal
 
 import numpy as np
 
+from audit.metrics.bootstrap import percentile_interval
+
 
 CELLS: tuple[str, ...] = ("tn", "fp", "fn", "tp")
 RATES: tuple[str, ...] = ("selection_rate", "accuracy", "tpr", "fpr", "fnr", "precision", "fdr", "for",
@@ -321,35 +323,6 @@ def bootstrap_group_counts(counts: np.ndarray, n_boot: int, rng: np.random.Gener
     return rng.multinomial(n, pvals, size=(int(n_boot), c.shape[0]))
 
 
-def nan_percentile_interval(replicates: np.ndarray, confidence: float = 0.95
-                            ) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile interval over axis 0 ignoring NaN: the same numbers as
-    :func:`audit.metrics.bootstrap.percentile_interval` (``np.nanquantile``, linear interpolation), from
-    one sort of the whole array instead of ``np.nanquantile``'s per-column ``apply_along_axis``, which
-    dominated the bootstrap's run time. All-NaN columns give NaN. Reference: Efron & Tibshirani (1993),
-    sec. 13.3; Hyndman & Fan (1996) definition 7 for the interpolation.
-    """
-    r = np.asarray(replicates, dtype=np.float64)
-    b = r.shape[0]
-    # Sorting contiguous rows of the transpose is faster than along a strided first axis.
-    srt = np.moveaxis(np.sort(np.moveaxis(r, 0, -1).copy(), axis=-1), -1, 0)  # NaN last
-    m = (~np.isnan(r)).sum(0)
-    alpha = (1.0 - confidence) / 2.0
-    out = []
-    for q in (alpha, 1.0 - alpha):
-        pos = q * (np.maximum(m, 1) - 1)
-        i0 = np.floor(pos).astype(np.int64)
-        i1 = np.minimum(i0 + 1, np.maximum(m - 1, 0))
-        t = pos - i0
-        a = np.take_along_axis(srt, i0[None], axis=0)[0] if b else np.full(m.shape, np.nan)
-        c = np.take_along_axis(srt, i1[None], axis=0)[0] if b else np.full(m.shape, np.nan)
-        d = c - a
-        # numpy's _lerp: interpolate from the nearer end, so t = 0 and t = 1 return the data exactly.
-        v = np.where(t >= 0.5, c - d * (1.0 - t), a + d * t)
-        out.append(np.where(m > 0, v, np.nan))
-    return out[0], out[1]
-
-
 def simultaneous_band(replicates: np.ndarray, point: np.ndarray, confidence: float = 0.95
                       ) -> tuple[np.ndarray, np.ndarray]:
     """A simultaneous bootstrap band ``[L_j, U_j]`` for several statistics at once, shape ``(M,)`` each.
@@ -581,11 +554,11 @@ def fairness_from_counts(counts: np.ndarray, *, min_group_size: int = 30,
             raise ValueError("n_boot > 0 needs a seeded numpy Generator (audit.seeding.rng)")
         boot = group_rates(bootstrap_group_counts(counts, n_boot, rng))
         for k in RATES:
-            rate_ci[k] = nan_percentile_interval(boot[k], confidence)
+            rate_ci[k] = percentile_interval(boot[k], confidence)
         if interval == "percentile":
             reps = disparities(boot, ref)
             for k in DISPARITIES:
-                lo, hi = nan_percentile_interval(reps[k], confidence)
+                lo, hi = percentile_interval(reps[k], confidence)
                 disp_ci[k] = (float(lo), float(hi))
         else:
             for cols in (("selection_rate",), ("tpr",), ("precision",), ("tpr", "fpr")):
@@ -658,6 +631,6 @@ __all__ = [
     "CELLS", "RATES", "DISPARITIES", "Disparity", "FourFifths", "FairnessResult", "binarize",
     "intersect_groups", "group_confusion", "group_rates", "rate_denominators", "range_difference",
     "range_ratio", "reference_group", "disparate_impact_ratios", "disparate_impact_min_ratio",
-    "disparities", "bootstrap_group_counts", "nan_percentile_interval", "simultaneous_band", "small_groups",
+    "disparities", "bootstrap_group_counts", "simultaneous_band", "small_groups",
     "fairness_from_counts", "fairness_audit",
 ]

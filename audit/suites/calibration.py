@@ -88,8 +88,9 @@ SECTION = Section(
               "evaluates it.", default=0.5, parse=p_float(0.05, 0.95), example="0.5"),
         Field("temperature_fit_indices", "path",
               "A calibration split named by the user instead of the random split: a .npy or text file of "
-              "global example indices (relative to the recipe) that fit the temperature; every other "
-              "example evaluates it.", parse=p_str(what="a path"), example='"calib_indices.txt"'),
+              "global example indices (the 'index' column of examples.npz; the file is relative to the recipe) "
+              "that fit the temperature; every other example evaluates it. Indices of examples outside the "
+              "evaluated split are ignored, and the report says how many.", parse=p_str(what="a path"), example='"calib_indices.txt"'),
     ),
     post=_post,
     example="[calibration]\nbins = 15\nbinning = [\"equal_width\", \"equal_mass\"]\nreference_draws = 1000",
@@ -127,14 +128,21 @@ def _bins_json(b: K.ReliabilityBins) -> dict[str, Any]:
 
 
 def run(ctx: RunContext, cfg: dict[str, Any]) -> SuiteResult:
-    fit_mask = None
+    fit_mask, outside = None, 0
     if cfg["temperature_fit_indices"]:
-        fit_mask = _fit_mask(ctx, cfg["temperature_fit_indices"])
+        fit_mask, outside = _fit_mask(ctx, cfg["temperature_fit_indices"])
     k = int(ctx.recipe.section("model")["num_classes"])
-    return evaluate(ctx.table["logits"], ctx.table["label"], cfg, ctx.seed, k, fit_mask)
+    res = evaluate(ctx.table["logits"], ctx.table["label"], cfg, ctx.seed, k, fit_mask)
+    if outside:
+        # Said, not dropped quietly: a file for the whole data set is fine, but a 1-based or other-split
+        # file would fit the temperature on a different set than the user believes.
+        res.notes.append(f"temperature_fit_indices: {outside} of the listed indices name no evaluated example "
+                         "(not in this split) and were ignored; indices are the 'index' column of examples.npz.")
+    return res
 
 
-def _fit_mask(ctx: RunContext, rel: str) -> np.ndarray:
+def _fit_mask(ctx: RunContext, rel: str) -> tuple[np.ndarray, int]:
+    """The fit split as a mask over the table, and how many listed indices are not in the table."""
     path = ctx.recipe.resolve(rel)
     where = f"{ctx.recipe.path}: [calibration] temperature_fit_indices = {rel!r}"
     if not Path(path).is_file():
@@ -143,11 +151,16 @@ def _fit_mask(ctx: RunContext, rel: str) -> np.ndarray:
         idx = np.load(path, allow_pickle=False) if str(path).endswith(".npy") else np.loadtxt(path, dtype=np.int64, ndmin=1)
     except (ValueError, OSError) as e:
         raise RecipeError(f"{where}: expected a .npy array or a text file of integer example indices ({e})") from None
-    mask = np.isin(ctx.table["index"], np.asarray(idx, dtype=np.int64).reshape(-1))
+    idx = np.asarray(idx).reshape(-1)
+    if idx.size and not np.issubdtype(idx.dtype, np.integer):
+        raise RecipeError(f"{where}: expected integer example indices, got {idx.dtype} values")
+    idx = idx.astype(np.int64)
+    mask = np.isin(ctx.table["index"], idx)
+    outside = int(len(np.setdiff1d(idx, ctx.table["index"])))
     if not mask.any() or mask.all():
         raise RecipeError(f"{where}: the indices select {int(mask.sum())} of {len(mask)} evaluated examples; "
                           "both the fit and the evaluation split need examples")
-    return mask
+    return mask, outside
 
 
 def evaluate(logits: np.ndarray, y: np.ndarray, cfg: dict[str, Any], seed: int, k: int | None = None,

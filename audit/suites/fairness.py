@@ -86,8 +86,9 @@ SECTION = Section(
               default=False, parse=p_bool, example="true"),
         Field("reference", "'largest' | 'highest' | group name | table attribute -> group",
               "Reference group of the four-fifths ratios: the largest group, the group with the highest "
-              "selection rate (the EEOC rule's wording), or a named group (per attribute with a table; a name "
-              "missing from an attribute falls back to the largest group, with a note).", default="largest",
+              "selection rate (the EEOC rule's wording), or a named group: a plain name applies to every "
+              "attribute that has such a group (the others fall back to the largest group, with a note); a table "
+              "names one group per attribute, and a name that is not a group of its attribute is an error.", default="largest",
               parse=_p_reference, example='{ sex = "male" }'),
         Field("positive_class", "class index or class name",
               "The favourable outcome. Binary tasks: default 1. Multiclass tasks must name the class to audit "
@@ -220,7 +221,8 @@ def _positive_class(cfg: dict[str, Any], names: list[str], where: str) -> int:
 
 def _reference(cfg: dict[str, Any], attr: str, names: list[str], notes: list[str]) -> int | str:
     ref = cfg["reference"]
-    if isinstance(ref, dict):
+    named = isinstance(ref, dict)
+    if named:
         if attr not in ref:
             return "largest"
         ref = ref[attr]
@@ -228,6 +230,8 @@ def _reference(cfg: dict[str, Any], attr: str, names: list[str], notes: list[str
         return ref
     if ref in names:
         return names.index(ref)
+    if named:  # a table names one attribute's group: a name that is not one of its groups is a typo
+        raise ValueError(f"reference {ref!r} is not a group of '{attr}' (groups: {', '.join(names)})")
     notes.append(f"Reference group {ref!r} is not a group of '{attr}' ({', '.join(names)}): the largest group is "
                  "the reference instead.")
     return "largest"
@@ -257,11 +261,28 @@ def run(ctx: RunContext, cfg: dict[str, Any]) -> SuiteResult:
         if a not in available:
             raise RecipeError(f"{where} attributes: {a!r} is not a sensitive attribute of the data "
                               f"(available: {', '.join(available)})")
+    groups = attribute_groups(table, attributes, cfg["intersectional"])
+    _check_reference_table(cfg["reference"], groups, where)
     pos = _positive_class(cfg, names, where)
     calib = ctx.recipe.section("calibration") if "calibration" in ctx.recipe.sections else {"bins": 15}
     extra = crossing_columns(table, ctx.results.get("robustness"))
-    return evaluate(table["label"], table["pred"], table.probs, attribute_groups(table, attributes, cfg["intersectional"]),
+    return evaluate(table["label"], table["pred"], table.probs, groups,
                     names, pos, cfg, ctx.seed, ece_bins=int(calib.get("bins", 15)), extra=extra, res=res)
+
+
+def _check_reference_table(ref: Any, groups: list[tuple[str, np.ndarray, list[str]]], where: str) -> None:
+    """A reference table must name analysed attributes and, for each, one of its groups (a typo there would
+    otherwise silently change every four-fifths ratio of that attribute)."""
+    if not isinstance(ref, dict):
+        return
+    gnames = {attr: names for attr, _, names in groups}
+    for attr, group in ref.items():
+        if attr not in gnames:
+            raise RecipeError(f"{where} reference: {attr!r} is not an analysed attribute "
+                              f"(analysed: {', '.join(gnames)})")
+        if group not in gnames[attr] and group not in ("largest", "highest"):
+            raise RecipeError(f"{where} reference: {group!r} is not a group of {attr!r} "
+                              f"(groups: {', '.join(gnames[attr])})")
 
 
 def crossing_columns(table: Any, robustness: SuiteResult | None) -> list[dict[str, Any]]:

@@ -99,6 +99,10 @@ def _post(c: dict[str, Any]) -> None:
         if len(norms) > 1:
             raise FieldError("with several norms, large_eps is a table by norm, e.g. { linf = 0.5, l2 = 4.0 }")
         c["large_eps"] = {norms[0]: le}
+    elif isinstance(le, dict):
+        for n in le:
+            if n not in norms:
+                raise FieldError(f"large_eps has a value for norm {n!r}, which is not run (norm = {norms})")
 
 
 def settings(cfg: dict[str, Any], where: str) -> dict[str, Any]:
