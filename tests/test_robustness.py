@@ -448,3 +448,56 @@ check_examples = 20
         assert nz["value"] == pytest.approx(noisy[sel].sum() / (2 * sel.sum()))
     html = (tmp_path / "out" / "report.html").read_text()
     assert "Per sensitive group" in html and "thick" in html
+
+
+class _RowCounter(nn.Module):
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+        self.rows = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.rows += len(x)
+        return self.net(x)
+
+
+def test_autoattack_standard_preset_runs_every_component_at_its_reference_budget():
+    """The full "standard" AutoAttack (APGD-CE 100 steps, APGD-T 9 targets x 100 steps, FAB-T 9 targets x
+    100 steps, Square 5000 queries) end to end through the sweep, on a small MLP (seconds on CPU; the digits
+    CNN takes minutes per example through FAB-T's per-class Jacobians). At eps = 1/255 nothing breaks, so
+    every component runs its whole budget on every example: the model must see at least that many rows."""
+    from audit.attacks.config import AUTOATTACK_PRESETS, autoattack_components
+    from audit.loading.data import sklearn_split
+
+    x, y, _, _ = sklearn_split("digits", "test", 0.25, 0)
+    x = x.reshape(len(x), -1)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    opt = torch.optim.Adam(net.parameters(), 1e-2)
+    X, Y = torch.from_numpy(x), torch.from_numpy(y)
+    for _ in range(150):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(X), Y).backward()
+        opt.step()
+    counted = _RowCounter(net)
+    model = WrappedModel(counted, bounds=(0.0, 1.0), num_classes=10)
+    comps, notes = autoattack_components("standard", 10)
+    assert notes == [] and comps == AUTOATTACK_PRESETS["standard"]
+    assert [(c["component"], c.get("steps"), c.get("n_target_classes"), c.get("n_queries")) for c in comps] == [
+        ("apgd-ce", 100, None, None), ("apgd-t", 100, 9, None), ("fab-t", 100, 9, None), ("square", None, None, 5000)]
+    with torch.no_grad():
+        cc = (model(X[:3]).argmax(1) == Y[:3]).numpy()
+    assert cc.all()
+    cfg = AttackConfig("autoattack", "linf", to_eps(["1/255"]), preset="standard", components=comps, chunk=8)
+    counted.rows = 0
+    res = S.autoattack_sweep(model, cfg, x[:3], y[:3], np.arange(3), cc, torch.device("cpu"), (0.0, 1.0), seed=0,
+                             num_classes=10)
+    assert np.all(np.isinf(res.eps_broken)) and res.components["1/255"] == {c["component"]: 0 for c in comps}
+    budget = 3 * (100 + 9 * 100 + 9 * 100 + 5000)  # rows each component must at least evaluate
+    assert counted.rows >= budget, (counted.rows, budget)
+    assert res.max_norm <= 1 / 255 + 1e-6 and res.max_bound_excess == 0.0
+    # at a large eps the same configuration breaks examples and says which component did
+    res = S.autoattack_sweep(model, AttackConfig("autoattack", "linf", to_eps(["0.3"]), preset="standard",
+                                                 components=comps, chunk=8),
+                             x[:3], y[:3], np.arange(3), cc, torch.device("cpu"), (0.0, 1.0), seed=0, num_classes=10)
+    assert res.broken == [3] and sum(res.components["0.3"].values()) == 3
