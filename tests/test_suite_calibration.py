@@ -127,6 +127,7 @@ def test_calibrated_model_reads_as_noise_and_a_miscalibrated_one_does_not():
     assert row["verdict"] == "beyond noise"
     t = next(m for m in res.metrics if m.name == "temperature")
     assert t.value == pytest.approx(4.0, rel=0.35)  # temperature scaling finds the scale back, roughly
+    assert t.inconclusive is None and res.tables["temperature"]["reading"].startswith("overconfident")
     after = next(m for m in res.metrics if m.name == "ece_after_temperature").value
     before = next(m for m in res.metrics if m.name == "ece_before_temperature").value
     assert after < before
@@ -143,3 +144,38 @@ def test_bad_calibration_split_is_a_usage_error(digits_checkpoint, tmp_path):
     res = run_cli("run", digits_checkpoint, "--recipe", tmp_path / "r2.toml", "--out", tmp_path / "o2", "--quiet",
                   "--suite", "calibration")
     assert res.exit_code == 2 and "expected integer example indices, got float64 values" in res.stderr, res.stderr
+
+
+def test_a_temperature_the_fit_split_cannot_determine_is_inconclusive():
+    from audit.suites.calibration import SECTION, evaluate
+
+    r = np.random.default_rng(2)
+    n, k = 200, 3
+    y = r.integers(0, k, n)
+    logits = r.normal(scale=0.5, size=(n, k))
+    logits[np.arange(n), y] += 3.0  # every example right: NLL falls as T -> 0, no temperature is determined
+    cfg = SECTION.defaults()
+    cfg.update(reference_draws=0)
+    res = evaluate(logits, y, cfg, seed=0)
+    t = next(m for m in res.metrics if m.name == "temperature")
+    assert t.value < 0.1 and "has no error, so its NLL keeps falling as T -> 0" in t.inconclusive
+    assert "0 misclassified" in t.inconclusive
+    assert next(m for m in res.metrics if m.name == "nll_after_temperature").inconclusive == t.inconclusive
+    assert next(m for m in res.metrics if m.name == "nll_before_temperature").inconclusive is None
+    assert res.tables["temperature"]["reading"] == "not determined by the fit split"
+    # a fit split without errors, judged on one with errors: T runs to the bound and held-out NLL explodes
+    fit = np.arange(n) < 100
+    wrong = np.flatnonzero(~fit)[:10]
+    logits[wrong, (y[wrong] + 1) % k] += 6.0
+    res = evaluate(logits, y, cfg, seed=0, fit_mask=fit)
+    t = next(m for m in res.metrics if m.name == "temperature")
+    assert "no error" in t.inconclusive and any(n.startswith("Temperature scaling diagnostic:") for n in res.notes)
+    # one confident error in a small fit split pulls T far below 1; the held-out split shows it does not hold
+    logits2 = logits.copy()
+    logits2[0, (y[0] + 1) % k] += 4.0
+    fit2 = np.arange(n) < 20
+    res = evaluate(logits2, y, cfg, seed=0, fit_mask=fit2)
+    t = next(m for m in res.metrics if m.name == "temperature")
+    after = next(m for m in res.metrics if m.name == "nll_after_temperature").value
+    before = next(m for m in res.metrics if m.name == "nll_before_temperature").value
+    assert 0.01 * 1.001 < t.value and after > before and "makes the evaluation split's NLL worse" in t.inconclusive

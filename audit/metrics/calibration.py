@@ -342,7 +342,10 @@ def calibrated_reference(probs: np.ndarray, n_bins: int = 15, strategy: Strategy
 # ------------------------------------------------------------------------------- temperature scaling
 
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray, bounds: tuple[float, float] = (1e-2, 1e2)
+TEMPERATURE_BOUNDS = (1e-2, 1e2)
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray, bounds: tuple[float, float] = TEMPERATURE_BOUNDS
                     ) -> float:
     """The temperature ``T > 0`` minimising ``NLL(softmax(z / T), y)`` (Guo et al., "On Calibration of
     Modern Neural Networks", ICML 2017, sec. 4.2).

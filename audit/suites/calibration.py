@@ -104,7 +104,7 @@ METRICS = {
                       "read it next to ece_reference, the ECE of a perfectly calibrated model at this n.",
                       {"binning": _BIN, "kind": _KIND}, choices=_BIN_KIND),
     "mce": MetricSpec("Maximum calibration error: the largest |accuracy - confidence| over non-empty bins "
-                      "(driven by the thinnest bin).", {"binning": _BIN, "kind": _KIND}, choices=_BIN_KIND),
+                      "(class-wise: the largest over every class's bins; driven by the thinnest bin).", {"binning": _BIN, "kind": _KIND}, choices=_BIN_KIND),
     "ece_reference": MetricSpec("Mean ECE a perfectly calibrated model with these probabilities would show "
                                 "at this n (interval: its 95% range over seeded label draws).",
                                 {"binning": _BIN, "kind": _KIND}, choices=_BIN_KIND),
@@ -112,7 +112,9 @@ METRICS = {
                         "(twice scikit-learn's binary brier_score_loss)."),
     "nll": MetricSpec("Negative log-likelihood (cross-entropy, natural log) of the true labels."),
     "temperature": MetricSpec("Temperature T fitted by NLL on the fit split (T > 1: the model is overconfident). "
-                              "Diagnostic; never applied."),
+                              "Diagnostic; never applied. Inconclusive (with the reason) when the fit split does "
+                              "not determine T: no misclassified fit example (NLL then falls as T -> 0), T at the "
+                              "search bound [0.01, 100], or a T that makes the evaluation split's NLL worse."),
     "ece_before_temperature": MetricSpec("Top-label equal-width ECE on the temperature evaluation split, T = 1."),
     "ece_after_temperature": MetricSpec("Top-label equal-width ECE on the temperature evaluation split after "
                                         "dividing the logits by the fitted T."),
@@ -139,6 +141,24 @@ def run(ctx: RunContext, cfg: dict[str, Any]) -> SuiteResult:
         res.notes.append(f"temperature_fit_indices: {outside} of the listed indices name no evaluated example "
                          "(not in this split) and were ignored; indices are the 'index' column of examples.npz.")
     return res
+
+
+def _undetermined_temperature(temp: K.TemperatureDiagnostic, errors_fit: int) -> str | None:
+    """Why the fitted T says nothing (None when it is usable). With no misclassified fit example the NLL
+    keeps falling as T -> 0, so the optimiser stops at its bound; with a handful of examples one confident
+    error can pull T anywhere. The held-out split is the judge: a T that worsens its NLL does not generalise."""
+    lo, hi = K.TEMPERATURE_BOUNDS
+    fit = f"the fit split ({temp.n_fit} examples, {errors_fit} misclassified)"
+    if errors_fit == 0:
+        # every term log(1 + sum_j exp((z_j - z_y) / T)) then falls monotonically to 0 as T -> 0: the
+        # optimiser stops wherever the NLL underflows, so the T it returns is arbitrary
+        return f"{fit} has no error, so its NLL keeps falling as T -> 0 and determines no temperature"
+    if temp.temperature <= lo * 1.001 or temp.temperature >= hi / 1.001:
+        return f"T = {temp.temperature:.3g} is at the search bound [{lo:g}, {hi:g}]: {fit} does not determine a temperature"
+    if np.isfinite(temp.nll_after) and np.isfinite(temp.nll_before) and temp.nll_after > temp.nll_before:
+        return (f"the fitted T = {temp.temperature:.3g} makes the evaluation split's NLL worse "
+                f"({temp.nll_before:.4g} -> {temp.nll_after:.4g}): {fit} is too small or unlike the rest")
+    return None
 
 
 def _fit_mask(ctx: RunContext, rel: str) -> tuple[np.ndarray, int]:
@@ -216,10 +236,16 @@ def evaluate(logits: np.ndarray, y: np.ndarray, cfg: dict[str, Any], seed: int, 
     elif cfg["temperature_scaling"]:
         res.notes.append(f"Temperature scaling needs at least 4 examples ({n} here): not fitted.")
     if temp is not None:
-        res.metric("temperature", temp.temperature, temp.n_fit)
+        errors_fit = int(np.sum(z[fit_mask].argmax(1) != y[fit_mask]))
+        why = _undetermined_temperature(temp, errors_fit)
+        res.metric("temperature", temp.temperature, temp.n_fit, None, why)
         for name, before, after in (("ece", temp.ece_before, temp.ece_after), ("nll", temp.nll_before, temp.nll_after)):
             res.metric(f"{name}_before_temperature", _v(before), temp.n_eval)
-            res.metric(f"{name}_after_temperature", _v(after), temp.n_eval)
+            res.metric(f"{name}_after_temperature", _v(after), temp.n_eval, None, why)
+        if why:
+            res.notes.append(f"Temperature scaling diagnostic: {why}. Its T and after-temperature numbers are "
+                             "marked inconclusive; a larger calibration split (temperature_fit_fraction or "
+                             "temperature_fit_indices, more data) is needed to say what temperature scaling would do.")
         ev = ~fit_mask
         z_ev, y_ev = z[ev], y[ev]
         res.tables["temperature"] = {
@@ -234,9 +260,10 @@ def evaluate(logits: np.ndarray, y: np.ndarray, cfg: dict[str, Any], seed: int, 
             "before": _bins_json(K.reliability_diagram(K.softmax(z_ev), y_ev, m, "uniform")),
             "after": _bins_json(K.reliability_diagram(K.softmax(z_ev, temp.temperature), y_ev, m, "uniform")),
         }
-        direction = ("overconfident (T > 1 softens it)" if temp.temperature > 1.05 else
+        direction = ("not determined by the fit split" if why else
+                     "overconfident (T > 1 softens it)" if temp.temperature > 1.05 else
                      "underconfident (T < 1 sharpens it)" if temp.temperature < 0.95 else "about right in scale")
-        res.tables["temperature"]["reading"] = direction
+        res.tables["temperature"].update(reading=direction, errors_fit=errors_fit, inconclusive=why)
 
     top = next((r for r in rows if r["binning"] == "equal_width" and r["kind"] == "top_label"), rows[0] if rows else None)
     if top and top["reference_high"] is not None and top["ece"] is not None and top["ece"] <= top["reference_high"]:

@@ -58,7 +58,10 @@ SECTION = Section(
         Field("confidence", "number in [0.5, 0.999]", "Level of the across-seed t-intervals.", default=0.95,
               parse=p_float(0.5, 0.999), example="0.95"),
         Field("target_half_width", "number > 0",
-              "For seeds_needed: the half-width of the across-seed interval you want for each metric.",
+              "For seeds_needed: the half-width of the across-seed interval you want for each metric, in the "
+              "metric's own units (0.01 is one percentage point of an accuracy; the same number applies to NLL "
+              "or a temperature, so read their seeds_needed with that in mind). The count plugs in the observed "
+              "seed-to-seed std, itself uncertain with few seeds.",
               default=0.01, parse=p_float(0.0, lo_open=True), example="0.005"),
         Field("jobs", "integer >= 1",
               "Runs at once (each is its own process). More than one saves time on machines with spare cores; "
