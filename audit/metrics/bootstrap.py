@@ -44,6 +44,27 @@ def percentile_interval(replicates: np.ndarray, confidence: float = 0.95, axis: 
     return out[0], out[1]
 
 
+def exact_at_boundary(lo: np.ndarray | float, hi: np.ndarray | float, p_hat: np.ndarray | float,
+                      n: np.ndarray | int, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Bootstrap interval of a proportion, with the Clopper-Pearson exact interval where the bootstrap
+    collapses: at p_hat = 0 or 1 every replicate equals p_hat and the percentile interval is a point,
+    a certainty no sample of n gives (30 of 30 correct is consistent with a true accuracy of 0.88).
+
+    There the exact interval is [0, 1 - (a/2)^(1/n)] for p_hat = 0 and [(a/2)^(1/n), 1] for p_hat = 1,
+    a = 1 - confidence (Clopper & Pearson, Biometrika 1934; the beta quantiles at x = 0 and x = n).
+    Elsewhere the bootstrap interval is returned unchanged. Vectorised over arrays of equal shape.
+    """
+    lo_a, hi_a = np.array(lo, dtype=np.float64), np.array(hi, dtype=np.float64)
+    p = np.asarray(p_hat, dtype=np.float64)
+    m = np.asarray(n, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        edge = ((1.0 - confidence) / 2.0) ** (1.0 / m)
+    ok = m > 0
+    lo_a = np.where(ok & (p == 1.0), edge, lo_a)
+    hi_a = np.where(ok & (p == 0.0), 1.0 - edge, hi_a)
+    return lo_a[()], hi_a[()]
+
+
 def multinomial_confusions(cm: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
     """B bootstrap replicates of a K x K confusion matrix, shape (B, K, K)."""
     cm = np.asarray(cm, dtype=np.int64)

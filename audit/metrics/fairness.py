@@ -46,7 +46,7 @@ from typing import Literal
 
 import numpy as np
 
-from audit.metrics.bootstrap import percentile_interval
+from audit.metrics.bootstrap import exact_at_boundary, percentile_interval
 
 
 CELLS: tuple[str, ...] = ("tn", "fp", "fn", "tp")
@@ -553,8 +553,9 @@ def fairness_from_counts(counts: np.ndarray, *, min_group_size: int = 30,
         if rng is None:
             raise ValueError("n_boot > 0 needs a seeded numpy Generator (audit.seeding.rng)")
         boot = group_rates(bootstrap_group_counts(counts, n_boot, rng))
-        for k in RATES:
-            rate_ci[k] = percentile_interval(boot[k], confidence)
+        for k in RATES:  # Clopper-Pearson for a group whose rate is 0 or 1 (the bootstrap collapses there)
+            rate_ci[k] = exact_at_boundary(*percentile_interval(boot[k], confidence), rates[k], denominators[k],
+                                           confidence)
         if interval == "percentile":
             reps = disparities(boot, ref)
             for k in DISPARITIES:

@@ -13,7 +13,7 @@ import numpy as np
 
 from audit.errors import RecipeError
 from audit.metrics import classification as C
-from audit.metrics.bootstrap import multinomial_confusions, percentile_interval
+from audit.metrics.bootstrap import exact_at_boundary, multinomial_confusions, percentile_interval
 from audit.recipe.fields import Field, Section, p_float, p_int
 # _v: full precision for metric records; _r: rounded, for tables shown to people
 from audit.report.records import SuiteResult, finite_or_none as _v, rounded as _r
@@ -25,7 +25,9 @@ SECTION = Section(
     "Accuracy, balanced accuracy, MCC, precision/recall/F1, confusion matrix, ROC and PR curves with AUROC "
     "and average precision (binary, or one-vs-rest for multiclass), with seeded bootstrap intervals.",
     (
-        Field("bootstrap", "integer >= 0", "Bootstrap replicates for the count metrics' 95% intervals (0: none).",
+        Field("bootstrap", "integer >= 0", "Bootstrap replicates for the count metrics' 95% intervals (0: none). Accuracy and "
+              "per-class precision/recall of exactly 0 or 1, where every replicate is the same, get the "
+              "Clopper-Pearson exact interval instead.",
               default=1000, parse=p_int(0), example="1000"),
         Field("bootstrap_ranking", "integer >= 0",
               "Bootstrap replicates for AUROC and average precision (each replicate re-sorts the scores).",
@@ -95,16 +97,18 @@ def evaluate(y: np.ndarray, pred: np.ndarray, probs: np.ndarray, names: list[str
     if cfg["bootstrap"] > 0:
         boot = multinomial_confusions(cm, cfg["bootstrap"], rng(seed, "performance", "confusion"))
 
-    def add(name: str, fn, **params: Any) -> float:
+    def add(name: str, fn, proportion: bool = False, **params: Any) -> float:
         value = float(fn(cm))
         ci = None
         if boot is not None:
             lo, hi = percentile_interval(fn(boot), conf)
+            if proportion:  # a share of n examples: exact where the bootstrap collapses (at 0 or 1)
+                lo, hi = exact_at_boundary(lo, hi, value, n, conf)
             ci = (float(lo), float(hi))
         res.metric(name, value, n, ci, **params)
         return value
 
-    acc = add("accuracy", C.accuracy)
+    acc = add("accuracy", C.accuracy, proportion=True)
     bal = add("balanced_accuracy", C.balanced_accuracy)
     add("mcc", C.mcc)
     support = cm.sum(axis=1)
@@ -118,6 +122,9 @@ def evaluate(y: np.ndarray, pred: np.ndarray, probs: np.ndarray, names: list[str
         per_class_ci = None
         if boot is not None:
             per_class_ci = percentile_interval(C.precision_recall_f1(boot)[name]["per_class"], conf)
+            if name != "f1":  # recall: a share of the class's examples; precision: of its predictions
+                per_class_ci = exact_at_boundary(*per_class_ci, per_class,
+                                                 support if name == "recall" else cm.sum(axis=0), conf)
         for i in range(k):
             ci = None if per_class_ci is None else (float(per_class_ci[0][i]), float(per_class_ci[1][i]))
             res.metric(name, float(per_class[i]) if support[i] + cm[:, i].sum() > 0 else None, int(support[i]), ci,

@@ -166,7 +166,8 @@ SECTION = Section(
               parse=p_int(1), example="5"),
         Field("batch_size", "integer >= 1", "Examples per attack batch (default: [run] batch_size).",
               parse=p_int(1), example="128"),
-        Field("bootstrap", "integer >= 0", "Bootstrap replicates for the 95% intervals (0: none).", default=1000,
+        Field("bootstrap", "integer >= 0", "Bootstrap replicates for the 95% intervals (0: none). Accuracies and success rates of "
+              "exactly 0 or 1, where every replicate is the same, get the Clopper-Pearson exact interval.", default=1000,
               parse=p_int(0), example="1000"),
         Field("confidence", "number in [0.5, 0.999]", "Level of the bootstrap intervals.", default=0.95,
               parse=p_float(0.5, 0.999)),
