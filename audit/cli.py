@@ -16,7 +16,7 @@ from typing import Any, Callable
 import click
 
 from audit import __version__
-from audit.errors import AuditError, ExitCode
+from audit.errors import AuditError, ExitCode, InvalidEvaluation
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 all gates pass; 1 a gate failed; 2 usage or input error (bad recipe, missing file, "
@@ -37,7 +37,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except AuditError as e:
+        except (AuditError, InvalidEvaluation) as e:
             if debug:
                 traceback.print_exc()
             _fail(str(e), int(e.exit_code))

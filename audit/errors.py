@@ -48,7 +48,11 @@ class ReportError(AuditError):
 
 
 class InvalidEvaluation(Exception):
-    """Raised only where an evaluation cannot go on at all; failed validity checks are normally
-    recorded in the report and turned into exit 4 by the gate step."""
+    """Raised only where an evaluation cannot go on at all (e.g. the model outputs NaN): one line and
+    exit 4, no report. Failed validity checks are normally recorded in the report and turned into exit 4
+    by the gate step."""
 
     exit_code: ExitCode = ExitCode.INVALID
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))

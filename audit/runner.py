@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from audit.errors import AuditError, RecipeError
+from audit.errors import AuditError, InvalidEvaluation, RecipeError
 from audit.recipe import Recipe, load_recipe
 from audit.recipe.fields import suggest
 from audit.report.records import Check
@@ -113,6 +113,7 @@ def execute(opts: RunOptions) -> tuple[dict[str, Any], int]:
     needs_logits = [n for n in suites if get_suite(n).needs_logits]
     with capture.phase("inference"):
         logits = predict_logits(model, data.x, device, batch_size, progress)
+        _require_finite(logits, data.index)
         timing["inference_s"] = time.perf_counter() - t
         raw_logits = logits
         core_checks, logits = core_validity_checks(model, data, logits, device, batch_size, needs_logits)
@@ -156,6 +157,19 @@ def execute(opts: RunOptions) -> tuple[dict[str, Any], int]:
     )
     write_outputs(report, opts.out, table)
     return report, report["exit_code"]
+
+
+def _require_finite(logits: np.ndarray, index: np.ndarray) -> None:
+    """No metric means anything on NaN or infinite outputs (an overflowing softmax reads as perfectly
+    calibrated, NaN breaks every sort): stop with one line, before any suite runs."""
+    bad = ~np.isfinite(logits).all(axis=1)
+    if bad.any():
+        first = np.flatnonzero(bad)[:3]
+        kinds = sorted({"NaN" if np.isnan(v) else "infinite" for v in logits[bad].ravel() if not np.isfinite(v)})
+        raise InvalidEvaluation(
+            f"the model outputs {' and '.join(kinds)} logits for {int(bad.sum())} of {len(logits)} examples "
+            f"(example index {', '.join(str(int(index[i])) for i in first)}{', ...' if bad.sum() > 3 else ''}): "
+            "no metric can be computed from them. Check the weights for NaN and the logits for float32 overflow")
 
 
 CORE_CHECK_IDS = ("logits_not_probabilities", "inference_deterministic", "trusted_checkpoint")

@@ -55,8 +55,11 @@ def test_state_dict_training_checkpoint_and_safetensors_agree(tmp_path, recipe, 
                 "epoch": 12, "rng_state": torch.get_rng_state()}, ckpt_path)
     ddp_path = tmp_path / "ddp.pt"
     torch.save({f"module.{k}": v for k, v in digits_net.state_dict().items()}, ddp_path)
+    nested_path = tmp_path / "compiled_ddp.pt"  # torch.compile(DataParallel(net)).state_dict()
+    torch.save({f"_orig_mod.module.{k}": v for k, v in digits_net.state_dict().items()}, nested_path)
     accs = {}
-    for name, path in (("sd", sd_path), ("ckpt", ckpt_path), ("st", digits_checkpoint), ("ddp", ddp_path)):
+    for name, path in (("sd", sd_path), ("ckpt", ckpt_path), ("st", digits_checkpoint), ("ddp", ddp_path),
+                       ("nested", nested_path)):
         res = run_cli("run", path, "--recipe", recipe, "--out", tmp_path / name, "--quiet")
         assert res.exit_code == 0, res.stderr
         accs[name] = _accuracy(tmp_path / name)
@@ -69,6 +72,10 @@ def test_state_dict_training_checkpoint_and_safetensors_agree(tmp_path, recipe, 
     assert r["model"]["checkpoint_extras"]["epoch"] == 12
     assert json.loads((tmp_path / "st" / "report.json").read_text())["model"]["format"] == "safetensors"
     assert any("module." in n for n in json.loads((tmp_path / "ddp" / "report.json").read_text())["model"]["notes"])
+    notes = json.loads((tmp_path / "nested" / "report.json").read_text())["model"]["notes"]
+    assert [n for n in notes if n.startswith("Stripped")] == [
+        "Stripped the '_orig_mod.' prefix from every key (saved from a wrapped model).",
+        "Stripped the 'module.' prefix from every key (saved from a wrapped model)."]
 
 
 def test_torchscript_needs_trust(tmp_path, recipe, digits_net):

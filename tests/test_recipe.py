@@ -44,6 +44,10 @@ def _load_error(write_recipe, text: str) -> str:
     (BASE + '\n[[gates]]\nmetric = "accuracy"\nop = ">="\nthreshold = 0.9\nuse = "low"\n', ["use", "'ci_low'"]),
     (BASE + '\n[gates]\nmetric = "accuracy"\n', ["must be an array of tables", "[[gates]]"]),
     (BASE.replace("factory = ", "factory = 3 #"), ["factory", "module:callable"]),
+    (BASE + '\n[robustness]\nnorm = "linf"\neps = { linf = ["8/255"], l2 = [0.5] }\n',
+     ["[robustness]", "eps has a list for norm 'l2', which is not run"]),
+    (BASE.replace('name = "digits"', 'name = "digits"\nsplit = "all"\ntest_size = 0.5'),
+     ["[data]", "test_size has no effect with split = 'all'", "set split = 'test'"]),
     (BASE + '\n[robustness]\nnorm = "linf"\nlarge_eps = { l2 = 4.0 }\n',
      ["[robustness]", "large_eps has a value for norm 'l2', which is not run"]),
 ])

@@ -242,6 +242,17 @@ class Softmaxed(DigitsCNN):
 class RandomAtInference(DigitsCNN):
     def forward(self, x):
         return super().forward(F.dropout(x, p=0.3, training=True))
+
+
+class Overflowing(DigitsCNN):
+    def forward(self, x):
+        return super().forward(x) * 1e39  # float32 overflow: +-inf logits
+
+
+class NaNOnSome(DigitsCNN):
+    def forward(self, x):
+        z = super().forward(x)
+        return torch.where(x.flatten(1)[:, 20:21] > 0.9, torch.full_like(z, float("nan")), z)
 '''
 
 
@@ -501,3 +512,15 @@ def test_autoattack_standard_preset_runs_every_component_at_its_reference_budget
                                                  components=comps, chunk=8),
                              x[:3], y[:3], np.arange(3), cc, torch.device("cpu"), (0.0, 1.0), seed=0, num_classes=10)
     assert res.broken == [3] and sum(res.components["0.3"].values()) == 3
+
+
+@pytest.mark.parametrize("factory, kind", [("Overflowing", "infinite"), ("NaNOnSome", "NaN")])
+@pytest.mark.parametrize("suite", ["calibration", "performance", "robustness"])
+def test_non_finite_logits_stop_the_run_with_one_line_exit_4(digits_checkpoint, write_recipe, tmp_path, factory,
+                                                              kind, suite):
+    recipe = _recipe(write_recipe, tmp_path, factory, limit=60)
+    res = run_cli("run", digits_checkpoint, "--recipe", recipe, "--suite", suite, "--out", tmp_path / "o", "--quiet")
+    assert res.exit_code == 4, res.stderr
+    line = res.stderr.strip()
+    assert "\n" not in line and line.startswith("audit: error: the model outputs") and f"{kind} logits" in line
+    assert "no metric can be computed" in line and not (tmp_path / "o" / "report.json").exists()

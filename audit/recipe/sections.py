@@ -113,6 +113,12 @@ def _data_post(d: dict[str, Any]) -> None:
         if value != defaults.get(key):
             owners = ", ".join(repr(s) for s, keys in _SOURCE_KEYS.items() if key in keys)
             raise FieldError(f"key {key!r} is not used by source = {src!r} (only by source = {owners})")
+    split = d["split"] or ("test" if src == "sklearn" else "all")
+    if split == "all":
+        for key in ("test_size", "split_seed"):
+            if d[key] != defaults.get(key):  # without a split they would silently do nothing
+                raise FieldError(f"{key} has no effect with split = 'all' (the default for source = {src!r}); "
+                                 "set split = 'test' to evaluate on the held-out part")
     if src == "npz" and d["sensitive"] is not None and not isinstance(d["sensitive"], dict):
         raise FieldError("for source = 'npz', sensitive is a table { attribute = \"array name\" }")
     if src == "csv" and d["sensitive"] is not None and not isinstance(d["sensitive"], list):

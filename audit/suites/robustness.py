@@ -93,6 +93,9 @@ def _post(c: dict[str, Any]) -> None:
         for n in norms:
             if n not in eps:
                 raise FieldError(f"eps has no list for norm {n!r} (norm = {norms})")
+        for n in eps:
+            if n not in norms:
+                raise FieldError(f"eps has a list for norm {n!r}, which is not run (norm = {norms})")
         c["eps"] = {n: eps[n] for n in norms}
     le = c["large_eps"]
     if le is not None and not isinstance(le, dict):
