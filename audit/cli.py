@@ -126,9 +126,12 @@ def gate(report_path: Path, recipe: Path | None, junit: Path | None, markdown: P
 
         r = load_recipe(recipe, gates_only=True)
         gates, downgrade = r.gates, r.section("validity")["downgrade"]
+        if not gates and "validity" not in r.present:  # a wrong file in CI must not turn every gate off
+            raise AuditError(f"{recipe}: the recipe has no [[gates]] and no [validity] table, so there is "
+                             "nothing to check the report against")
     else:
         gates, downgrade = stored_gates(report, report_path)
-    result = regate(report, gates, downgrade)
+    result = regate(report, gates, downgrade, new_gates=recipe is not None)
     if junit is not None:
         from audit.report.junit import render_junit
 

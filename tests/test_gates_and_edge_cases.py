@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import xml.etree.ElementTree as ET
 
 import numpy as np
 import torch
@@ -81,6 +82,28 @@ def test_gates_on_a_suite_that_did_not_run_block_unless_left_out_on_purpose(digi
     assert run_cli("gate", tmp_path / "o2" / "report.json", "--recipe", tmp_path / "ok.toml").exit_code == 0
     res = run_cli("gate", tmp_path / "o" / "report.json", "--recipe", tmp_path / "release.toml")
     assert res.exit_code == 1 and "release-robustness" in res.stderr
+    # ... also on the report made with --suite performance: that run excused its own gates, not new ones
+    res = run_cli("gate", tmp_path / "o2" / "report.json", "--recipe", tmp_path / "release.toml",
+                  "--junit", tmp_path / "j.xml")
+    assert res.exit_code == 1, res.stderr
+    assert "gate release-robustness: NOT_RUN (blocking)" in res.stderr
+    assert "suite 'robustness' is not in this report" in res.stderr and "--suite robustness" in res.stderr
+    # a gates file without gates is a mistake (it would turn every gate off), not a pass
+    (tmp_path / "empty.toml").write_text("# gates moved elsewhere\n")
+    res = run_cli("gate", tmp_path / "o2" / "report.json", "--recipe", tmp_path / "empty.toml")
+    _one_line(res, 2, "has no [[gates]] and no [validity] table")
+    # a gate whose params pick no record is a JUnit error (not a failure), and the reason is on stderr
+    (tmp_path / "typo.toml").write_text('[[gates]]\nid = "acc-3"\nmetric = "recall"\nparams = { class = "3" }\n'
+                                        'op = ">="\nthreshold = 0.5\n[[gates]]\nid = "f1-typo"\nmetric = "f1"\n'
+                                        'params = { average = "macro", class = "3" }\nop = ">="\nthreshold = 0.5\n')
+    res = run_cli("gate", tmp_path / "o2" / "report.json", "--recipe", tmp_path / "typo.toml",
+                  "--junit", tmp_path / "j2.xml")
+    assert res.exit_code == 1 and "gate f1-typo: ERROR (blocking)" in res.stderr
+    assert "no record of performance.f1 with params" in res.stderr
+    suite = ET.parse(tmp_path / "j2.xml").getroot().find("testsuite")
+    assert (suite.get("errors"), suite.get("failures")) == ("1", "0")
+    case = next(c for c in suite.iter("testcase") if c.get("name") == "f1-typo")
+    assert case.find("error") is not None and case.find("failure") is None
 
 
 def test_gate_recipe_without_the_downgrade_decides_afresh(tmp_path):

@@ -285,6 +285,13 @@ params = { metric = "performance.f1", average = "macro" }
 op = ">="
 threshold = 0.8
 use = "ci_low"
+
+[[gates]]
+id = "robust-spread"
+metric = "repro.seed_std"
+params = { metric = "robustness.robust_accuracy", norm = "linf", eps = "8/255" }
+op = "<="
+threshold = 0.05
 """
 
 
@@ -319,6 +326,10 @@ def test_digits_study_end_to_end(digits_study):
     assert "bitwise identical" in res.stderr and "PASS" in res.stderr
     r = json.loads((out / "report.json").read_text())
     assert r["schema"] == "audit.report/1" and r["suites_run"] == ["performance", "repro"]
+    assert "repro" not in r["suites_excused"] and "robustness" in r["suites_excused"]
+    # a repro gate on a suite the study left out (--suite performance) is reported, not blocking
+    g = next(g for g in r["gates"] if g["id"] == "robust-spread")
+    assert g["status"] == "not_run" and g["excused"] and "'robustness' was not part of this run" in g["message"]
     rep = r["suites"]["repro"]
     assert rep["config"]["seeds"] == [0, 1, 2] and rep["config"]["repeats"] == 2
     assert "harden" in rep["config"]["fine_tuning"]
@@ -343,7 +354,7 @@ def test_digits_study_end_to_end(digits_study):
     assert cap["provenance"]["fingerprint"]["flags"]["deterministic_algorithms"] is True
     assert "determinism" in cap and "determinism" not in json.loads((out / "runs" / "seed-1" / "report.json").read_text())
     # gates on repro metrics, in the same [[gates]] syntax
-    gates = {g["metric"]: g for g in r["gates"]}
+    gates = {g["metric"]: g for g in r["gates"] if g["id"] != "robust-spread"}
     assert gates["repro.bitwise_identical"]["status"] == "pass"
     assert gates["repro.seed_std"]["status"] == "pass" and gates["repro.seed_mean"]["status"] == "pass"
     assert gates["repro.seed_mean"]["params"] == {"metric": "performance.f1", "average": "macro"}
@@ -407,6 +418,8 @@ def test_audit_gate_reaches_the_same_verdict_on_the_study_report(digits_study, t
     p.write_text(strict)
     res = run_cli("gate", out / "report.json", "--recipe", p)
     assert res.exit_code == 1 and "need-more-seeds" in res.stderr
+    # gates given anew are not excused by the study's --suite: the robustness one cannot be checked here
+    assert "gate robust-spread: NOT_RUN (blocking)" in res.stderr
 
 
 DROPOUT_NET = '''

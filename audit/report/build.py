@@ -45,12 +45,26 @@ def assemble(*, provenance: dict[str, Any], model: dict[str, Any], data: dict[st
     return report
 
 
-def regate(report: dict[str, Any], gates: list[dict[str, Any]], downgrade: list[str]) -> dict[str, Any]:
-    """Re-evaluate ``gates`` on a saved report (``audit gate``): the same functions as the run."""
+def regate(report: dict[str, Any], gates: list[dict[str, Any]], downgrade: list[str],
+           new_gates: bool = False) -> dict[str, Any]:
+    """Re-evaluate ``gates`` on a saved report (``audit gate``): the same functions as the run.
+
+    ``new_gates``: the gates come from another recipe (``audit gate --recipe``). The run's choice to leave
+    a suite out (--suite) excused the run's own gates, not these: a release gate on robustness must not
+    pass on a report made with --suite performance. Only repro's gates stay excused (another command).
+    """
     checks = apply_downgrades(report["checks"], downgrade)
     suites_run = list(report["suites"])
     excused = report.get("suites_excused", [])
+    if new_gates:
+        excused = [s for s in excused if s == "repro"]
     gate_records = [evaluate_gate(g, report["metrics"], suites_run, excused) for g in gates]
+    if new_gates:
+        for g in gate_records:
+            if g["status"] == "not_run" and not g["excused"]:
+                suite = g["missing_suite"]
+                g["message"] = (f"suite {suite!r} is not in this report, so this gate cannot be checked: "
+                                f"make the report with `audit run` including {suite} (--suite {suite})")
     status, code = verdict(checks, gate_records)
     out = dict(report)
     out.update(checks=checks, gates=gate_records, verdict=status, exit_code=int(code), passed=status == "pass")

@@ -11,12 +11,16 @@ from audit.report.gates import gate_blocks
 def render_junit(report: dict[str, Any]) -> str:
     root = ET.Element("testsuites", name="audit")
     gates = ET.SubElement(root, "testsuite", name="audit.gates")
-    n_fail = n_skip = 0
+    n_fail = n_skip = n_err = 0
     for g in report["gates"]:
         case = ET.SubElement(gates, "testcase", classname=f"audit.gates.{g['metric']}", name=g["id"])
         detail = (f"{g['metric']} {g['params'] or ''} {g['use']} = {_fmt(g['value'])} (n={g['n']}); "
                   f"required {g['op']} {g['threshold']:g}; status {g['status']}: {g['message']}")
-        if gate_blocks(g):
+        if g["status"] == "error":  # the gate itself is wrong (its params pick no record): a JUnit error
+            n_err += 1
+            ET.SubElement(case, "error", message=f"gate cannot be evaluated: {g['message']}",
+                          type="error").text = detail
+        elif gate_blocks(g):
             n_fail += 1
             kind = "inconclusive" if g["status"] == "inconclusive" else "gate failed"
             el = ET.SubElement(case, "failure", message=f"{kind}: {g['use']} {_fmt(g['value'])} "
@@ -30,7 +34,7 @@ def render_junit(report: dict[str, Any]) -> str:
                 ET.SubElement(case, "system-out").text = f"WARNING ({g['severity']}): {detail}"
     gates.set("tests", str(len(report["gates"])))
     gates.set("failures", str(n_fail))
-    gates.set("errors", "0")
+    gates.set("errors", str(n_err))
     gates.set("skipped", str(n_skip))
 
     checks = ET.SubElement(root, "testsuite", name="audit.validity")
@@ -48,6 +52,7 @@ def render_junit(report: dict[str, Any]) -> str:
     checks.set("skipped", "0")
     root.set("tests", str(len(report["gates"]) + len(report["checks"])))
     root.set("failures", str(n_fail + c_fail))
+    root.set("errors", str(n_err))
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 

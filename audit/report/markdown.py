@@ -19,7 +19,10 @@ def gate_line(g: dict[str, Any]) -> str:
         blocking = " (not blocking)"
     else:
         blocking = ""
-    return f"gate {g['id']}: {g['status'].upper()}{blocking} — {g['use']} = {value}, needs {g['op']} {g['threshold']:g}"
+    line = f"gate {g['id']}: {g['status'].upper()}{blocking} — {g['use']} = {value}, needs {g['op']} {g['threshold']:g}"
+    if g["status"] in ("error", "inconclusive") or (g["status"] == "not_run" and gate_blocks(g)):
+        line += f": {g['message']}"  # why it could not be decided, where the user reads it first
+    return line
 
 
 def render_markdown(report: dict[str, Any]) -> str:

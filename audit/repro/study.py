@@ -180,6 +180,7 @@ def execute_repro(opts: ReproOptions, log: Callable[[str], None] | None = None) 
     report["suites"]["repro"] = {"config": res.config, "curves": res.curves, "tables": res.tables, "notes": res.notes}
     report["metrics"] = list(base_report["metrics"]) + [m.to_json() for m in res.metrics]
     report["suites_run"] = list(base_report.get("suites_run", [])) + ["repro"]
+    report["suites_excused"] = [s for s in base_report.get("suites_excused", []) if s != "repro"]  # it ran here
     report["timing"] = dict(base_report.get("timing", {}), repro_total_s=round(time.perf_counter() - t0, 3))
     report = regate(report, recipe.gates, recipe.section("validity")["downgrade"])
     write_outputs(report, opts.out, ExampleTable.load(seed_runs[0].out / "examples.npz"))
