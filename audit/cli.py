@@ -59,7 +59,32 @@ debug_option = click.option("--debug", is_flag=True, help="Show the full traceba
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars or summary on stderr.")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES_HELP)
+class _Group(click.Group):
+    """click's group with the project's error contract for click's own usage errors too (a missing option,
+    a bad value, an unknown command): one line `audit: error: ...` and exit 2, instead of click's
+    three-line usage block."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        kwargs["standalone_mode"] = False
+        kwargs["prog_name"] = "audit"  # also under `python -m audit.cli` and click's test runner
+        try:
+            rv = super().main(*args, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as e:  # bare `audit`: the help, as click prints it
+            click.echo(e.ctx.get_help() if e.ctx is not None else e.format_message())
+            sys.exit(2)
+        except click.UsageError as e:
+            where = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""
+            _fail(" ".join(e.format_message().split()) + where, 2)
+        except click.ClickException as e:
+            _fail(" ".join(e.format_message().split()), e.exit_code)
+        except click.exceptions.Abort:
+            _fail("aborted", 1)
+        # standalone_mode=False returns the exit code of click.exceptions.Exit (--help, --version) instead
+        # of exiting with it
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES_HELP)
 @click.version_option(__version__, prog_name="audit")
 def main() -> None:
     """Audit a trained PyTorch classifier before it ships.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -95,7 +96,8 @@ def execute(opts: RunOptions) -> tuple[dict[str, Any], int]:
     recipe = load_recipe(opts.recipe)
     run_cfg = recipe.section("run")
     seed = opts.seed if opts.seed is not None else run_cfg["seed"]
-    device = resolve_device(opts.device or run_cfg["device"])
+    device = resolve_device(opts.device or run_cfg["device"], None if opts.device else
+                            f"{recipe.path}: [run] device = {run_cfg['device']!r}")
     batch_size = opts.batch_size or run_cfg["batch_size"]
     suites = choose_suites(recipe, opts.suites)
     model_cfg = recipe.section("model")
@@ -220,9 +222,12 @@ def core_validity_checks(model: Any, data: Any, logits: np.ndarray, device: Any,
     return checks, logits
 
 
+OUTPUT_FILES = ("report.json", "examples.npz", "report.html", "junit.xml", "summary.md")
+
+
 def prepare_out(out: Path) -> None:
-    """Create --out (or check it) before any work, so an unwritable folder fails in a second, not after
-    the audit has run."""
+    """Create --out (or check it) before any work, so an unwritable folder, or an output name taken by a
+    folder, fails in a second, not after the audit has run."""
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".audit-write-test"
@@ -232,6 +237,9 @@ def prepare_out(out: Path) -> None:
         raise AuditError(f"--out {out}: exists and is not a folder; choose a folder for the report") from None
     except OSError as e:
         raise AuditError(f"--out {out}: cannot write there ({e.strerror or e}); choose a writable folder") from None
+    for name in OUTPUT_FILES:
+        if (out / name).exists() and not (out / name).is_file():
+            raise AuditError(f"--out {out}: {name} there is not a file; remove it or choose another folder")
 
 
 def write_text(path: Path, text: str) -> None:
@@ -243,6 +251,8 @@ def write_text(path: Path, text: str) -> None:
 
 
 def write_outputs(report: dict[str, Any], out: Path, table: Any | None = None) -> None:
+    """Every output file, all or none: each is written beside its final name and moved into place only
+    when all were written, so a failure never leaves a fresh report.json next to missing or stale files."""
     from audit.report.build import dumps
     from audit.report.html import render_html
     from audit.report.junit import render_junit
@@ -250,15 +260,29 @@ def write_outputs(report: dict[str, Any], out: Path, table: Any | None = None) -
 
     prepare_out(out)
     text = dumps(report)
-    write_text(out / "report.json", text)
     # Renderers get exactly what report.json holds (not the in-memory objects), so re-rendering a saved
     # report gives the same files.
-    report = json.loads(text)
-    if table is not None:
-        try:
-            table.save(out / "examples.npz")
-        except OSError as e:
-            raise AuditError(f"{out / 'examples.npz'}: cannot write ({e.strerror or e})") from None
-    write_text(out / "report.html", render_html(report))
-    write_text(out / "junit.xml", render_junit(report))
-    write_text(out / "summary.md", render_markdown(report))
+    saved = json.loads(text)
+    texts = {"report.json": text, "report.html": render_html(saved), "junit.xml": render_junit(saved),
+             "summary.md": render_markdown(saved)}
+    staged: list[tuple[Path, Path]] = []
+    try:
+        if table is not None:
+            tmp = out / ".examples.npz.partial"
+            staged.append((tmp, out / "examples.npz"))
+            try:
+                table.save(tmp)
+            except OSError as e:
+                raise AuditError(f"{out / 'examples.npz'}: cannot write ({e.strerror or e})") from None
+        for name, body in texts.items():
+            tmp = out / f".{name}.partial"
+            staged.append((tmp, out / name))
+            write_text(tmp, body)
+        for tmp, final in staged:
+            try:
+                os.replace(tmp, final)
+            except OSError as e:
+                raise AuditError(f"{final}: cannot write ({e.strerror or e})") from None
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)

@@ -325,3 +325,32 @@ def test_unwritable_out_is_a_user_error(digits_checkpoint, digits_recipe, tmp_pa
                    "--quiet").exit_code == 0
     res = run_cli("gate", ok / "report.json", "--junit", tmp_path / "missing" / "j.xml")
     assert res.exit_code == 2 and "j.xml: cannot write" in res.stderr
+    # an output name taken by a folder fails before the audit runs, and nothing is left half-written
+    taken = tmp_path / "taken"
+    (taken / "report.html").mkdir(parents=True)
+    res = run_cli("run", digits_checkpoint, "--recipe", digits_recipe, "--out", taken, "--suite", "performance")
+    assert res.exit_code == 2 and "report.html there is not a file" in res.stderr
+    assert sorted(p.name for p in taken.iterdir()) == ["report.html"]
+
+
+def test_outputs_are_all_or_none(digits_checkpoint, digits_recipe, tmp_path, monkeypatch):
+    """A failure while writing leaves neither a fresh report.json nor partial files; the earlier files
+    stay as they were."""
+    from audit import runner
+
+    out = tmp_path / "o"
+    assert run_cli("run", digits_checkpoint, "--recipe", digits_recipe, "--out", out, "--suite", "performance",
+                   "--quiet").exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real = runner.write_text
+
+    def failing(path, text):
+        if path.name == ".summary.md.partial":
+            raise runner.AuditError(f"{path}: cannot write (disk full)")
+        real(path, text)
+
+    monkeypatch.setattr(runner, "write_text", failing)
+    res = run_cli("run", digits_checkpoint, "--recipe", digits_recipe, "--out", out, "--suite", "performance",
+                  "--seed", "7", "--quiet")
+    assert res.exit_code == 2 and "disk full" in res.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

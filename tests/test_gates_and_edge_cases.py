@@ -62,6 +62,14 @@ def test_positive_class_outside_a_binary_task_is_a_recipe_error(tmp_path):
     _one_line(res, 2, "[performance] positive_class = 2", "classes 0 and 1")
 
 
+def test_positive_class_on_a_multiclass_task_is_a_recipe_error(digits_checkpoint, tmp_path):
+    _digits_npz(tmp_path)
+    (tmp_path / "r.toml").write_text(DIGITS_MODEL + '[data]\nsource = "npz"\npath = "d.npz"\n'
+                                     + PERF + "positive_class = 12\n")
+    res = run_cli("run", digits_checkpoint, "--recipe", tmp_path / "r.toml", "--out", tmp_path / "o", "--quiet")
+    _one_line(res, 2, "[performance] positive_class = 12: only binary tasks use it", "10 classes")
+
+
 def test_gates_on_a_suite_that_did_not_run_block_unless_left_out_on_purpose(digits_checkpoint, tmp_path):
     _digits_npz(tmp_path)
     gate = '[[gates]]\nmetric = "robust_accuracy"\nparams = { norm = "linf", eps = "8/255" }\nop = ">="\nthreshold = 0.5\n'

@@ -77,14 +77,31 @@ def test_cli_usage_errors(digits_checkpoint, digits_recipe, tmp_path):
     assert res.exit_code == 2 and "--suite robustnes: unknown suite" in res.stderr
     res = run_cli("run", digits_checkpoint, "--recipe", digits_recipe, "--device", "tpu", "--out", tmp_path)
     assert res.exit_code == 2 and "--device tpu" in res.stderr
-    res = run_cli("run", digits_checkpoint)  # click's own usage error: exit 2
-    assert res.exit_code == 2 and "Missing option '--recipe'" in res.stderr
+    # click's own usage errors follow the same contract: one line, exit 2
+    for args, fragment in [((digits_checkpoint,), "Missing option '--recipe' / '-r'. (see `audit run --help`)"),
+                           ((digits_checkpoint, "-r", digits_recipe, "--seed", "-1"), "Invalid value for '--seed'"),
+                           ((digits_checkpoint, "-r", digits_recipe, "--frob"), "No such option '--frob'"),
+                           ((digits_checkpoint, "-r", digits_recipe, "--out", digits_recipe), "is a file")]:
+        res = run_cli("run", *args)
+        assert res.exit_code == 2 and res.stderr.startswith("audit: error: ") and fragment in res.stderr, res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1 and "Usage:" not in res.stderr
+    res = run_cli("frob")
+    assert res.exit_code == 2 and res.stderr.strip() == "audit: error: No such command 'frob'. (see `audit --help`)"
+    res = run_cli("--version")
+    assert res.exit_code == 0 and "audit, version" in res.stdout
+    res = run_cli("run", "--help")
+    assert res.exit_code == 0 and "Usage: audit run" in res.stdout
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the no-GPU message")
 def test_cuda_requested_without_gpu(digits_checkpoint, digits_recipe, tmp_path):
     res = run_cli("run", digits_checkpoint, "--recipe", digits_recipe, "--device", "cuda", "--out", tmp_path)
-    assert res.exit_code == 2 and "CUDA is not available" in res.stderr
+    assert res.exit_code == 2 and "--device cuda: CUDA is not available" in res.stderr
+    recipe = tmp_path / "cuda.toml"  # the same from the recipe names the recipe's key, not an option
+    recipe.write_text(digits_recipe.read_text().replace("[run]\n", '[run]\ndevice = "cuda"\n')
+                      .replace("../examples", f"{ROOT}/examples"))
+    res = run_cli("run", digits_checkpoint, "--recipe", recipe, "--out", tmp_path / "o")
+    assert res.exit_code == 2 and f"{recipe}: [run] device = 'cuda': CUDA is not available" in res.stderr, res.stderr
 
 
 def test_shipped_recipes_are_valid():

@@ -277,3 +277,12 @@ def test_reference_table_names_a_group_per_attribute_and_typos_are_errors(credit
                       "--out", tmp_path / "bad", "--quiet", "--suite", "fairness")
         assert res.exit_code == 2 and fragment in res.stderr and "[fairness] reference" in res.stderr, res.stderr
         assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad" / "report.json").exists()
+
+
+def test_intersectional_with_one_attribute_says_so(credit_checkpoint, write_recipe, tmp_path):
+    text = CREDIT.replace('attributes = ["sex", "age"]', 'attributes = ["sex"]').replace("bootstrap = 1000", "bootstrap = 0")
+    res = run_cli("run", credit_checkpoint, "--recipe", write_recipe(text), "--out", tmp_path / "o", "--quiet",
+                  "--suite", "fairness")
+    assert res.exit_code in (0, 1), res.stderr
+    notes = json.loads((tmp_path / "o" / "report.json").read_text())["suites"]["fairness"]["notes"]
+    assert any(n.startswith("intersectional = true has nothing to intersect: only one attribute (sex)") for n in notes)

@@ -68,16 +68,17 @@ def _set_eval(net: nn.Module) -> None:
         pass
 
 
-def resolve_device(spec: str) -> torch.device:
-    """'auto' -> CUDA when present, else CPU; 'cuda' without a GPU is a usage error."""
+def resolve_device(spec: str, source: str | None = None) -> torch.device:
+    """'auto' -> CUDA when present, else CPU; 'cuda' without a GPU is a usage error. ``source`` names
+    where the value came from in the message (default: the --device option)."""
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if spec.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise AuditError(f"--device {spec}: CUDA is not available on this machine (use --device cpu or auto)")
+            raise AuditError(f"{source or '--device ' + spec}: CUDA is not available on this machine (use cpu or auto)")
         dev = torch.device(spec)
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise AuditError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) present")
+            raise AuditError(f"{source or '--device ' + spec}: only {torch.cuda.device_count()} CUDA device(s) present")
         return dev
     return torch.device("cpu")
 

@@ -263,6 +263,9 @@ def run(ctx: RunContext, cfg: dict[str, Any]) -> SuiteResult:
             raise RecipeError(f"{where} attributes: {a!r} is not a sensitive attribute of the data "
                               f"(available: {', '.join(available)})")
     groups = attribute_groups(table, attributes, cfg["intersectional"])
+    if cfg["intersectional"] and len(attributes) < 2:
+        res.notes.append(f"intersectional = true has nothing to intersect: only one attribute ({attributes[0]}) "
+                         "is audited.")
     _check_reference_table(cfg["reference"], groups, where)
     pos = _positive_class(cfg, names, where)
     calib = ctx.recipe.section("calibration") if "calibration" in ctx.recipe.sections else {"bins": 15}
