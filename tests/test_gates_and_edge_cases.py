@@ -33,7 +33,9 @@ def _one_line(res, code, *frags):
 
 def test_params_match_as_strings_or_numbers():
     assert same_param("8/255", "8/255") and same_param("1.0", 1) and same_param(0.1, "0.1")
-    assert not same_param("macro", "micro") and not same_param("8/255", 8 / 255) and not same_param(True, 1)
+    # a fraction is its value (the recipe refuses two epsilons of equal value, so this cannot be ambiguous)
+    assert same_param("8/255", 8 / 255) and same_param(0.25, "1/4") and not same_param("8/255", 0.0313725)
+    assert not same_param("macro", "micro") and not same_param(True, 1) and not same_param("1/0", 0)
 
 
 def test_single_class_data_gives_a_report_with_undefined_ranking_metrics(digits_checkpoint, tmp_path):

@@ -140,3 +140,32 @@ def test_gate_param_values_of_other_suites(write_recipe):
     msg = _load_error(write_recipe, BASE + '\n[[gates]]\nmetric = "robust_accuracy"\nparams = { norm = "Linf", eps = '
                       '"8/255" }\nop = ">="\nthreshold = 0.5\n')
     assert "norm = 'Linf' is not one of 'linf', 'l2'" in msg
+
+
+ROB = '\n[robustness]\nnorm = "linf"\neps = ["4/255", "8/255"]\nnoise = { gaussian = [0.1] }\n'
+
+
+@pytest.mark.parametrize("gate, fragment", [
+    ('metric = "robust_accuracy"\nparams = { norm = "linf", eps = "16/255" }',
+     "eps = '16/255' is not one of '4/255', '8/255'"),
+    ('metric = "noise_accuracy"\nparams = { noise = "gaussian", level = 0.2 }', "level = 0.2 is not one of '0.1'"),
+    ('metric = "repro.seed_std"\nparams = { metric = "accuracy" }',
+     "metric = 'accuracy': name the suite too, metric = \"performance.accuracy\""),
+    ('metric = "repro.seed_std"\nparams = { metric = "performance.acc" }', "suite 'performance' has no metric 'acc'"),
+    ('metric = "repro.nondeterministic_ops"\nparams = { phase = "bogus" }',
+     "phase = 'bogus' is not one of 'inference', 'attack_gradient', 'training'"),
+])
+def test_gates_on_values_the_recipe_does_not_produce_fail_at_load(write_recipe, gate, fragment):
+    msg = _load_error(write_recipe, BASE + ROB + f'\n[[gates]]\n{gate}\nop = "<="\nthreshold = 0.1\n')
+    assert "[[gates]] #1 params" in msg and fragment in msg, msg
+
+
+def test_gates_on_swept_values_load(write_recipe):
+    path = write_recipe(BASE + ROB.replace('"8/255"]', '"8/255", "1/4"]') + '\n[[gates]]\nmetric = "robust_accuracy"\nparams = { norm = "linf", eps = 0.25 '
+                        '}\nop = ">="\nthreshold = 0.1\n[[gates]]\nmetric = "repro.seed_std"\nparams = { metric = '
+                        '"robustness.robust_accuracy", norm = "linf", eps = "8/255" }\nop = "<="\nthreshold = 0.1\n')
+    assert len(load_recipe(path).gates) == 2
+    # a gates-only file for `audit gate` has no [robustness] to check against: the report decides
+    gates_only = write_recipe('[[gates]]\nmetric = "robust_accuracy"\nparams = { norm = "linf", eps = "1/3" }\n'
+                              'op = ">="\nthreshold = 0.1\n', "g.toml")
+    assert len(load_recipe(gates_only, gates_only=True).gates) == 1

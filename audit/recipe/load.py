@@ -177,8 +177,46 @@ def _check_param_values(params: dict[str, Any], spec: Any, recipe: Recipe, where
         if p == "class" and recipe.sections.get("model", {}).get("num_classes"):
             model = recipe.sections["model"]
             allowed = tuple(model["class_names"] or [str(k) for k in range(model["num_classes"])])
+        if allowed is None and p in ("eps", "level"):
+            allowed = _swept_values(recipe, p, params)
         if allowed is not None and not any(same_param(value, a) for a in allowed):
             raise RecipeError(f"{where} params: {p} = {value!r} is not one of {', '.join(map(repr, allowed))}")
+        if p == "metric" and spec.extra_params:  # repro.seed_*: the summarised metric, as "suite.name"
+            _check_summarised_metric(value, where)
+
+
+def _swept_values(recipe: Recipe, p: str, params: dict[str, Any]) -> tuple[str, ...] | None:
+    """The epsilons (of the gate's norm) or noise levels (of its noise kind) the recipe's [robustness]
+    sweeps, as labels: a gate on any other value could only fail after the whole run. None when the
+    recipe has no [robustness] table (a gates-only file for `audit gate`)."""
+    if "robustness" not in recipe.present:
+        return None
+    from audit.suites.robustness import settings
+
+    cfg = settings(recipe.sections["robustness"], str(recipe.path))
+    if p == "eps":
+        norms = [params["norm"]] if params.get("norm") in cfg["eps"] else list(cfg["eps"])
+        return tuple(e.label for n in norms for e in cfg["eps"][n])
+    kinds = [params["noise"]] if params.get("noise") in cfg["noise"] else list(cfg["noise"])
+    return tuple(lv.label for k in kinds for lv in cfg["noise"][k])
+
+
+def _check_summarised_metric(value: Any, where: str) -> None:
+    if not isinstance(value, str):
+        raise RecipeError(f"{where} params: metric = {value!r}: expected \"suite.name\", e.g. \"performance.accuracy\"")
+    if "." not in value:
+        try:
+            suite, name = resolve_metric(value)
+        except FieldError as e:
+            raise RecipeError(f"{where} params: metric = {value!r}: {e}") from None
+        owner = suite or next(s for s, ms in metric_catalogue().items() if name in ms)
+        raise RecipeError(f"{where} params: metric = {value!r}: name the suite too, metric = \"{owner}.{name}\"")
+    try:
+        suite, _ = resolve_metric(value)
+    except FieldError as e:
+        raise RecipeError(f"{where} params: metric = {value!r}: {e}") from None
+    if suite == "repro":
+        raise RecipeError(f"{where} params: metric = {value!r}: the spread of a repro metric is not summarised")
 
 
 def gate_id(g: dict[str, Any]) -> str:

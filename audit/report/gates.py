@@ -21,15 +21,18 @@ def _as_number(v: Any) -> float | None:
         return float(v)
     if isinstance(v, str):
         try:
+            if v.count("/") == 1:  # an epsilon written as a fraction, "8/255": its value as the recipe parses it
+                num, den = v.split("/")
+                return float(num) / float(den)
             return float(v)
-        except ValueError:
+        except (ValueError, ZeroDivisionError):
             return None
     return None
 
 
 def same_param(a: Any, b: Any) -> bool:
     """Params match as strings ("8/255" names "8/255"), or as numbers when both are numbers (a gate's
-    eps = 1 names the record's "1.0")."""
+    eps = 1 names the record's "1.0", eps = 0.25 the record's "1/4")."""
     if str(a) == str(b):
         return True
     x, y = _as_number(a), _as_number(b)

@@ -74,6 +74,7 @@ SECTION = Section(
 )
 
 _PHASE = "'inference' | 'attack_gradient' | 'training' (default: all phases)"
+_PHASES = {"phase": ("inference", "attack_gradient", "training")}
 _OF = ('the summarised metric as "suite.name" (e.g. "performance.accuracy"), plus that metric\'s own params '
        '(e.g. average = "macro")')
 
@@ -93,10 +94,10 @@ METRICS = {
                                   "repeat and the first run."),
     "nondeterministic_ops": MetricSpec(
         "Distinct ops that raised PyTorch's nondeterminism alert on this device in the capture run "
-        "(torch.use_deterministic_algorithms(True, warn_only=True)).", {"phase": _PHASE}),
+        "(torch.use_deterministic_algorithms(True, warn_only=True)).", {"phase": _PHASE}, choices=_PHASES),
     "latent_cuda_hazards": MetricSpec(
         "Distinct ops the model runs (forward, input gradient, parameter gradient) that PyTorch documents as "
-        "nondeterministic on CUDA: hazards for a GPU run, found on any device.", {"phase": _PHASE}),
+        "nondeterministic on CUDA: hazards for a GPU run, found on any device.", {"phase": _PHASE}, choices=_PHASES),
     "batch_invariance_max_abs_diff": MetricSpec(
         "Largest |delta logit| between batch size 1 and the configured batch size (capture run)."),
     "batch_invariance_flips": MetricSpec("Predictions that differ between batch size 1 and the configured batch "
