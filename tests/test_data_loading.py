@@ -124,6 +124,29 @@ def test_csv_source_categorical_sensitive_and_label_values(tmp_path):
     t = ExampleTable.load(tmp_path / "out" / "examples.npz")
     np.testing.assert_array_equal(t["label"], [0, 1, 1, 0])
     np.testing.assert_array_equal(t["group:age"], [0, 1, 1, 2])
+    # the list form reads the categories from the file: the report lists the inputs and says so
+    assert r["data"]["encoded_features"] == ["a", "color=blue", "color=green", "color=red"]
+    assert r["data"]["categories_from_file"] == {"color": ["blue", "green", "red"]}
+    assert "One-hot categories were read from this file" in (tmp_path / "out" / "report.html").read_text()
+    # a file that lacks "blue": read from the file, the model gets 3 inputs and the error says why
+    df[df.color != "blue"].to_csv(tmp_path / "d.csv", index=False)
+    res = run_cli("run", tmp_path / "lin.pt", "--recipe", tmp_path / "r.toml", "--out", tmp_path / "o2", "--quiet")
+    assert res.exit_code == 2 and "the model rejects inputs of shape (3,)" in res.stderr
+    assert "the csv's one-hot columns come from its own categories (color: 2)" in res.stderr
+    # pinned (as in training), the same file gives the model's 4 inputs in the trained order
+    pinned = (tmp_path / "r.toml").read_text().replace('categorical = ["color"]\n', "") + \
+        'categorical = { color = ["blue", "green", "red"] }\n'
+    (tmp_path / "p.toml").write_text(pinned)
+    res = run_cli("run", tmp_path / "lin.pt", "--recipe", tmp_path / "p.toml", "--out", tmp_path / "o3", "--quiet")
+    assert res.exit_code == 0, res.stderr
+    r3 = json.loads((tmp_path / "o3" / "report.json").read_text())
+    assert r3["data"]["encoded_features"] == ["a", "color=blue", "color=green", "color=red"]
+    assert "categories_from_file" not in r3["data"]
+    # and a value outside the pinned categories is an error naming the column, the value and the rows
+    df.assign(color=["red", "teal", "red", "green"]).to_csv(tmp_path / "d.csv", index=False)
+    res = run_cli("run", tmp_path / "lin.pt", "--recipe", tmp_path / "p.toml", "--out", tmp_path / "o4", "--quiet")
+    assert res.exit_code == 2 and "categorical column 'color' has 'teal', which is not one of its" in res.stderr
+    assert "1 row" in res.stderr or "row 1" in res.stderr, res.stderr
 
 
 @pytest.mark.parametrize("fn", ["load_tuple", "load_dict", "load_dataset"])

@@ -40,8 +40,13 @@ def probe_model(model: WrappedModel, data: Dataset, device: torch.device, num_cl
             out = model(xb)
     except Exception as e:
         msg = (str(e).strip().splitlines() or [type(e).__name__])[0][:240]
+        encoded = data.meta.get("categories_from_file")
+        hint = (f"; the csv's one-hot columns come from its own categories "
+                f"({'; '.join(f'{k}: {len(v)}' for k, v in encoded.items())}), so a category the training file "
+                "had and this file lacks changes the width: pin them with [data] categorical = { column = [...] }"
+                if encoded else "")
         raise DataError(f"the model rejects inputs of shape {tuple(data.x.shape[1:])} (per example): "
-                        f"{type(e).__name__}: {msg}. Set [model] input_shape or check the data") from e
+                        f"{type(e).__name__}: {msg}. Set [model] input_shape or check the data{hint}") from e
     if not isinstance(out, torch.Tensor):
         raise DataError(f"the model returned {type(out).__name__}, expected a tensor of logits")
     if out.dim() != 2 or out.shape[1] != num_classes:

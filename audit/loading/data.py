@@ -113,21 +113,32 @@ def _load_csv(cfg: dict[str, Any], recipe: Recipe):
     from audit.recipe.fields import suggest
 
     cols = [str(c) for c in df.columns]
-    needed = list(cfg["features"]) + [cfg["label"]] + list(cfg["sensitive"] or []) + list(cfg["categorical"])
+    categorical = cfg["categorical"]
+    pinned = categorical if isinstance(categorical, dict) else {}
+    needed = list(cfg["features"]) + [cfg["label"]] + list(cfg["sensitive"] or []) + list(categorical)
     for c in needed:
         if c not in cols:
             raise DataError(f"{path}: no column {c!r} {suggest(c, cols)}")
-    for c in cfg["categorical"]:
+    for c in categorical:
         if c not in cfg["features"]:
             raise DataError(f"{recipe.path}: [data] categorical column {c!r} is not listed in features")
-    parts, names = [], []
+    parts, names, from_file = [], [], {}
     for c in cfg["features"]:
         col = df[c]
-        if c in cfg["categorical"]:
+        if c in categorical:
             if col.isna().any():
                 raise DataError(f"{path}: categorical column {c!r} has missing values in {_rows(col.isna().to_numpy())}")
             values = col.astype(str).to_numpy()
-            for cat in sorted(set(values)):
+            if c in pinned:
+                cats = pinned[c]
+                unknown = ~np.isin(values, cats)
+                if unknown.any():
+                    raise DataError(f"{path}: categorical column {c!r} has {values[unknown][0]!r}, which is not one "
+                                    f"of its [data] categorical categories {cats}, in {_rows(unknown)}")
+            else:
+                cats = sorted(set(values))
+                from_file[c] = cats
+            for cat in cats:
                 parts.append((values == cat).astype(np.float32))
                 names.append(f"{c}={cat}")
             continue
@@ -153,7 +164,10 @@ def _load_csv(cfg: dict[str, Any], recipe: Recipe):
     else:
         y = label.to_numpy()
     sensitive = {c: df[c].to_numpy() for c in (cfg["sensitive"] or [])}
-    return x, y, sensitive, np.arange(len(df)), names, {"path": str(path), "file_sha256": sha256_file(path)}
+    meta: dict[str, Any] = {"path": str(path), "file_sha256": sha256_file(path), "encoded_features": names}
+    if from_file:
+        meta["categories_from_file"] = from_file
+    return x, y, sensitive, np.arange(len(df)), names, meta
 
 
 def split_indices(y: np.ndarray, split: str, test_size: float, split_seed: int) -> np.ndarray:

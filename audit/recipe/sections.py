@@ -129,6 +129,12 @@ def _data_post(d: dict[str, Any]) -> None:
             raise FieldError(f"the label column {d['label']!r} is also listed in features")
 
 
+def _p_categorical(v: Any) -> list[str] | dict[str, list[str]]:
+    if isinstance(v, dict):
+        return {str(k): p_list(p_str(), "category names", min_len=1, unique=True)(cats) for k, cats in v.items()}
+    return p_list(p_str(), "column names", unique=True)(v)
+
+
 def _p_sensitive(v: Any) -> Any:
     if isinstance(v, dict):
         for k, name in v.items():
@@ -166,9 +172,12 @@ DATA = Section(
               parse=_p_sensitive, example='["sex"]'),
         Field("features", "list of column names", "csv: the feature columns, in the model's input order.",
               parse=p_list(p_str(), "column names", min_len=1, unique=True), example='["age", "duration"]'),
-        Field("categorical", "list of column names",
-              "csv: feature columns to one-hot encode (categories sorted; each becomes COLUMN=VALUE).",
-              default=[], parse=p_list(p_str(), "column names", unique=True), example='["housing"]'),
+        Field("categorical", "list of column names, or table column -> list of categories",
+              "csv: feature columns to one-hot encode, each category becoming a COLUMN=VALUE input. As a list, "
+              "the categories are the file's distinct values, sorted: a file that lacks one (or adds one) "
+              "shifts every later input, so the report lists the encoded columns and says so. As a table the "
+              "categories are pinned in the model's order (as in training); a value outside them is an error.",
+              default=[], parse=_p_categorical, example='{ housing = ["free", "own", "rent"] }'),
         Field("label", "column name", "csv: the label column.", parse=p_str(), example='"risk"'),
         Field("label_values", "list of strings",
               "csv: label values in class order when the label column is not already 0..K-1.",
