@@ -169,3 +169,12 @@ def test_gates_on_swept_values_load(write_recipe):
     gates_only = write_recipe('[[gates]]\nmetric = "robust_accuracy"\nparams = { norm = "linf", eps = "1/3" }\n'
                               'op = ">="\nthreshold = 0.1\n', "g.toml")
     assert len(load_recipe(gates_only, gates_only=True).gates) == 1
+
+
+def test_gate_on_a_capture_metric_without_the_capture_run_is_an_error(write_recipe):
+    msg = _load_error(write_recipe, BASE + '\n[repro]\ncapture = false\n[[gates]]\nmetric = "repro.nondeterministic_ops"\n'
+                                           'op = "<="\nthreshold = 0\n')
+    assert "repro.nondeterministic_ops comes from the capture run, which [repro] capture = false turns off" in msg
+    msg = _load_error(write_recipe, BASE + '\n[repro]\nbatch_invariance = false\n[[gates]]\n'
+                                           'metric = "repro.batch_invariance_flips"\nop = "<="\nthreshold = 0\n')
+    assert "[repro] batch_invariance = false turns off" in msg

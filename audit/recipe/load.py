@@ -160,10 +160,27 @@ def _check_gates(recipe: Recipe) -> None:
         g["name"] = name
         if g["id"] is None:
             g["id"] = gate_id(g)
+        _check_capture_gate(g, recipe, where)
     ids = [g["id"] for g in recipe.gates]
     dup = {x for x in ids if ids.count(x) > 1}
     if dup:
         raise RecipeError(f"{recipe.path}: [[gates]] ids must be unique; repeated: {', '.join(sorted(dup))}")
+
+
+_CAPTURE_METRICS = {"nondeterministic_ops": "capture", "latent_cuda_hazards": "capture",
+                    "batch_invariance_max_abs_diff": "batch_invariance", "batch_invariance_flips": "batch_invariance"}
+
+
+def _check_capture_gate(g: dict[str, Any], recipe: Recipe, where: str) -> None:
+    """A gate on a capture-run metric while [repro] turns that run off could only be 'no record' later."""
+    need = _CAPTURE_METRICS.get(g["name"]) if g["suite"] == "repro" else None
+    if need is None or "repro" not in recipe.present:
+        return
+    cfg = recipe.sections["repro"]
+    for key in dict.fromkeys(("capture", need)):
+        if not cfg[key]:
+            raise RecipeError(f"{where} metric: repro.{g['name']} comes from the capture run, which [repro] "
+                              f"{key} = false turns off")
 
 
 def _check_param_values(params: dict[str, Any], spec: Any, recipe: Recipe, where: str) -> None:
