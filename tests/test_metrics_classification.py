@@ -146,27 +146,33 @@ def test_multinomial_bootstrap_matches_row_bootstrap_in_distribution():
     assert abs(fast[0] - slow[0]) < 0.01 and abs(fast[1] - slow[1]) < 0.01
 
 
-def test_proportion_intervals_are_exact_where_the_bootstrap_collapses():
+def test_proportion_intervals_are_never_narrower_than_the_exact_interval():
     """At 0 or 1 every bootstrap replicate equals the estimate; the interval must still say what n
-    examples can show: Clopper-Pearson, compared with scipy's beta quantiles (the exact interval's
-    definition: Beta(a/2; x, n - x + 1), Beta(1 - a/2; x + 1, n - x))."""
+    examples can show, and its ends must move monotonically with the count (29/30 may not look surer than
+    30/30). Clopper-Pearson against scipy's beta quantiles (its definition)."""
     from scipy.stats import beta
 
     from audit.metrics import fairness as FM
     from audit.metrics import robustness as R
-    from audit.metrics.bootstrap import exact_at_boundary
+    from audit.metrics.bootstrap import clopper_pearson, widen_to_exact
 
     for n, conf in ((30, 0.95), (7, 0.9), (1000, 0.99)):
         a = 1 - conf
-        lo, hi = exact_at_boundary(1.0, 1.0, 1.0, n, conf)
-        assert (lo, hi) == pytest.approx((beta.ppf(a / 2, n, 1), 1.0), abs=1e-12)
-        lo, hi = exact_at_boundary(0.0, 0.0, 0.0, n, conf)
-        assert (lo, hi) == pytest.approx((0.0, beta.ppf(1 - a / 2, 1, n)), abs=1e-12)
-        assert exact_at_boundary(0.2, 0.4, 0.3, n, conf) == (0.2, 0.4)  # inside: the bootstrap's own
-    lo, hi = exact_at_boundary(np.array([0.5, 1.0, 0.0, np.nan]), np.array([0.7, 1.0, 0.0, np.nan]),
-                               np.array([0.6, 1.0, 0.0, np.nan]), np.array([10, 10, 0, 0]))
-    np.testing.assert_allclose(lo, [0.5, 0.025 ** 0.1, 0.0, np.nan])
-    np.testing.assert_allclose(hi, [0.7, 1.0, 0.0, np.nan])  # n = 0: nothing to say, left as it was
+        x = np.arange(n + 1)
+        lo, hi = clopper_pearson(x, n, conf)
+        np.testing.assert_allclose(lo[1:], beta.ppf(a / 2, x[1:], n - x[1:] + 1), rtol=1e-12)
+        np.testing.assert_allclose(hi[:-1], beta.ppf(1 - a / 2, x[:-1] + 1, n - x[:-1]), rtol=1e-12)
+        assert lo[0] == 0.0 and hi[-1] == 1.0 and lo[-1] == pytest.approx((a / 2) ** (1 / n), rel=1e-12)
+        lo, hi = widen_to_exact(1.0, 1.0, 1.0, n, conf)  # a collapsed bootstrap interval
+        assert (lo, hi) == pytest.approx(((a / 2) ** (1 / n), 1.0), abs=1e-12)
+        wide = widen_to_exact(0.0, 1.0, 0.5, n, conf)  # a wider bootstrap interval is kept
+        assert wide == (0.0, 1.0)
+    lo, hi = widen_to_exact(np.array([0.5, np.nan]), np.array([0.7, np.nan]), np.array([0.6, np.nan]), np.array([0, 0]))
+    np.testing.assert_array_equal(lo, [0.5, np.nan])  # n = 0: nothing to say, left as it was
+    # monotone in the count, through the real bootstrap: 29/30 never looks surer than 30/30
+    rng = np.random.default_rng(0)
+    lows = [R.binomial_interval(k / 30, 30, 2000, rng)[0] for k in range(25, 31)]
+    assert all(b >= a_ - 1e-12 for a_, b in zip(lows, lows[1:])), lows
     # every proportion the suites report goes through it: accuracy and per-class recall/precision ...
     y = np.repeat(np.arange(3), 10)
     res = evaluate(y, y, np.eye(3)[y], ["a", "b", "c"], CFG, seed=0)
@@ -175,7 +181,6 @@ def test_proportion_intervals_are_exact_where_the_bootstrap_collapses():
     rec = _get(res, "recall", **{"class": "b"})
     assert (rec.ci_low, rec.ci_high) == pytest.approx((beta.ppf(0.025, 10, 1), 1.0))
     # ... robust accuracy and attack success rate, noise accuracy, and per-group fairness rates
-    rng = np.random.default_rng(0)
     assert R.binomial_interval(0.0, 40, 200, rng) == pytest.approx((0.0, beta.ppf(0.975, 1, 40)))
     assert R.count_mean_interval(np.full(25, 5), 5, 200, rng) == pytest.approx((beta.ppf(0.025, 25, 1), 1.0))
     codes = np.repeat([0, 1], 20)
@@ -183,4 +188,6 @@ def test_proportion_intervals_are_exact_where_the_bootstrap_collapses():
     fr = FM.fairness_audit(rng.integers(0, 2, 40), pred, codes, 2, n_boot=200, rng=rng)
     sel_lo, sel_hi = fr.rate_ci["selection_rate"]
     assert (sel_lo[0], sel_hi[0]) == pytest.approx((beta.ppf(0.025, 20, 1), 1.0))
-    assert sel_lo[1] < fr.rates["selection_rate"][1] < sel_hi[1]
+    x1 = fr.rates["selection_rate"][1] * 20
+    cp = clopper_pearson(x1, 20)
+    assert sel_lo[1] <= cp[0] + 1e-12 and sel_hi[1] >= cp[1] - 1e-12

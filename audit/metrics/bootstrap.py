@@ -44,24 +44,51 @@ def percentile_interval(replicates: np.ndarray, confidence: float = 0.95, axis: 
     return out[0], out[1]
 
 
-def exact_at_boundary(lo: np.ndarray | float, hi: np.ndarray | float, p_hat: np.ndarray | float,
-                      n: np.ndarray | int, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Bootstrap interval of a proportion, with the Clopper-Pearson exact interval where the bootstrap
-    collapses: at p_hat = 0 or 1 every replicate equals p_hat and the percentile interval is a point,
-    a certainty no sample of n gives (30 of 30 correct is consistent with a true accuracy of 0.88).
+def clopper_pearson(x: np.ndarray | float, n: np.ndarray | int, confidence: float = 0.95
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Clopper-Pearson exact interval of a proportion x/n: [B(a/2; x, n - x + 1), B(1 - a/2; x + 1, n - x)]
+    with B the beta quantile, a = 1 - confidence, and the ends 0 at x = 0 and 1 at x = n (Clopper &
+    Pearson, Biometrika 1934). ``x`` may be fractional (a mean of per-example fractions times n). NaN
+    where n = 0."""
+    from scipy.stats import beta
 
-    There the exact interval is [0, 1 - (a/2)^(1/n)] for p_hat = 0 and [(a/2)^(1/n), 1] for p_hat = 1,
-    a = 1 - confidence (Clopper & Pearson, Biometrika 1934; the beta quantiles at x = 0 and x = n).
-    Elsewhere the bootstrap interval is returned unchanged. Vectorised over arrays of equal shape.
+    x_a = np.asarray(x, dtype=np.float64)
+    n_a = np.asarray(n, dtype=np.float64)
+    a = 1.0 - confidence
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lo = np.where(x_a <= 0, 0.0, beta.ppf(a / 2, np.maximum(x_a, 1e-300), n_a - x_a + 1))
+        hi = np.where(x_a >= n_a, 1.0, beta.ppf(1 - a / 2, x_a + 1, np.maximum(n_a - x_a, 1e-300)))
+    bad = ~(n_a > 0) | ~np.isfinite(x_a)
+    return np.where(bad, np.nan, lo), np.where(bad, np.nan, hi)
+
+
+def widen_to_exact(lo: np.ndarray | float, hi: np.ndarray | float, p_hat: np.ndarray | float,
+                   n: np.ndarray | int, confidence: float = 0.95, *, only_at_boundary: bool = False
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """A proportion's bootstrap interval, widened to the Clopper-Pearson exact interval where that is
+    wider: ``[min(lo, cp_lo), max(hi, cp_hi)]``.
+
+    Why. Near 0 and 1 the percentile bootstrap of a proportion is too narrow (it is close to the Wald
+    interval), and at exactly 0 or 1 every replicate equals the estimate, so it collapses to a point: 30
+    of 30 correct would read as certain. Replacing it only at the boundary would not do either: the lower
+    end at 29/30 (bootstrap) would sit above the one at 30/30 (exact). The union is never narrower than the
+    exact interval, so its coverage is at least the exact interval's, and both ends move monotonically
+    with the count. Where n = 0 or the estimate is NaN the bootstrap interval is returned unchanged.
+    Vectorised over arrays of equal shape.
+
+    ``only_at_boundary``: widen only at p_hat = 0 or 1. For a mean of per-example fractions (noise
+    accuracy over D draws: a cluster bootstrap) the exact interval on n examples is valid but much wider
+    than needed away from the boundary, so there it only replaces the collapsed point.
     """
     lo_a, hi_a = np.array(lo, dtype=np.float64), np.array(hi, dtype=np.float64)
     p = np.asarray(p_hat, dtype=np.float64)
     m = np.asarray(n, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        edge = ((1.0 - confidence) / 2.0) ** (1.0 / m)
-    ok = m > 0
-    lo_a = np.where(ok & (p == 1.0), edge, lo_a)
-    hi_a = np.where(ok & (p == 0.0), 1.0 - edge, hi_a)
+    cp_lo, cp_hi = clopper_pearson(p * m, m, confidence)
+    ok = np.isfinite(cp_lo) & np.isfinite(cp_hi)
+    if only_at_boundary:
+        ok &= (p == 0.0) | (p == 1.0)
+    lo_a = np.where(ok, np.fmin(lo_a, cp_lo), lo_a)
+    hi_a = np.where(ok, np.fmax(hi_a, cp_hi), hi_a)
     return lo_a[()], hi_a[()]
 
 

@@ -46,7 +46,7 @@ from typing import Literal
 
 import numpy as np
 
-from audit.metrics.bootstrap import exact_at_boundary, percentile_interval
+from audit.metrics.bootstrap import percentile_interval, widen_to_exact
 
 
 CELLS: tuple[str, ...] = ("tn", "fp", "fn", "tp")
@@ -553,8 +553,8 @@ def fairness_from_counts(counts: np.ndarray, *, min_group_size: int = 30,
         if rng is None:
             raise ValueError("n_boot > 0 needs a seeded numpy Generator (audit.seeding.rng)")
         boot = group_rates(bootstrap_group_counts(counts, n_boot, rng))
-        for k in RATES:  # Clopper-Pearson for a group whose rate is 0 or 1 (the bootstrap collapses there)
-            rate_ci[k] = exact_at_boundary(*percentile_interval(boot[k], confidence), rates[k], denominators[k],
+        for k in RATES:  # never narrower than Clopper-Pearson (the bootstrap collapses at 0 and 1)
+            rate_ci[k] = widen_to_exact(*percentile_interval(boot[k], confidence), rates[k], denominators[k],
                                            confidence)
         if interval == "percentile":
             reps = disparities(boot, ref)

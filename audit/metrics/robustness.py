@@ -29,7 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
-from audit.metrics.bootstrap import exact_at_boundary, percentile_interval
+from audit.metrics.bootstrap import percentile_interval, widen_to_exact
 
 
 def worst_case(*eps_broken: np.ndarray) -> np.ndarray:
@@ -88,11 +88,11 @@ def accuracy_by_code(correct: np.ndarray, codes: np.ndarray, n_codes: int) -> tu
 def binomial_interval(p_hat: float, n: int, n_boot: int, rng: np.random.Generator,
                       confidence: float = 0.95) -> tuple[float, float] | None:
     """Percentile bootstrap interval of a mean of n 0/1 values (rows resampled = Binomial(n, p_hat)/n);
-    Clopper-Pearson at p_hat = 0 or 1, where the bootstrap collapses (:func:`exact_at_boundary`)."""
+    never narrower than the Clopper-Pearson exact interval (:func:`widen_to_exact`)."""
     if n_boot <= 0 or n <= 0 or not np.isfinite(p_hat):
         return None
     reps = rng.binomial(n, min(max(p_hat, 0.0), 1.0), size=n_boot) / n
-    lo, hi = exact_at_boundary(*percentile_interval(reps, confidence), p_hat, n, confidence)
+    lo, hi = widen_to_exact(*percentile_interval(reps, confidence), p_hat, n, confidence)
     return float(lo), float(hi)
 
 
@@ -106,15 +106,16 @@ def count_mean_interval(correct_draws: np.ndarray, draws: int, n_boot: int, rng:
                         confidence: float = 0.95) -> tuple[float, float] | None:
     """Bootstrap interval of ``noise_accuracy`` resampling examples (each keeps its D draws: a cluster
     bootstrap), drawn as Multinomial(n, frequencies of c = 0..D) replicate histograms. At 0 or 1 (every
-    draw of every example wrong, or right) the Clopper-Pearson interval over the n examples (the clusters)
-    replaces the collapsed bootstrap (:func:`exact_at_boundary`)."""
+    draw of every example wrong, or right), where it collapses to a point, the Clopper-Pearson interval
+    over the n examples (the clusters) replaces it (:func:`widen_to_exact` with ``only_at_boundary``)."""
     c = np.asarray(correct_draws, dtype=np.int64)
     n = len(c)
     if n_boot <= 0 or n == 0:
         return None
     hist = np.bincount(c, minlength=draws + 1)
     reps = rng.multinomial(n, hist / n, size=n_boot) @ np.arange(draws + 1) / (n * draws)
-    lo, hi = exact_at_boundary(*percentile_interval(reps, confidence), c.sum() / (n * draws), n, confidence)
+    lo, hi = widen_to_exact(*percentile_interval(reps, confidence), c.sum() / (n * draws), n, confidence,
+                            only_at_boundary=True)
     return float(lo), float(hi)
 
 

@@ -114,7 +114,8 @@ METRICS = {
     "temperature": MetricSpec("Temperature T fitted by NLL on the fit split (T > 1: the model is overconfident). "
                               "Diagnostic; never applied. Inconclusive (with the reason) when the fit split does "
                               "not determine T: no misclassified fit example (NLL then falls as T -> 0), T at the "
-                              "search bound [0.01, 100], or a T that makes the evaluation split's NLL worse."),
+                              "search bound [0.01, 100], or a T that makes the evaluation split's NLL clearly worse (paired: "
+                              "by more than 2 standard errors and 5%)."),
     "ece_before_temperature": MetricSpec("Top-label equal-width ECE on the temperature evaluation split, T = 1."),
     "ece_after_temperature": MetricSpec("Top-label equal-width ECE on the temperature evaluation split after "
                                         "dividing the logits by the fitted T."),
@@ -143,10 +144,11 @@ def run(ctx: RunContext, cfg: dict[str, Any]) -> SuiteResult:
     return res
 
 
-def _undetermined_temperature(temp: K.TemperatureDiagnostic, errors_fit: int) -> str | None:
+def _undetermined_temperature(temp: K.TemperatureDiagnostic, errors_fit: int, worse: str | None) -> str | None:
     """Why the fitted T says nothing (None when it is usable). With no misclassified fit example the NLL
     keeps falling as T -> 0, so the optimiser stops at its bound; with a handful of examples one confident
-    error can pull T anywhere. The held-out split is the judge: a T that worsens its NLL does not generalise."""
+    error can pull T anywhere. The held-out split is the judge: a T that clearly worsens its NLL
+    (``worse``, from :func:`_clearly_worse`) does not generalise."""
     lo, hi = K.TEMPERATURE_BOUNDS
     fit = f"the fit split ({temp.n_fit} examples, {errors_fit} misclassified)"
     if errors_fit == 0:
@@ -155,9 +157,27 @@ def _undetermined_temperature(temp: K.TemperatureDiagnostic, errors_fit: int) ->
         return f"{fit} has no error, so its NLL keeps falling as T -> 0 and determines no temperature"
     if temp.temperature <= lo * 1.001 or temp.temperature >= hi / 1.001:
         return f"T = {temp.temperature:.3g} is at the search bound [{lo:g}, {hi:g}]: {fit} does not determine a temperature"
-    if np.isfinite(temp.nll_after) and np.isfinite(temp.nll_before) and temp.nll_after > temp.nll_before:
-        return (f"the fitted T = {temp.temperature:.3g} makes the evaluation split's NLL worse "
-                f"({temp.nll_before:.4g} -> {temp.nll_after:.4g}): {fit} is too small or unlike the rest")
+    if worse is not None:
+        return (f"the fitted T = {temp.temperature:.3g} makes the evaluation split's NLL clearly worse "
+                f"({temp.nll_before:.4g} -> {temp.nll_after:.4g}, {worse}): {fit} is too small or unlike the rest")
+    return None
+
+
+def _clearly_worse(z: np.ndarray, y: np.ndarray, t: float) -> str | None:
+    """Does T raise the held-out NLL materially and beyond noise? For a calibrated model T is near 1 and the
+    held-out NLL goes up or down by chance, so a plain "after > before" would flag half of all good fits.
+    Flagged: the mean per-example increase is more than 2 standard errors and more than 5% of the NLL
+    at T = 1 (a paired comparison on the same examples)."""
+    from scipy.special import logsumexp
+
+    if len(y) < 2:
+        return None
+    zy = z[np.arange(len(y)), y]
+    d = (logsumexp(z / t, axis=1) - zy / t) - (logsumexp(z, axis=1) - zy)
+    base = float(np.mean(logsumexp(z, axis=1) - zy))
+    mean, se = float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
+    if np.isfinite(mean) and mean > 2 * se and mean > 0.05 * base:
+        return f"+{mean:.3g} per example, {mean / se:.1f} standard errors" if se > 0 else f"+{mean:.3g} per example"
     return None
 
 
@@ -237,7 +257,8 @@ def evaluate(logits: np.ndarray, y: np.ndarray, cfg: dict[str, Any], seed: int, 
         res.notes.append(f"Temperature scaling needs at least 4 examples ({n} here): not fitted.")
     if temp is not None:
         errors_fit = int(np.sum(z[fit_mask].argmax(1) != y[fit_mask]))
-        why = _undetermined_temperature(temp, errors_fit)
+        ev = ~fit_mask
+        why = _undetermined_temperature(temp, errors_fit, _clearly_worse(z[ev], y[ev], temp.temperature))
         res.metric("temperature", temp.temperature, temp.n_fit, None, why)
         for name, before, after in (("ece", temp.ece_before, temp.ece_after), ("nll", temp.nll_before, temp.nll_after)):
             res.metric(f"{name}_before_temperature", _v(before), temp.n_eval)
@@ -246,7 +267,6 @@ def evaluate(logits: np.ndarray, y: np.ndarray, cfg: dict[str, Any], seed: int, 
             res.notes.append(f"Temperature scaling diagnostic: {why}. Its T and after-temperature numbers are "
                              "marked inconclusive; a larger calibration split (temperature_fit_fraction or "
                              "temperature_fit_indices, more data) is needed to say what temperature scaling would do.")
-        ev = ~fit_mask
         z_ev, y_ev = z[ev], y[ev]
         res.tables["temperature"] = {
             "temperature": _r(temp.temperature), "n_fit": temp.n_fit, "n_eval": temp.n_eval,

@@ -97,8 +97,9 @@ SECTION = Section(
         Field("min_group_size", "integer >= 1",
               "Groups (or rate denominators, e.g. a group's positives for its TPR) below this size are shown "
               "but make the gates that rest on them inconclusive.", default=30, parse=p_int(1), example="30"),
-        Field("bootstrap", "integer >= 0", "Stratified bootstrap replicates for the intervals (0: none). A group rate of exactly 0 or 1, "
-              "where every replicate is the same, gets the Clopper-Pearson exact interval on its denominator.",
+        Field("bootstrap", "integer >= 0", "Stratified bootstrap replicates for the intervals (0: none). Group rates' intervals are widened "
+              "to the Clopper-Pearson exact interval on their denominator where that is wider (near 0 and 1, "
+              "where the bootstrap is too narrow or collapses to a point).",
               default=1000, parse=p_int(0), example="1000"),
         Field("confidence", "number in [0.5, 0.999]", "Level of the intervals.", default=0.95,
               parse=p_float(0.5, 0.999), example="0.95"),

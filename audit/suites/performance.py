@@ -13,7 +13,7 @@ import numpy as np
 
 from audit.errors import RecipeError
 from audit.metrics import classification as C
-from audit.metrics.bootstrap import exact_at_boundary, multinomial_confusions, percentile_interval
+from audit.metrics.bootstrap import multinomial_confusions, percentile_interval, widen_to_exact
 from audit.recipe.fields import Field, Section, p_float, p_int
 # _v: full precision for metric records; _r: rounded, for tables shown to people
 from audit.report.records import SuiteResult, finite_or_none as _v, rounded as _r
@@ -25,9 +25,9 @@ SECTION = Section(
     "Accuracy, balanced accuracy, MCC, precision/recall/F1, confusion matrix, ROC and PR curves with AUROC "
     "and average precision (binary, or one-vs-rest for multiclass), with seeded bootstrap intervals.",
     (
-        Field("bootstrap", "integer >= 0", "Bootstrap replicates for the count metrics' 95% intervals (0: none). Accuracy and "
-              "per-class precision/recall of exactly 0 or 1, where every replicate is the same, get the "
-              "Clopper-Pearson exact interval instead.",
+        Field("bootstrap", "integer >= 0", "Bootstrap replicates for the count metrics' 95% intervals (0: none). Accuracy's and "
+              "per-class precision/recall's intervals are widened to the Clopper-Pearson exact interval where "
+              "that is wider (near 0 and 1, where the bootstrap is too narrow or collapses to a point).",
               default=1000, parse=p_int(0), example="1000"),
         Field("bootstrap_ranking", "integer >= 0",
               "Bootstrap replicates for AUROC and average precision (each replicate re-sorts the scores).",
@@ -105,8 +105,8 @@ def evaluate(y: np.ndarray, pred: np.ndarray, probs: np.ndarray, names: list[str
         ci = None
         if boot is not None:
             lo, hi = percentile_interval(fn(boot), conf)
-            if proportion:  # a share of n examples: exact where the bootstrap collapses (at 0 or 1)
-                lo, hi = exact_at_boundary(lo, hi, value, n, conf)
+            if proportion:  # a share of n examples: never narrower than the exact interval
+                lo, hi = widen_to_exact(lo, hi, value, n, conf)
             ci = (float(lo), float(hi))
         res.metric(name, value, n, ci, **params)
         return value
@@ -126,7 +126,7 @@ def evaluate(y: np.ndarray, pred: np.ndarray, probs: np.ndarray, names: list[str
         if boot is not None:
             per_class_ci = percentile_interval(C.precision_recall_f1(boot)[name]["per_class"], conf)
             if name != "f1":  # recall: a share of the class's examples; precision: of its predictions
-                per_class_ci = exact_at_boundary(*per_class_ci, per_class,
+                per_class_ci = widen_to_exact(*per_class_ci, per_class,
                                                  support if name == "recall" else cm.sum(axis=0), conf)
         for i in range(k):
             ci = None if per_class_ci is None else (float(per_class_ci[0][i]), float(per_class_ci[1][i]))

@@ -169,8 +169,10 @@ SECTION = Section(
               parse=p_int(1), example="5"),
         Field("batch_size", "integer >= 1", "Examples per attack batch (default: [run] batch_size).",
               parse=p_int(1), example="128"),
-        Field("bootstrap", "integer >= 0", "Bootstrap replicates for the 95% intervals (0: none). Accuracies and success rates of "
-              "exactly 0 or 1, where every replicate is the same, get the Clopper-Pearson exact interval.", default=1000,
+        Field("bootstrap", "integer >= 0", "Bootstrap replicates for the 95% intervals (0: none). Robust accuracy's and success rates' "
+              "intervals are widened to the Clopper-Pearson exact interval where that is wider (near 0 and 1, "
+              "where the bootstrap is too narrow or collapses to a point); noise accuracy's (a mean over "
+              "draws) gets the exact interval over its examples only at exactly 0 or 1.", default=1000,
               parse=p_int(0), example="1000"),
         Field("confidence", "number in [0.5, 0.999]", "Level of the bootstrap intervals.", default=0.95,
               parse=p_float(0.5, 0.999)),
