@@ -59,6 +59,10 @@ debug_option = click.option("--debug", is_flag=True, help="Show the full traceba
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars or summary on stderr.")
 
 
+# click >= 8.2 raises this for a bare group call; older versions print the help themselves (exit 0).
+_NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 class _Group(click.Group):
     """click's group with the project's error contract for click's own usage errors too (a missing option,
     a bad value, an unknown command): one line `audit: error: ...` and exit 2, instead of click's
@@ -69,8 +73,8 @@ class _Group(click.Group):
         kwargs["prog_name"] = "audit"  # also under `python -m audit.cli` and click's test runner
         try:
             rv = super().main(*args, **kwargs)
-        except click.exceptions.NoArgsIsHelpError as e:  # bare `audit`: the help, as click prints it
-            click.echo(e.ctx.get_help() if e.ctx is not None else e.format_message())
+        except _NO_ARGS_IS_HELP as e:  # bare `audit`: the help, as click prints it
+            click.echo(e.ctx.get_help() if getattr(e, "ctx", None) is not None else e.format_message())
             sys.exit(2)
         except click.UsageError as e:
             where = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""

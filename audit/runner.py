@@ -106,6 +106,7 @@ def execute(opts: RunOptions) -> tuple[dict[str, Any], int]:
     loaded = load_checkpoint(opts.model_path, model_cfg, recipe.base_dir, recipe.path, trust=opts.trust_checkpoint)
     data = load_data(recipe)
     prepare_out(opts.out)  # after the inputs are known good (no folder for a refused load), before the work
+    clear_outputs(opts.out)
     model = WrappedModel(loaded.module, model_cfg["mean"], model_cfg["std"], model_cfg["input_bounds"],
                          model_cfg["num_classes"]).to(device)
     probe_model(model, data, device, model_cfg["num_classes"])
@@ -124,6 +125,14 @@ def execute(opts: RunOptions) -> tuple[dict[str, Any], int]:
         core_checks.append(Check("trusted_checkpoint", "warn",
                                  f"The checkpoint ({loaded.format}) was loaded with --trust-checkpoint: loading it "
                                  "could run code on this machine. Prefer a state_dict or safetensors file."))
+    from_file = data.meta.get("categories_from_file")
+    if from_file:
+        listed = "; ".join(f"{k}: {', '.join(v)}" for k, v in from_file.items())
+        core_checks.append(Check("one_hot_categories_pinned", "warn",
+                                 f"The csv's one-hot categories were read from this file ({listed}). If the model "
+                                 "was trained on a file with other categories, its inputs are shifted and every "
+                                 "number here is wrong. Pin them in training's order: [data] categorical = "
+                                 "{ column = [...] }."))
 
     ctx = RunContext(recipe=recipe, model=model, data=data, table=table, seed=seed, device=device,
                      batch_size=batch_size, progress=progress)
@@ -174,7 +183,8 @@ def _require_finite(logits: np.ndarray, index: np.ndarray) -> None:
             "no metric can be computed from them. Check the weights for NaN and the logits for float32 overflow")
 
 
-CORE_CHECK_IDS = ("logits_not_probabilities", "inference_deterministic", "trusted_checkpoint")
+CORE_CHECK_IDS = ("logits_not_probabilities", "inference_deterministic", "trusted_checkpoint",
+                  "one_hot_categories_pinned")
 
 
 def core_validity_checks(model: Any, data: Any, logits: np.ndarray, device: Any, batch_size: int,
@@ -242,6 +252,16 @@ def prepare_out(out: Path) -> None:
             raise AuditError(f"--out {out}: {name} there is not a file; remove it or choose another folder")
 
 
+def clear_outputs(out: Path) -> None:
+    """Remove an earlier run's outputs from --out before this run starts: if it stops early (bad logits,
+    a failed write), the folder must not show the previous model's report as if it were this one's."""
+    for name in OUTPUT_FILES:
+        try:
+            (out / name).unlink(missing_ok=True)
+        except OSError as e:
+            raise AuditError(f"--out {out}: cannot replace {name} ({e.strerror or e})") from None
+
+
 def write_text(path: Path, text: str) -> None:
     """Write an output file; failure is a user error (exit 2) naming the path, not a traceback."""
     try:
@@ -251,8 +271,9 @@ def write_text(path: Path, text: str) -> None:
 
 
 def write_outputs(report: dict[str, Any], out: Path, table: Any | None = None) -> None:
-    """Every output file, all or none: each is written beside its final name and moved into place only
-    when all were written, so a failure never leaves a fresh report.json next to missing or stale files."""
+    """Every output file, staged: each is written beside its final name and moved into place only when all
+    were written, report.json last, so a failed write leaves no report.json next to missing files (the run
+    removed the previous outputs when it started: ``clear_outputs``)."""
     from audit.report.build import dumps
     from audit.report.html import render_html
     from audit.report.junit import render_junit
@@ -278,6 +299,7 @@ def write_outputs(report: dict[str, Any], out: Path, table: Any | None = None) -
             tmp = out / f".{name}.partial"
             staged.append((tmp, out / name))
             write_text(tmp, body)
+        staged.sort(key=lambda tf: tf[1].name == "report.json")  # the verdict file last: the others are there first
         for tmp, final in staged:
             try:
                 os.replace(tmp, final)

@@ -128,6 +128,9 @@ def test_csv_source_categorical_sensitive_and_label_values(tmp_path):
     assert r["data"]["encoded_features"] == ["a", "color=blue", "color=green", "color=red"]
     assert r["data"]["categories_from_file"] == {"color": ["blue", "green", "red"]}
     assert "One-hot categories were read from this file" in (tmp_path / "out" / "report.html").read_text()
+    check = next(c for c in r["checks"] if c["id"] == "one_hot_categories_pinned")
+    assert check["status"] == "warn" and "(color: blue, green, red)" in check["message"]
+    assert "one_hot_categories_pinned" in (tmp_path / "out" / "summary.md").read_text()
     # a file that lacks "blue": read from the file, the model gets 3 inputs and the error says why
     df[df.color != "blue"].to_csv(tmp_path / "d.csv", index=False)
     res = run_cli("run", tmp_path / "lin.pt", "--recipe", tmp_path / "r.toml", "--out", tmp_path / "o2", "--quiet")
@@ -142,6 +145,7 @@ def test_csv_source_categorical_sensitive_and_label_values(tmp_path):
     r3 = json.loads((tmp_path / "o3" / "report.json").read_text())
     assert r3["data"]["encoded_features"] == ["a", "color=blue", "color=green", "color=red"]
     assert "categories_from_file" not in r3["data"]
+    assert not any(c["id"] == "one_hot_categories_pinned" for c in r3["checks"])
     # and a value outside the pinned categories is an error naming the column, the value and the rows
     df.assign(color=["red", "teal", "red", "green"]).to_csv(tmp_path / "d.csv", index=False)
     res = run_cli("run", tmp_path / "lin.pt", "--recipe", tmp_path / "p.toml", "--out", tmp_path / "o4", "--quiet")

@@ -70,6 +70,9 @@ def test_positive_class_on_a_multiclass_task_is_a_recipe_error(digits_checkpoint
                                      + PERF + "positive_class = 12\n")
     res = run_cli("run", digits_checkpoint, "--recipe", tmp_path / "r.toml", "--out", tmp_path / "o", "--quiet")
     _one_line(res, 2, "[performance] positive_class = 12: only binary tasks use it", "10 classes")
+    (tmp_path / "r1.toml").write_text((tmp_path / "r.toml").read_text().replace("= 12", "= 1"))  # the default value
+    res = run_cli("run", digits_checkpoint, "--recipe", tmp_path / "r1.toml", "--out", tmp_path / "o", "--quiet")
+    _one_line(res, 2, "[performance] positive_class = 1: only binary tasks use it")
 
 
 def test_gates_on_a_suite_that_did_not_run_block_unless_left_out_on_purpose(digits_checkpoint, tmp_path):
@@ -98,6 +101,12 @@ def test_gates_on_a_suite_that_did_not_run_block_unless_left_out_on_purpose(digi
     assert res.exit_code == 1, res.stderr
     assert "gate release-robustness: NOT_RUN (blocking)" in res.stderr
     assert "suite 'robustness' is not in this report" in res.stderr and "--suite robustness" in res.stderr
+    # nor a repro gate on a report that `audit repro` did not make
+    (tmp_path / "rel.toml").write_text('[[gates]]\nid = "bitwise"\nmetric = "repro.bitwise_identical"\nop = ">="\n'
+                                       'threshold = 1\n')
+    res = run_cli("gate", tmp_path / "o2" / "report.json", "--recipe", tmp_path / "rel.toml")
+    assert res.exit_code == 1 and "gate bitwise: NOT_RUN (blocking)" in res.stderr
+    assert "make the report with `audit repro`" in res.stderr
     # a gates file without gates is a mistake (it would turn every gate off), not a pass
     (tmp_path / "empty.toml").write_text("# gates moved elsewhere\n")
     res = run_cli("gate", tmp_path / "o2" / "report.json", "--recipe", tmp_path / "empty.toml")

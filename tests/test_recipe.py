@@ -46,8 +46,13 @@ def _load_error(write_recipe, text: str) -> str:
     (BASE.replace("factory = ", "factory = 3 #"), ["factory", "module:callable"]),
     (BASE + '\n[robustness]\nnorm = "linf"\neps = { linf = ["8/255"], l2 = [0.5] }\n',
      ["[robustness]", "eps has a list for norm 'l2', which is not run"]),
-    (BASE.replace('name = "digits"', 'name = "digits"\nsplit = "all"\ntest_size = 0.5'),
-     ["[data]", "test_size has no effect with split = 'all'", "set split = 'test'"]),
+    (BASE.replace('name = "digits"', 'name = "digits"\nsplit = "all"\ntest_size = 0.25'),
+     ["[data] test_size has no effect with split = 'all';", "set split = 'test'"]),
+    (BASE.replace('source = "sklearn"\nname = "digits"', 'source = "npz"\npath = "d.npz"\nsplit_seed = 0'),
+     ["[data] split_seed has no effect with split = 'all' (the default for source = 'npz')"]),
+    (BASE.replace('source = "sklearn"\nname = "digits"', 'source = "csv"\npath = "d.csv"\nfeatures = ["a"]\n'
+                  'label = "y"\ncategorical = { a = ["x"], b = [0, 1] }'),
+     ["[data]", "categorical", "column 'b': item 0: expected a string", "write \"0\", not 0"]),
     (BASE + '\n[robustness]\nnorm = "linf"\nlarge_eps = { l2 = 4.0 }\n',
      ["[robustness]", "large_eps has a value for norm 'l2', which is not run"]),
 ])
@@ -152,6 +157,11 @@ ROB = '\n[robustness]\nnorm = "linf"\neps = ["4/255", "8/255"]\nnoise = { gaussi
     ('metric = "repro.seed_std"\nparams = { metric = "accuracy" }',
      "metric = 'accuracy': name the suite too, metric = \"performance.accuracy\""),
     ('metric = "repro.seed_std"\nparams = { metric = "performance.acc" }', "suite 'performance' has no metric 'acc'"),
+    ('metric = "robust_accuracy"\nparams = { norm = "l2", eps = "8/255" }', "norm = 'l2' is not one of 'linf' (what"),
+    ('metric = "robust_accuracy"\nparams = { norm = "linf", eps = "8/255", attack = "autoattack" }',
+     "attack = 'autoattack' is not one of 'fgsm', 'pgd' (what [robustness] runs)"),
+    ('metric = "noise_accuracy"\nparams = { noise = "uniform", level = 0.1 }', "noise = 'uniform' is not one of 'gaussian'"),
+    ('metric = "repro.seed_std"\nparams = { metric = "seed_mean" }', "the spread of a repro metric is not summarised"),
     ('metric = "repro.nondeterministic_ops"\nparams = { phase = "bogus" }',
      "phase = 'bogus' is not one of 'inference', 'attack_gradient', 'training'"),
 ])

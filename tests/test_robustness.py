@@ -524,3 +524,21 @@ def test_non_finite_logits_stop_the_run_with_one_line_exit_4(digits_checkpoint, 
     line = res.stderr.strip()
     assert "\n" not in line and line.startswith("audit: error: the model outputs") and f"{kind} logits" in line
     assert "no metric can be computed" in line and not (tmp_path / "o" / "report.json").exists()
+
+
+def test_non_finite_logits_clear_an_earlier_report_and_stop_repro_with_exit_4(digits_checkpoint, write_recipe,
+                                                                              tmp_path):
+    good = _recipe(write_recipe, tmp_path, limit=60)
+    out = tmp_path / "o"
+    assert run_cli("run", digits_checkpoint, "--recipe", good, "--suite", "performance", "--out", out,
+                   "--quiet").exit_code == 0
+    bad = _recipe(write_recipe, tmp_path, "NaNOnSome", limit=60)
+    # the repro children are fresh processes: bad.py must find examples/digits/model.py on its own
+    (tmp_path / "bad.py").write_text(f"import sys\nsys.path.insert(0, {str(ROOT / 'examples' / 'digits')!r})\n"
+                                     + BAD_MODELS)
+    res = run_cli("run", digits_checkpoint, "--recipe", bad, "--suite", "performance", "--out", out, "--quiet")
+    assert res.exit_code == 4 and not (out / "report.json").exists()  # no earlier model's report left behind
+    res = run_cli("repro", digits_checkpoint, "--recipe", bad, "--seeds", "2", "--repeats", "1", "--suite",
+                  "performance", "--out", tmp_path / "r", "--quiet")
+    assert res.exit_code == 4, res.stderr
+    assert "the model outputs NaN logits" in res.stderr and len(res.stderr.strip().splitlines()) == 1

@@ -261,15 +261,18 @@ def _listing(items: list[str], k: int = 3) -> str:
 
 def _load_state_dict(module: Any, sd: dict[str, Any], path: Path) -> list[str]:
     notes = []
-    # Wrappers nest (torch.compile of DataParallel saves "_orig_mod.module."): strip until none is left.
+    # Wrappers nest (torch.compile of DataParallel saves "_orig_mod.module."): strip until none is left,
+    # but never from keys the architecture itself has (a model with a `module` attribute).
+    expected_keys = set(module.state_dict())
     stripped = True
-    while stripped:
+    while stripped and set(sd) != expected_keys:
         stripped = False
         for prefix in WRAPPER_PREFIXES:
             if sd and all(k.startswith(prefix) for k in sd):
                 sd = {k[len(prefix):]: v for k, v in sd.items()}
                 notes.append(f"Stripped the {prefix!r} prefix from every key (saved from a wrapped model).")
                 stripped = True
+                break  # re-check against the architecture before stripping more
     expected = module.state_dict()
     missing = [k for k in expected if k not in sd]
     unexpected = [k for k in sd if k not in expected]

@@ -88,8 +88,25 @@ def validate_recipe(raw: dict[str, Any], path: Path, gates_only: bool = False) -
     recipe = Recipe(path=path, sections=out, gates=gates, present=set(raw) - {GATE.name}, raw=raw)
     _check_gates(recipe)
     _check_run(recipe)
+    _check_data_split(recipe)
     _check_downgrades(recipe)
     return recipe
+
+
+def _check_data_split(recipe: Recipe) -> None:
+    """test_size / split_seed written in a recipe whose split is 'all' would silently do nothing (and the
+    user would evaluate on rows they may have trained on)."""
+    raw = recipe.raw.get("data", {})
+    d = recipe.sections.get("data")
+    if not isinstance(raw, dict) or not d or "source" not in raw:
+        return
+    if (d["split"] or ("test" if d["source"] == "sklearn" else "all")) != "all":
+        return
+    for key in ("test_size", "split_seed"):
+        if key in raw:
+            why = "split = 'all'" if "split" in raw else f"split = 'all' (the default for source = {d['source']!r})"
+            raise RecipeError(f"{recipe.path}: [data] {key} has no effect with {why}; set split = 'test' to "
+                              "evaluate on the held-out part")
 
 
 def _check_downgrades(recipe: Recipe) -> None:
@@ -194,23 +211,37 @@ def _check_param_values(params: dict[str, Any], spec: Any, recipe: Recipe, where
         if p == "class" and recipe.sections.get("model", {}).get("num_classes"):
             model = recipe.sections["model"]
             allowed = tuple(model["class_names"] or [str(k) for k in range(model["num_classes"])])
-        if allowed is None and p in ("eps", "level"):
-            allowed = _swept_values(recipe, p, params)
+        swept = _swept_values(recipe, p, params) if p in _SWEPT else None
+        if swept is not None:
+            allowed = swept
         if allowed is not None and not any(same_param(value, a) for a in allowed):
-            raise RecipeError(f"{where} params: {p} = {value!r} is not one of {', '.join(map(repr, allowed))}")
+            what = f"one of {', '.join(map(repr, allowed))}" if allowed else "produced by this recipe"
+            if p in _SWEPT and "robustness" in recipe.present:
+                what += " (what [robustness] runs)"
+            raise RecipeError(f"{where} params: {p} = {value!r} is not {what}")
         if p == "metric" and spec.extra_params:  # repro.seed_*: the summarised metric, as "suite.name"
             _check_summarised_metric(value, where)
 
 
+_SWEPT = ("eps", "level", "norm", "noise", "attack")
+
+
 def _swept_values(recipe: Recipe, p: str, params: dict[str, Any]) -> tuple[str, ...] | None:
-    """The epsilons (of the gate's norm) or noise levels (of its noise kind) the recipe's [robustness]
-    sweeps, as labels: a gate on any other value could only fail after the whole run. None when the
-    recipe has no [robustness] table (a gates-only file for `audit gate`)."""
+    """What the recipe's [robustness] runs, for a robustness param: the epsilons (of the gate's norm), the
+    noise levels (of its noise kind), the norms, noise kinds and attacks; a gate on anything else could
+    only fail after the whole run. None when the recipe has no [robustness] table (a gates-only file for
+    `audit gate`: the report decides)."""
     if "robustness" not in recipe.present:
         return None
     from audit.suites.robustness import settings
 
     cfg = settings(recipe.sections["robustness"], str(recipe.path))
+    if p == "norm":
+        return tuple(cfg["eps"])
+    if p == "noise":
+        return tuple(cfg["noise"])
+    if p == "attack":
+        return tuple(cfg["attacks"])
     if p == "eps":
         norms = [params["norm"]] if params.get("norm") in cfg["eps"] else list(cfg["eps"])
         return tuple(e.label for n in norms for e in cfg["eps"][n])
@@ -227,6 +258,8 @@ def _check_summarised_metric(value: Any, where: str) -> None:
         except FieldError as e:
             raise RecipeError(f"{where} params: metric = {value!r}: {e}") from None
         owner = suite or next(s for s, ms in metric_catalogue().items() if name in ms)
+        if owner == "repro":
+            raise RecipeError(f"{where} params: metric = {value!r}: the spread of a repro metric is not summarised")
         raise RecipeError(f"{where} params: metric = {value!r}: name the suite too, metric = \"{owner}.{name}\"")
     try:
         suite, _ = resolve_metric(value)

@@ -113,12 +113,6 @@ def _data_post(d: dict[str, Any]) -> None:
         if value != defaults.get(key):
             owners = ", ".join(repr(s) for s, keys in _SOURCE_KEYS.items() if key in keys)
             raise FieldError(f"key {key!r} is not used by source = {src!r} (only by source = {owners})")
-    split = d["split"] or ("test" if src == "sklearn" else "all")
-    if split == "all":
-        for key in ("test_size", "split_seed"):
-            if d[key] != defaults.get(key):  # without a split they would silently do nothing
-                raise FieldError(f"{key} has no effect with split = 'all' (the default for source = {src!r}); "
-                                 "set split = 'test' to evaluate on the held-out part")
     if src == "npz" and d["sensitive"] is not None and not isinstance(d["sensitive"], dict):
         raise FieldError("for source = 'npz', sensitive is a table { attribute = \"array name\" }")
     if src == "csv" and d["sensitive"] is not None and not isinstance(d["sensitive"], list):
@@ -131,7 +125,13 @@ def _data_post(d: dict[str, Any]) -> None:
 
 def _p_categorical(v: Any) -> list[str] | dict[str, list[str]]:
     if isinstance(v, dict):
-        return {str(k): p_list(p_str(), "category names", min_len=1, unique=True)(cats) for k, cats in v.items()}
+        out = {}
+        for k, cats in v.items():
+            try:
+                out[str(k)] = p_list(p_str(), "category names", min_len=1, unique=True)(cats)
+            except FieldError as e:  # name the column: the whole table in the message would hide which one
+                raise FieldError(f"column {k!r}: {e} (categories are matched as strings: write \"0\", not 0)") from None
+        return out
     return p_list(p_str(), "column names", unique=True)(v)
 
 

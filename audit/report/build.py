@@ -51,20 +51,23 @@ def regate(report: dict[str, Any], gates: list[dict[str, Any]], downgrade: list[
 
     ``new_gates``: the gates come from another recipe (``audit gate --recipe``). The run's choice to leave
     a suite out (--suite) excused the run's own gates, not these: a release gate on robustness must not
-    pass on a report made with --suite performance. Only repro's gates stay excused (another command).
+    pass on a report made with --suite performance, nor one on repro.* on a report `audit repro` did not
+    make. Nothing is excused.
     """
     checks = apply_downgrades(report["checks"], downgrade)
     suites_run = list(report["suites"])
     excused = report.get("suites_excused", [])
     if new_gates:
-        excused = [s for s in excused if s == "repro"]
+        excused = []
     gate_records = [evaluate_gate(g, report["metrics"], suites_run, excused) for g in gates]
     if new_gates:
+        study = "repro" in suites_run
         for g in gate_records:
             if g["status"] == "not_run" and not g["excused"]:
                 suite = g["missing_suite"]
-                g["message"] = (f"suite {suite!r} is not in this report, so this gate cannot be checked: "
-                                f"make the report with `audit run` including {suite} (--suite {suite})")
+                how = ("`audit repro`" if suite == "repro" else
+                       f"`audit repro --suite {suite}`" if study else f"`audit run` including {suite} (--suite {suite})")
+                g["message"] = f"suite {suite!r} is not in this report, so this gate cannot be checked: make the report with {how}"
     status, code = verdict(checks, gate_records)
     out = dict(report)
     out.update(checks=checks, gates=gate_records, verdict=status, exit_code=int(code), passed=status == "pass")

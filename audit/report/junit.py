@@ -16,7 +16,7 @@ def render_junit(report: dict[str, Any]) -> str:
         case = ET.SubElement(gates, "testcase", classname=f"audit.gates.{g['metric']}", name=g["id"])
         detail = (f"{g['metric']} {g['params'] or ''} {g['use']} = {_fmt(g['value'])} (n={g['n']}); "
                   f"required {g['op']} {g['threshold']:g}; status {g['status']}: {g['message']}")
-        if g["status"] == "error":  # the gate itself is wrong (its params pick no record): a JUnit error
+        if g["status"] == "error" and gate_blocks(g):  # the gate itself is wrong (no record): a JUnit error
             n_err += 1
             ET.SubElement(case, "error", message=f"gate cannot be evaluated: {g['message']}",
                           type="error").text = detail

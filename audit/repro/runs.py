@@ -106,6 +106,8 @@ def check_child(run: ChildRun) -> None:
         raise ChildRunError(f"{what} failed with exit {run.exit_code}: {_error_line(run.stderr)}", ExitCode.INTERNAL)
     for name in ("report.json", "examples.npz"):
         if not (run.out / name).is_file():
+            if run.exit_code == int(ExitCode.INVALID):  # stopped before any report (e.g. NaN logits): say why
+                raise ChildRunError(f"{what}: {_error_line(run.stderr)}", ExitCode.INVALID)
             raise ChildRunError(f"{what} exited {run.exit_code} but wrote no {name}", ExitCode.INTERNAL)
 
 

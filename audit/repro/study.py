@@ -101,7 +101,7 @@ def execute_repro(opts: ReproOptions, log: Callable[[str], None] | None = None) 
     from audit.engine.table import ExampleTable
     from audit.recipe import load_recipe
     from audit.report.build import regate
-    from audit.runner import choose_suites, make_progress, prepare_out, write_outputs
+    from audit.runner import choose_suites, clear_outputs, make_progress, prepare_out, write_outputs
 
     t0 = time.perf_counter()
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -124,6 +124,7 @@ def execute_repro(opts: ReproOptions, log: Callable[[str], None] | None = None) 
     seeds = [s0 + i for i in range(n_seeds)]
 
     prepare_out(opts.out)  # an unwritable --out fails now, not after the runs
+    clear_outputs(opts.out)
     runs_dir = opts.out / "runs"
     seed_runs = [ChildRun("seed", s, runs_dir / f"seed-{s}", f"seed {s}") for s in seeds]
     repeat_runs = [ChildRun("repeat", s0, runs_dir / f"seed-{s0}-repeat-{i + 1}", f"seed {s0} repeat {i + 1}")

@@ -233,7 +233,7 @@ def _reference(cfg: dict[str, Any], attr: str, names: list[str], notes: list[str
     if ref in names:
         return names.index(ref)
     if named:  # a table names one attribute's group: a name that is not one of its groups is a typo
-        raise ValueError(f"reference {ref!r} is not a group of '{attr}' (groups: {', '.join(names)})")
+        raise RecipeError(f"[fairness] reference: {ref!r} is not a group of '{attr}' (groups: {', '.join(names)})")
     notes.append(f"Reference group {ref!r} is not a group of '{attr}' ({', '.join(names)}): the largest group is "
                  "the reference instead.")
     return "largest"

@@ -78,7 +78,7 @@ def run(ctx: RunContext, cfg: dict[str, Any]) -> SuiteResult:
     if k == 2 and cfg["positive_class"] > 1:
         raise RecipeError(f"{ctx.recipe.path}: [performance] positive_class = {cfg['positive_class']}: a binary "
                           "task has classes 0 and 1")
-    if k > 2 and cfg["positive_class"] != 1:  # 1 is the default; any other value was set for nothing
+    if k > 2 and "positive_class" in ctx.recipe.raw.get("performance", {}):  # set for nothing: say so
         raise RecipeError(f"{ctx.recipe.path}: [performance] positive_class = {cfg['positive_class']}: only binary "
                           f"tasks use it; this task has {k} classes, and ROC/PR are one-vs-rest for every class")
     names = class_names(ctx.recipe.section("model")["class_names"], k)
