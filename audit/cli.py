@@ -161,6 +161,11 @@ def gate(report_path: Path, recipe: Path | None, junit: Path | None, markdown: P
     else:
         gates, downgrade = stored_gates(report, report_path)
     result = regate(report, gates, downgrade, new_gates=recipe is not None)
+    if recipe is not None and gates and all(g.get("excused") for g in result["gates"]):
+        # every gate belongs to something this report cannot hold (repro.* on an `audit run` report)
+        raise AuditError(f"{recipe}: none of its gates can be checked on {report_path} (they need "
+                         f"{', '.join(sorted({g['missing_suite'] for g in result['gates']}))}, which this report does "
+                         "not contain); gate the report of the command that makes them (`audit repro`)")
     if junit is not None:
         from audit.report.junit import render_junit
 

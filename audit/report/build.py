@@ -49,16 +49,17 @@ def regate(report: dict[str, Any], gates: list[dict[str, Any]], downgrade: list[
            new_gates: bool = False) -> dict[str, Any]:
     """Re-evaluate ``gates`` on a saved report (``audit gate``): the same functions as the run.
 
-    ``new_gates``: the gates come from another recipe (``audit gate --recipe``). The run's choice to leave
-    a suite out (--suite) excused the run's own gates, not these: a release gate on robustness must not
-    pass on a report made with --suite performance, nor one on repro.* on a report `audit repro` did not
-    make. Nothing is excused.
+    ``new_gates``: the gates come from a recipe given now (``audit gate --recipe``). The run's choice to
+    leave a suite out (--suite) excused the run's own gates, not these: a release gate on robustness must
+    not pass on a report made with --suite performance. Gates of another command (repro.* on an `audit run`
+    report) stay excused, as in the run, so a recipe with both kinds re-gates its run report; but a
+    recipe none of whose gates can be checked on this report is refused (exit 2, see ``audit gate``).
     """
     checks = apply_downgrades(report["checks"], downgrade)
     suites_run = list(report["suites"])
     excused = report.get("suites_excused", [])
     if new_gates:
-        excused = []
+        excused = [s for s in excused if s == "repro"]
     gate_records = [evaluate_gate(g, report["metrics"], suites_run, excused) for g in gates]
     if new_gates:
         study = "repro" in suites_run
