@@ -176,7 +176,7 @@ def _require_finite(logits: np.ndarray, index: np.ndarray) -> None:
     bad = ~np.isfinite(logits).all(axis=1)
     if bad.any():
         first = np.flatnonzero(bad)[:3]
-        kinds = sorted({"NaN" if np.isnan(v) else "infinite" for v in logits[bad].ravel() if not np.isfinite(v)})
+        kinds = [k for k, has in (("NaN", np.isnan(logits).any()), ("infinite", np.isinf(logits).any())) if has]
         raise InvalidEvaluation(
             f"the model outputs {' and '.join(kinds)} logits for {int(bad.sum())} of {len(logits)} examples "
             f"(example index {', '.join(str(int(index[i])) for i in first)}{', ...' if bad.sum() > 3 else ''}): "

@@ -263,7 +263,8 @@ def _load_state_dict(module: Any, sd: dict[str, Any], path: Path) -> list[str]:
     notes = []
     # Wrappers nest (torch.compile of DataParallel saves "_orig_mod.module."): strip until none is left,
     # but never from keys the architecture itself has (a model with a `module` attribute).
-    expected_keys = set(module.state_dict())
+    expected = module.state_dict()
+    expected_keys = set(expected)
     stripped = True
     while stripped and set(sd) != expected_keys:
         stripped = False
@@ -273,7 +274,6 @@ def _load_state_dict(module: Any, sd: dict[str, Any], path: Path) -> list[str]:
                 notes.append(f"Stripped the {prefix!r} prefix from every key (saved from a wrapped model).")
                 stripped = True
                 break  # re-check against the architecture before stripping more
-    expected = module.state_dict()
     missing = [k for k in expected if k not in sd]
     unexpected = [k for k in sd if k not in expected]
     if missing or unexpected:

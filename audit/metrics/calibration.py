@@ -260,12 +260,17 @@ def nll(probs: np.ndarray, labels: np.ndarray) -> float:
     return float(-np.mean(np.log(np.clip(p[np.arange(len(p)), y], eps, 1.0 - eps))))
 
 
+def nll_per_example(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """``-log softmax(z_i / T)_{y_i} = logsumexp(z_i / T) - z_{i,y_i} / T`` for every example."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    y = _labels(labels, len(z), z.shape[1])
+    return logsumexp(z, axis=1) - z[np.arange(len(z)), y]
+
+
 def nll_from_logits(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
     """``-(1/n) sum_i log softmax(z_i / T)_{y_i} = (1/n) sum_i [logsumexp(z_i / T) - z_{i,y_i} / T]``
     (cross-entropy; Guo et al., ICML 2017, sec. 4.2 for the temperature)."""
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    y = _labels(labels, len(z), z.shape[1])
-    return float(np.mean(logsumexp(z, axis=1) - z[np.arange(len(z)), y]))
+    return float(np.mean(nll_per_example(logits, labels, temperature)))
 
 
 # ----------------------------------------------------------------------- perfectly calibrated reference

@@ -114,7 +114,7 @@ def count_mean_interval(correct_draws: np.ndarray, draws: int, n_boot: int, rng:
         return None
     hist = np.bincount(c, minlength=draws + 1)
     reps = rng.multinomial(n, hist / n, size=n_boot) @ np.arange(draws + 1) / (n * draws)
-    lo, hi = widen_to_exact(*percentile_interval(reps, confidence), c.sum() / (n * draws), n, confidence,
+    lo, hi = widen_to_exact(*percentile_interval(reps, confidence), noise_accuracy(c, draws), n, confidence,
                             only_at_boundary=True)
     return float(lo), float(hi)
 

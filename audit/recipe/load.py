@@ -160,6 +160,11 @@ def resolve_metric(metric: str) -> tuple[str | None, str]:
 
 def _check_gates(recipe: Recipe) -> None:
     cat = metric_catalogue()
+    swept_cfg = None  # what [robustness] runs, parsed once for every gate's params
+    if "robustness" in recipe.present and recipe.gates:
+        from audit.suites.robustness import settings
+
+        swept_cfg = settings(recipe.sections["robustness"], str(recipe.path))
     for i, g in enumerate(recipe.gates):
         where = f"{recipe.path}: [[gates]] #{i + 1}"
         try:
@@ -172,7 +177,7 @@ def _check_gates(recipe: Recipe) -> None:
             if p not in spec.params and not spec.extra_params:
                 allowed = ", ".join(spec.params) or "none"
                 raise RecipeError(f"{where} params: metric {name!r} has no parameter {p!r} (parameters: {allowed})")
-        _check_param_values(g["params"], spec, recipe, where)
+        _check_param_values(g["params"], spec, recipe, where, swept_cfg)
         g["suite"] = owner
         g["name"] = name
         if g["id"] is None:
@@ -200,7 +205,8 @@ def _check_capture_gate(g: dict[str, Any], recipe: Recipe, where: str) -> None:
                               f"{key} = false turns off")
 
 
-def _check_param_values(params: dict[str, Any], spec: Any, recipe: Recipe, where: str) -> None:
+def _check_param_values(params: dict[str, Any], spec: Any, recipe: Recipe, where: str,
+                        swept_cfg: dict[str, Any] | None) -> None:
     """Values from a closed set (an average, a binning, a norm, a class) are checked now, not after the run."""
     from audit.report.gates import same_param
 
@@ -211,12 +217,12 @@ def _check_param_values(params: dict[str, Any], spec: Any, recipe: Recipe, where
         if p == "class" and recipe.sections.get("model", {}).get("num_classes"):
             model = recipe.sections["model"]
             allowed = tuple(model["class_names"] or [str(k) for k in range(model["num_classes"])])
-        swept = _swept_values(recipe, p, params) if p in _SWEPT else None
+        swept = _swept_values(swept_cfg, p, params) if p in _SWEPT and swept_cfg is not None else None
         if swept is not None:
             allowed = swept
         if allowed is not None and not any(same_param(value, a) for a in allowed):
             what = f"one of {', '.join(map(repr, allowed))}" if allowed else "produced by this recipe"
-            if p in _SWEPT and "robustness" in recipe.present:
+            if swept is not None:
                 what += " (what [robustness] runs)"
             raise RecipeError(f"{where} params: {p} = {value!r} is not {what}")
         if p == "metric" and spec.extra_params:  # repro.seed_*: the summarised metric, as "suite.name"
@@ -226,16 +232,11 @@ def _check_param_values(params: dict[str, Any], spec: Any, recipe: Recipe, where
 _SWEPT = ("eps", "level", "norm", "noise", "attack")
 
 
-def _swept_values(recipe: Recipe, p: str, params: dict[str, Any]) -> tuple[str, ...] | None:
-    """What the recipe's [robustness] runs, for a robustness param: the epsilons (of the gate's norm), the
-    noise levels (of its noise kind), the norms, noise kinds and attacks; a gate on anything else could
-    only fail after the whole run. None when the recipe has no [robustness] table (a gates-only file for
-    `audit gate`: the report decides)."""
-    if "robustness" not in recipe.present:
-        return None
-    from audit.suites.robustness import settings
-
-    cfg = settings(recipe.sections["robustness"], str(recipe.path))
+def _swept_values(cfg: dict[str, Any], p: str, params: dict[str, Any]) -> tuple[str, ...]:
+    """What the recipe's [robustness] runs (``cfg``, its parsed settings), for a robustness param: the
+    epsilons (of the gate's norm), the noise levels (of its noise kind), the norms, noise kinds and
+    attacks; a gate on anything else could only fail after the whole run. Without a [robustness] table (a
+    gates-only file for `audit gate`) nothing is checked here: the report decides."""
     if p == "norm":
         return tuple(cfg["eps"])
     if p == "noise":
