@@ -198,8 +198,18 @@ def test_perturbation_checks_fire_on_an_attack_that_oversteps(digits):
 def test_check_decisions_on_synthetic_numbers():
     assert K.accuracy_non_increasing({"linf": (["a", "b"], [0.5, 0.6])}, 0.1, 0.02, 100)[0] == "fail"
     assert K.accuracy_non_increasing({"linf": (["a", "b"], [0.6, 0.5])}, 0.0, 0.02, 100)[0] == "pass"
-    assert K.gradients_not_masked(100, 3, 0, 1.0)[0] == "fail"
-    assert K.gradients_not_masked(100, 0, 2, 1.0)[0] == "warn"
+    pgd = {"pgd": ["ce", "margin"]}
+    assert K.gradients_not_masked(100, {"pgd": 0}, {"pgd": 3}, pgd, 0)[0] == "fail"
+    assert K.gradients_not_masked(100, {"pgd": 2}, {"pgd": 0}, pgd, 0)[0] == "warn"
+    st, msg, _ = K.gradients_not_masked(100, {"pgd": 60}, {"pgd": 0}, pgd, 0)
+    assert st == "fail" and "non-differentiable layer" in msg and "BPDA" in msg
+    st, msg, _ = K.gradients_not_masked(100, {"pgd": 0}, {"pgd": 0}, pgd, 80)
+    assert st == "pass" and "80 of them (a softmax saturated to 1)" in msg and "ce, margin" in msg
+    assert K.pgd_converged(0.05, "linf eps 0.1", 0.5, 0.45, 10, 1, ["ce", "margin"], 0.03, 100)[0] == "fail"
+    assert K.pgd_converged(0.01, "linf eps 0.1", 0.5, 0.49, 10, 1, ["ce", "margin"], 0.03, 100)[0] == "pass"
+    assert K.reference_attack_agrees(0.05, "linf eps 0.1", 0.5, 0.45, "APGD", 0.02, 100)[0] == "fail"
+    assert K.eps_within_input_range(["linf eps 1.5"], (0.0, 1.0))[0] == "warn"
+    assert K.eps_within_input_range([], (0.0, 1.0))[0] == "pass"
     assert K.large_eps_reaches_chance([("linf", "0.5", 0.5, 0.12)], 0.1, 20, 100)[0] == "fail"
     assert K.large_eps_reaches_chance([("linf", "0.5", 0.15, 0.12)], 0.1, 20, 100)[0] == "pass"
 
@@ -364,8 +374,10 @@ def test_e2e_slow_pgd_fails_convergence_and_downgrade_works(digits_checkpoint, w
                      extra="step_size = 0.01\nrandom_start = false\n")
     res, report, checks = _run(recipe, digits_checkpoint, tmp_path / "o")
     assert checks["pgd_converged"]["status"] == "fail"
+    assert checks["reference_attack_agrees"]["status"] == "fail"  # APGD sees the weak attack too
+    assert "Add 'autoattack'" in checks["reference_attack_agrees"]["message"]
     text = recipe.read_text() + '\n[validity]\ndowngrade = ["pgd_converged", "pgd_stronger_than_fgsm", ' \
-                                '"attack_stronger_than_noise"]\n'
+                                '"attack_stronger_than_noise", "reference_attack_agrees"]\n'
     recipe.write_text(text)
     res, report, checks = _run(recipe, digits_checkpoint, tmp_path / "o2")
     assert checks["pgd_converged"]["status"] == "warn" and checks["pgd_converged"]["downgraded"]

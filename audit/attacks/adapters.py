@@ -24,12 +24,13 @@ chunk's first global index (see ``audit.attacks.sweep``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import torch
-import torch.nn.functional as F
 import torchattacks
 from torch import nn
+
+from audit.attacks.losses import PER_EXAMPLE, loss_sum
 
 
 def _flat_norm(d: torch.Tensor, norm: str) -> torch.Tensor:
@@ -62,7 +63,9 @@ class Counter:
 
 
 class FGSMAttack(torchattacks.FGSM):
-    """FGSM (Goodfellow et al., 2015) inside ``bounds``: x' = clip(x + eps * sign(grad_x CE(f(x), y))).
+    """FGSM (Goodfellow et al., 2015) inside ``bounds``: x' = clip(x + eps * sign(grad_x CE(f(x), y))), with
+    the cross-entropy gradient's direction computed in log space (``audit.attacks.losses``) so that it does
+    not vanish on confident examples.
 
     ``grad_sign`` computes the sign once; ``at`` applies it for any eps (the gradient is taken at the clean
     input, so it does not depend on eps: one gradient serves a whole epsilon sweep).
@@ -77,7 +80,7 @@ class FGSMAttack(torchattacks.FGSM):
     def grad_sign(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         x = images.clone().detach().requires_grad_(True)
         logits = self.get_logits(x)
-        loss = F.cross_entropy(logits, labels, reduction="sum")
+        loss = loss_sum("ce", logits, labels)  # log-space CE: cross-entropy's direction, never underflowing
         grad = _input_grad(loss, x)
         self.counter.forward += len(x)
         self.counter.backward += len(x)
@@ -99,17 +102,28 @@ class PGDAttack(torchattacks.PGD):
     """PGD (Madry et al., 2018), Linf (sign steps, box projection) or L2 (normalised steps, ball
     projection, as torchattacks.PGDL2), inside ``bounds``, with a supplied per-example random start.
 
+    ``loss`` is one of ``audit.attacks.losses.LOSSES`` (log-space cross-entropy or the CW margin).
+    ``alpha`` is one step size, or one per step (a schedule, ``audit.attacks.config.step_schedule``).
+
     ``forward(images, labels, start)`` returns ``(adv, found)``: ``start`` is a unit draw shaped like the
     images (``eps * start`` is the initial perturbation; None: no random start); ``found[i]`` says an
     iterate fooled the model, and then ``adv[i]`` is that iterate, else the last iterate.
     """
 
-    def __init__(self, model: nn.Module, eps: float = 8 / 255, alpha: float = 2 / 255, steps: int = 10,
-                 norm: str = "linf", random_start: bool = True, bounds: tuple[float, float] | None = (0.0, 1.0),
-                 early_stop: bool = True, counter: Counter | None = None):
-        super().__init__(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start)
+    def __init__(self, model: nn.Module, eps: float = 8 / 255, alpha: float | Sequence[float] = 2 / 255,
+                 steps: int = 10, norm: str = "linf", random_start: bool = True,
+                 bounds: tuple[float, float] | None = (0.0, 1.0), early_stop: bool = True,
+                 counter: Counter | None = None, loss: str = "ce"):
+        alphas = [float(alpha)] * steps if isinstance(alpha, (int, float)) else [float(a) for a in alpha]
+        if len(alphas) != steps:
+            raise ValueError(f"{len(alphas)} step sizes for {steps} steps")
+        super().__init__(model, eps=eps, alpha=alphas[0], steps=steps, random_start=random_start)
         if norm not in ("linf", "l2"):
             raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
+        if loss not in PER_EXAMPLE:  # the recipe offers LOSSES; float32_ce is for benchmarks and tests
+            raise ValueError(f"loss must be one of {tuple(PER_EXAMPLE)}, got {loss!r}")
+        self.alphas = alphas
+        self.loss = loss
         self.attack = "PGD" if norm == "linf" else "PGDL2"
         self.norm = norm
         self.bounds = bounds
@@ -138,11 +152,15 @@ class PGDAttack(torchattacks.PGD):
             adv = adv.clamp(self.bounds[0], self.bounds[1])
         return adv
 
-    def _step(self, adv: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    def _step(self, adv: torch.Tensor, grad: torch.Tensor, alpha: float) -> torch.Tensor:
         if self.norm == "linf":
-            return adv.add_(grad.sign_(), alpha=self.alpha)
-        g = grad.reshape(len(grad), -1).norm(p=2, dim=1) + 1e-10
-        return adv.add_(grad * _view(self.alpha / g, grad))
+            return adv.add_(grad.sign_(), alpha=alpha)
+        # normalise by the largest entry first: a tiny gradient (1e-30) keeps its direction instead of
+        # squaring to 0 in the norm
+        scale = grad.reshape(len(grad), -1).abs().amax(dim=1).clamp(min=1e-30)
+        grad = grad / _view(scale, grad)
+        g = grad.reshape(len(grad), -1).norm(p=2, dim=1).clamp(min=1e-12)
+        return adv.add_(grad * _view(alpha / g, grad))
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor, start: torch.Tensor | None = None,  # type: ignore[override]
                 final_check: bool = True, init: torch.Tensor | None = None):
@@ -163,10 +181,10 @@ class PGDAttack(torchattacks.PGD):
             adv = x0.clone()
         active = torch.arange(n, device=x0.device)
         xa, ya = x0, y
-        for _ in range(self.steps):
+        for t in range(self.steps):
             adv.requires_grad_(True)
             logits = self.get_logits(adv)
-            loss = F.cross_entropy(logits, ya, reduction="sum")
+            loss = loss_sum(self.loss, logits, ya)
             grad = _input_grad(loss, adv)
             self.counter.forward += len(adv)
             self.counter.backward += len(adv)
@@ -183,7 +201,7 @@ class PGDAttack(torchattacks.PGD):
                         box = (box[0][keep], box[1][keep])
                     if len(active) == 0:
                         break
-            adv = self._project(self._step(adv, grad), xa, box)
+            adv = self._project(self._step(adv, grad, self.alphas[t]), xa, box)
         if len(active):
             best[active] = adv
             if final_check:
@@ -288,25 +306,4 @@ class _Reshape(nn.Module):
         return self.model(u.reshape((len(u),) + self.shape))
 
 
-def margin_input_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Gradient of the margin ``z_y - max_{j != y} z_j`` with respect to the input (one row per example).
-
-    The margin does not saturate the way cross-entropy does for confident examples (a softmax probability
-    of exactly 1 in float32 gives an exactly zero cross-entropy gradient), so an all-zero margin gradient
-    means the model hides its gradients (e.g. a quantiser or a non-differentiable input layer).
-    """
-    xr = x.clone().detach().requires_grad_(True)
-    z = model(xr)
-    zy = z.gather(1, y[:, None]).squeeze(1)
-    other = z.clone()
-    other.scatter_(1, y[:, None], float("-inf"))
-    margin = zy - other.amax(dim=1)
-    if not margin.requires_grad:  # the output is cut off from the input (detach, a non-torch step, ...)
-        return torch.zeros_like(xr)
-    grad = torch.autograd.grad(margin.sum(), xr, allow_unused=True)[0]
-    if grad is None:  # the output does not depend on the input through autograd at all
-        grad = torch.zeros_like(xr)
-    return grad.detach()
-
-
-__all__ = ["AutoAttackRunner", "Counter", "FGSMAttack", "PGDAttack", "margin_input_gradients"]
+__all__ = ["AutoAttackRunner", "Counter", "FGSMAttack", "PGDAttack"]

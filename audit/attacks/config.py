@@ -13,9 +13,11 @@ So a gate names an epsilon exactly as the recipe's list does: ``params = { eps =
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from audit.attacks.losses import LOSS_DOC, LOSSES
 from audit.recipe.fields import FieldError, p_number_or_fraction
 
 ATTACKS = ("fgsm", "pgd", "autoattack")
@@ -120,10 +122,88 @@ def parse_noise(v: Any) -> dict[str, list[str | float]]:
     return out
 
 
-def default_step_size(eps: float, steps: int) -> float:
-    """Madry et al. (2018)'s rule: 2.5 * eps / steps, so that steps * step_size = 2.5 eps covers the ball's
-    diameter (2 eps) with room for the projection."""
-    return 2.5 * eps / steps
+# The default PGD step: a fixed fraction of eps that does not shrink with the number of steps, halved at
+# half and at three quarters of the steps. Madry et al.'s 2.5 * eps / steps halves the step whenever the
+# steps double, so "twice the steps" was the same walk in finer strides and the convergence check could not
+# see a weak attack; a step tied to eps with a decay converges as the steps grow (the same idea as APGD's
+# halving step from 2 eps, Croce & Hein 2020, on a fixed timetable). The first step is eps itself: any
+# schedule of 2 or more steps then travels at least 2 eps, the ball's diameter, so a random start on the
+# wrong side can still reach the far corner (0.25 eps with decay travels 1.7 eps in 10 steps and misses the
+# exact optimum of a linear model). Measured on the digits CNNs (BENCHMARKS.md): 1.0 eps is as strong as
+# 0.5-2 eps on a standard model and the strongest on an adversarially trained one.
+DEFAULT_STEP_FRACTION = 1.0
+SCHEDULES = ("decay", "constant")
+
+
+@dataclass(frozen=True)
+class StepSize:
+    """A PGD step size: ``value`` in input units, or ``value * eps`` when ``relative``."""
+
+    value: float
+    relative: bool
+
+    def at(self, eps: float) -> float:
+        return self.value * eps if self.relative else self.value
+
+    def label(self) -> str:
+        return f"{self.value:g} * eps" if self.relative else f"{self.value:g}"
+
+
+DEFAULT_STEP = StepSize(DEFAULT_STEP_FRACTION, True)
+_REL = re.compile(r"^(?:(?P<f>[0-9.eE+-]+(?:/[0-9.eE+-]+)?)\*)?eps(?:/(?P<d>[0-9.eE+-]+))?$")
+
+
+def parse_step_size(v: Any) -> str | float | None:
+    """'auto' (None), an absolute step (number or fraction string), or a fraction of eps written
+    "0.25 * eps", "1/4 * eps" or "eps / 4". Returned JSON-able: None, a float, or the relative form without
+    spaces ("0.25*eps")."""
+    if v == "auto" or v is None:
+        return None
+    if isinstance(v, str) and "eps" in v:
+        m = _REL.match("".join(v.split()))
+        if not m:
+            raise FieldError(f'{v!r} is not a step size: write "auto", a number, or a fraction of eps such as '
+                             '"0.25 * eps" or "eps / 4"')
+        try:
+            f = p_number_or_fraction(0.0, lo_open=True)(m.group("f")) if m.group("f") else 1.0
+            d = p_number_or_fraction(0.0, lo_open=True)(m.group("d")) if m.group("d") else 1.0
+        except FieldError as e:
+            raise FieldError(f"{v!r}: {e}") from None
+        return f"{f / d:g}*eps"
+    return float(p_number_or_fraction(0.0, lo_open=True)(v))
+
+
+def parse_step_size_by_norm(v: Any) -> dict[str, str | float | None] | str | float | None:
+    """One step size for every norm, or a table by norm (``{ linf = "eps / 4", l2 = 0.1 }``)."""
+    if isinstance(v, dict):
+        out = {}
+        for k, x in v.items():
+            if k not in NORMS:
+                raise FieldError(f"unknown norm {k!r} (allowed: {', '.join(NORMS)})")
+            try:
+                out[k] = parse_step_size(x)
+            except FieldError as e:
+                raise FieldError(f"{k}: {e}") from None
+        return out
+    return parse_step_size(v)
+
+
+def to_step_size(raw: str | float | None) -> StepSize:
+    if raw is None:
+        return DEFAULT_STEP
+    if isinstance(raw, str):
+        return StepSize(float(raw.split("*")[0]), True)
+    return StepSize(float(raw), False)
+
+
+def step_schedule(step: StepSize, eps: float, steps: int, schedule: str = "decay") -> list[float]:
+    """The step size of each of ``steps`` iterations at ``eps``: constant, or halved at steps // 2 and again
+    at 3 * steps // 4 ("decay"; a schedule of 1 or 2 steps is not halved before its last step)."""
+    a = step.at(eps)
+    if schedule == "constant":
+        return [a] * steps
+    return [a * 0.5 ** ((t >= steps // 2 and steps >= 2) + (t >= (3 * steps) // 4 and steps >= 4))
+            for t in range(steps)]
 
 
 @dataclass
@@ -134,9 +214,11 @@ class AttackConfig:
     norm: str
     eps: list[Eps]
     steps: int = 1
-    step_size: float | None = None  # absolute; None: default_step_size per epsilon
-    restarts: int = 1
+    step_size: StepSize = DEFAULT_STEP
+    restarts: int = 1  # pgd: random restarts per loss
     random_start: bool = False
+    losses: tuple[str, ...] = ("ce",)  # pgd: every restart runs each of them, in this order
+    schedule: str = "decay"
     preset: str | None = None  # autoattack
     components: list[dict[str, Any]] = field(default_factory=list)  # autoattack: exact sub-attack settings
     chunk: int | None = None
@@ -145,26 +227,30 @@ class AttackConfig:
     def key(self) -> str:
         return f"{self.name}:{self.norm}"
 
-    def alpha(self, eps: float) -> float:
-        return self.step_size if self.step_size is not None else default_step_size(eps, self.steps)
+    def alphas(self, eps: float, steps: int | None = None) -> list[float]:
+        return step_schedule(self.step_size, eps, steps or self.steps, self.schedule)
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"attack": self.name, "norm": self.norm, "eps": [e.label for e in self.eps],
                              "eps_values": [e.value for e in self.eps]}
         if self.name == "fgsm":
             d.update(implementation="audit.attacks.adapters.FGSMAttack (torchattacks.FGSM subclass)",
-                     loss="cross-entropy (sum over the batch)", steps=1, random_start=False,
+                     loss="ce: " + LOSS_DOC["ce"] + "; summed over the batch", steps=1, random_start=False,
                      note="one gradient per example at the clean input, reused for every epsilon")
         elif self.name == "pgd":
             cls = "PGD" if self.norm == "linf" else "PGDL2"
             d.update(implementation=f"audit.attacks.adapters.PGDAttack (torchattacks.{cls} subclass)",
-                     loss="cross-entropy (sum over the batch)", steps=self.steps, restarts=self.restarts,
-                     random_start=self.random_start,
-                     step_size=[self.alpha(e.value) for e in self.eps],
-                     step_size_rule="as given" if self.step_size is not None else "2.5 * eps / steps",
+                     losses=list(self.losses), loss_doc={k: LOSS_DOC[k] for k in self.losses},
+                     steps=self.steps, restarts=self.restarts, random_start=self.random_start,
+                     runs_per_example=self.restarts * len(self.losses),
+                     runs="each restart runs every loss in turn (a fresh random start each); an example "
+                          "broken by one run is not attacked again: the result is the per-example worst "
+                          "case over all runs",
+                     step_size=self.step_size.label(), step_schedule=self.schedule,
+                     step_sizes={e.label: self.alphas(e.value) for e in self.eps},
                      success="an example counts as broken if any iterate (including the random start) is "
                              "misclassified; broken examples stop early",
-                     random_start_seed="per example: f(master seed, 'pgd', norm, eps, restart, global index)",
+                     random_start_seed="per example: f(master seed, 'pgd', norm, eps, restart, loss, global index)",
                      nesting="each eps attacks only the survivors of the smaller ones, each survivor exactly as "
                              "a fresh run at that eps would (same start and steps): never weaker than fresh runs")
         else:
@@ -224,6 +310,7 @@ def finite(v: float) -> float | None:
     return v if math.isfinite(v) else None
 
 
-__all__ = ["ATTACKS", "AUTOATTACK_PRESETS", "AttackConfig", "Eps", "NOISES", "NORMS", "asdict",
-           "autoattack_components", "default_step_size", "eps_label", "parse_eps", "parse_eps_by_norm",
+__all__ = ["ATTACKS", "AUTOATTACK_PRESETS", "AttackConfig", "DEFAULT_STEP", "Eps", "LOSSES", "NOISES", "NORMS",
+           "SCHEDULES", "StepSize", "asdict", "autoattack_components", "eps_label", "parse_step_size",
+           "parse_step_size_by_norm", "step_schedule", "to_step_size", "parse_eps", "parse_eps_by_norm",
            "parse_eps_list", "parse_noise", "parse_one_eps_by_norm", "to_eps"]

@@ -101,24 +101,3 @@ def random_ball_correct(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, in
                     xn = xn.clamp(bounds[0], bounds[1])
                 out[sl, j] = (model(xn).argmax(1) == yb).cpu().numpy()
     return out
-
-
-def input_gradient_stats(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, device: torch.device,
-                         batch_size: int) -> dict[str, Any]:
-    """Margin-loss input gradients of the given examples: how many are non-finite, how many are exactly
-    zero, and the median L1 norm (see ``audit.attacks.adapters.margin_input_gradients``)."""
-    from audit.attacks.adapters import margin_input_gradients
-
-    nonfinite = zero = 0
-    norms = []
-    for start in range(0, len(x), batch_size):
-        xb = torch.from_numpy(x[start:start + batch_size]).to(device)
-        yb = torch.from_numpy(y[start:start + batch_size]).to(device)
-        g = margin_input_gradients(model, xb, yb).reshape(len(xb), -1)
-        fin = torch.isfinite(g).all(dim=1)
-        nonfinite += int((~fin).sum())
-        zero += int(((g == 0).all(dim=1) & fin).sum())
-        norms.append(torch.where(fin, g.abs().sum(dim=1), torch.zeros_like(fin, dtype=g.dtype)).cpu().numpy())
-    all_norms = np.concatenate(norms) if norms else np.zeros(0)
-    return {"n": int(len(x)), "nonfinite": nonfinite, "zero": zero,
-            "median_l1": float(np.median(all_norms)) if len(all_norms) else float("nan")}

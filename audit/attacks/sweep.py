@@ -19,8 +19,8 @@ at most the independent one: an example counts as robust at eps_k only if the ep
 the previous epsilon's last iterate were tried and dropped: they lose this guarantee, since an example
 that a random start breaks can survive a warm start.)
 
-Randomness. PGD's random start for example i, restart r, at epsilon e is a counter-based draw from
-``example_seeds(seed, [index_i], "pgd", norm, e, r)``: a function of the master seed, the epsilon and the
+Randomness. PGD's random start for example i, restart r, loss l, at epsilon e is a counter-based draw
+from ``example_seeds(seed, [index_i], "pgd", norm, e, r, l)``: a function of the master seed, the epsilon and the
 example's global index only, so results do not depend on batch size or order, and a survivor gets a fresh
 direction at each epsilon. AutoAttack's components use torch's global RNG internally; we run them on fixed chunks of
 ``chunk`` examples taken in table order (independent of ``batch_size``), each component seeded from the
@@ -164,28 +164,33 @@ def fgsm_sweep(model: torch.nn.Module, cfg: AttackConfig, x: np.ndarray, y: np.n
 
 def pgd_attack_fn(model: torch.nn.Module, cfg: AttackConfig, seed: int, bounds: tuple[float, float] | None,
                   counter: Counter, index: np.ndarray, steps: int | None = None, stream: str = "pgd",
-                  early_stop: bool = True):
-    """``attack_batch(xb, yb, rows, eps) -> adv`` for PGD with ``cfg.restarts`` seeded restarts; ``index``
-    maps table rows to global example indices (the seeds' key)."""
+                  early_stop: bool = True, restarts: int | None = None):
+    """``attack_batch(xb, yb, rows, eps) -> adv`` for PGD: ``restarts`` (default ``cfg.restarts``) seeded
+    restarts, each running every loss of ``cfg.losses`` in turn on the examples still unbroken (the
+    per-example worst case over all runs). ``index`` maps table rows to global example indices (the seeds'
+    key)."""
     steps = steps or cfg.steps
+    restarts = restarts or cfg.restarts
+    runs = [(r, loss) for r in range(restarts) for loss in cfg.losses]
 
     def attack_batch(xb: torch.Tensor, yb: torch.Tensor, rows: np.ndarray, e: Eps) -> torch.Tensor:
         idx = index[rows]
-        alpha = cfg.step_size if cfg.step_size is not None else 2.5 * e.value / steps
-        atk = PGDAttack(model, eps=e.value, alpha=alpha, steps=steps, norm=cfg.norm, random_start=cfg.random_start,
-                        bounds=bounds, early_stop=early_stop, counter=counter)
+        alphas = cfg.alphas(e.value, steps)
         adv = xb.clone()
         todo = torch.ones(len(xb), dtype=torch.bool, device=xb.device)
-        for r in range(cfg.restarts):
+        for k, (r, loss) in enumerate(runs):
             sel = todo.nonzero().squeeze(1)
             if len(sel) == 0:
                 break
+            atk = PGDAttack(model, eps=e.value, alpha=alphas, steps=steps, norm=cfg.norm,
+                            random_start=cfg.random_start, bounds=bounds, early_stop=early_stop, counter=counter,
+                            loss=loss)
             start = None
             if cfg.random_start:
-                seeds = example_seeds(seed, idx[sel.cpu().numpy()], stream, cfg.norm, e.label, r)
+                seeds = example_seeds(seed, idx[sel.cpu().numpy()], stream, cfg.norm, e.label, r, loss)
                 start = torch.from_numpy(unit_start(seeds, tuple(xb.shape[1:]), cfg.norm))
-            # the last restart's final iterate is checked by the sweep's verification pass
-            a, found = atk(xb[sel], yb[sel], start, final_check=r < cfg.restarts - 1)
+            # the last run's final iterate is checked by the sweep's verification pass
+            a, found = atk(xb[sel], yb[sel], start, final_check=k < len(runs) - 1)
             adv[sel] = a
             todo[sel[found]] = False
         return adv
@@ -195,9 +200,10 @@ def pgd_attack_fn(model: torch.nn.Module, cfg: AttackConfig, seed: int, bounds: 
 
 def pgd_sweep(model: torch.nn.Module, cfg: AttackConfig, x: np.ndarray, y: np.ndarray, index: np.ndarray,
               clean_correct: np.ndarray, batch_size: int, device: torch.device, bounds: tuple[float, float] | None,
-              seed: int, progress: Any = None, steps: int | None = None, stream: str = "pgd") -> SweepResult:
+              seed: int, progress: Any = None, steps: int | None = None, stream: str = "pgd",
+              restarts: int | None = None) -> SweepResult:
     res = SweepResult("pgd", cfg.norm, sorted(cfg.eps), np.empty(0))
-    fn = pgd_attack_fn(model, cfg, seed, bounds, res.counter, index, steps, stream)
+    fn = pgd_attack_fn(model, cfg, seed, bounds, res.counter, index, steps, stream, restarts=restarts)
     return nested_sweep(fn, model, x, y, index, cfg.eps, clean_correct, batch_size, device, cfg.norm, bounds, res,
                         progress, f"pgd-{cfg.norm}")
 

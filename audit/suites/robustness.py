@@ -38,6 +38,7 @@ checks logits_not_probabilities and inference_deterministic (``audit.runner``) r
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -45,7 +46,9 @@ import numpy as np
 from audit.attacks.config import (
     AUTOATTACK_PRESETS,
     ATTACKS,
+    LOSSES,
     NORMS,
+    SCHEDULES,
     AttackConfig,
     Eps,
     autoattack_components,
@@ -53,8 +56,11 @@ from audit.attacks.config import (
     parse_noise,
     parse_eps,
     parse_one_eps_by_norm,
+    parse_step_size_by_norm,
     to_eps,
+    to_step_size,
 )
+from audit.attacks.losses import LOSS_DOC
 from audit.errors import RecipeError
 from audit.metrics import robustness as R
 from audit.recipe.fields import Field, FieldError, Section, p_bool, p_float, p_int, p_list, p_number_or_fraction, p_str
@@ -75,12 +81,6 @@ def _p_norms(v: Any) -> list[str]:
     return p_list(p_str(NORMS), "norms", min_len=1, unique=True)(v)
 
 
-def _p_step_size(v: Any) -> float | None:
-    if v == "auto":
-        return None
-    return p_number_or_fraction(0.0, lo_open=True)(v)
-
-
 def _post(c: dict[str, Any]) -> None:
     """Cross-field checks; normalises eps and large_eps to tables by norm (kept JSON-able in the recipe)."""
     norms = c["norm"] if isinstance(c["norm"], list) else [c["norm"]]
@@ -97,6 +97,14 @@ def _post(c: dict[str, Any]) -> None:
             if n not in norms:
                 raise FieldError(f"eps has a list for norm {n!r}, which is not run (norm = {norms})")
         c["eps"] = {n: eps[n] for n in norms}
+    if not c["random_start"] and c["restarts"] > 1:
+        raise FieldError(f"restarts = {c['restarts']} with random_start = false would repeat the same deterministic "
+                         "run: set random_start = true (each restart then gets a fresh seeded start) or restarts = 1")
+    ss = c["step_size"]
+    if isinstance(ss, dict):
+        for n in ss:
+            if n not in norms:
+                raise FieldError(f"step_size has a value for norm {n!r}, which is not run (norm = {norms})")
     le = c["large_eps"]
     if le is not None and not isinstance(le, dict):
         if len(norms) > 1:
@@ -120,6 +128,8 @@ def settings(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     noise = DEFAULT_NOISE if c["noise"] is None else c["noise"]
     c["noise"] = {k: to_eps(v) for k, v in parse_noise(noise).items()}
     c["large_eps"] = {k: parse_eps(v) for k, v in (c["large_eps"] or {}).items()}
+    ss = c["step_size"]
+    c["step_size"] = {n: to_step_size(ss.get(n) if isinstance(ss, dict) else ss) for n in c["norm"]}
     return c
 
 
@@ -142,12 +152,29 @@ SECTION = Section(
               'Perturbation budgets, e.g. ["2/255", "8/255"] (fractions are kept as written: gates name an '
               'eps exactly as this list does). Default: linf ["2/255", "4/255", "8/255", "16/255"]; '
               "l2 [0.25, 0.5, 1.0].", parse=parse_eps_by_norm, example='["2/255", "4/255", "8/255"]'),
-        Field("steps", "integer >= 1", "PGD iterations.", default=10, parse=p_int(1), example="10"),
-        Field("step_size", "'auto', a number or a fraction string",
-              "PGD step size; 'auto' is 2.5 * eps / steps for each eps (Madry et al. 2018).", default=None,
-              parse=_p_step_size, example='"auto"'),
-        Field("restarts", "integer >= 1", "PGD random restarts (only examples still unbroken are restarted).",
-              default=1, parse=p_int(1), example="1"),
+        Field("steps", "integer >= 1", "PGD iterations per run.", default=10, parse=p_int(1), example="10"),
+        Field("losses", "list of 'ce' | 'margin'",
+              "Losses PGD maximises; every restart runs each of them in turn on the examples still unbroken, "
+              "and robust accuracy is the per-example worst case over all runs. ce = " + LOSS_DOC["ce"] + "; "
+              "margin = " + LOSS_DOC["margin"] + ". Neither saturates on confident models: a softmax "
+              "probability that rounds to 1 in float32 gives plain cross-entropy an exactly zero gradient. "
+              "FGSM always uses ce.", default=["ce", "margin"],
+              parse=p_list(p_str(LOSSES), "loss names", min_len=1, unique=True), example='["ce", "margin"]'),
+        Field("step_size", "'auto', a number, a fraction of eps such as \"0.25 * eps\" or \"eps / 4\", or a table "
+              "by norm of those",
+              "PGD step size (the first one, before step_schedule shrinks it). 'auto' = 1 * eps (the first step; then eps / 2, eps / 4) for every eps "
+              "and norm. A fraction of eps scales with each eps of the sweep; a plain number is the same "
+              "absolute step at every eps. A table gives each norm its own, e.g. { linf = \"eps / 4\", "
+              "l2 = \"0.2 * eps\" } (a norm left out gets 'auto').", default=None,
+              parse=parse_step_size_by_norm, example='"auto"'),
+        Field("step_schedule", "'decay' | 'constant'",
+              "decay: the step is halved after half of the steps and again after three quarters (10 steps: "
+              "5 x step, 2 x step/2, 3 x step/4), so that more steps mean a finer search, not the same walk in "
+              "smaller strides. constant: every step the same.", default="decay", parse=p_str(SCHEDULES),
+              example='"decay"'),
+        Field("restarts", "integer >= 1",
+              "PGD random restarts per loss (only examples still unbroken are restarted). More than 1 needs "
+              "random_start = true.", default=1, parse=p_int(1), example="1"),
         Field("random_start", "true | false", "PGD starts at a seeded random point of the ball (per example).",
               default=True, parse=p_bool),
         Field("autoattack", "'standard' | 'cheap'",
@@ -188,8 +215,13 @@ SECTION = Section(
               "large_eps_reaches_chance passes when accuracy at large_eps <= largest class share + this margin.",
               default=0.1, parse=p_float(0.0, 1.0)),
         Field("convergence_tolerance", "number in [0, 1]",
-              "pgd_converged fails when doubling the PGD steps changes robust accuracy by more than this.",
-              default=0.03, parse=p_float(0.0, 1.0)),
+              "pgd_converged fails when a stronger PGD (twice the steps on the same schedule, one more restart "
+              "with each loss) breaks more than this share of the checked examples that the configured PGD "
+              "left standing.", default=0.03, parse=p_float(0.0, 1.0)),
+        Field("reference_tolerance", "number in [0, 1]",
+              "reference_attack_agrees fails when a stronger reference attack (APGD-CE + APGD-T, AutoAttack's "
+              "gradient components, 20 steps each) breaks more than this share of the checked examples that "
+              "the configured attacks reported robust.", default=0.02, parse=p_float(0.0, 1.0)),
         Field("monotone_tolerance", "number in [0, 1]",
               "accuracy_non_increasing_in_eps fails when accuracy of independent (non-nested) PGD runs rises "
               "with eps by more than this.", default=0.02, parse=p_float(0.0, 1.0)),
@@ -264,6 +296,13 @@ class _Ctx:
                                    self.cfg["confidence"])
 
 
+def pgd_config(cfg: dict[str, Any], norm: str, eps: list[Eps]) -> AttackConfig:
+    """The recipe's PGD for one norm (also what the checks re-run on their subset)."""
+    return AttackConfig("pgd", norm, eps, steps=cfg["steps"], step_size=cfg["step_size"][norm],
+                        restarts=cfg["restarts"], random_start=cfg["random_start"], losses=tuple(cfg["losses"]),
+                        schedule=cfg["step_schedule"])
+
+
 def attack_configs(c: _Ctx) -> list[AttackConfig]:
     cfg = c.cfg
     out = []
@@ -276,8 +315,7 @@ def attack_configs(c: _Ctx) -> list[AttackConfig]:
                     continue
                 out.append(AttackConfig("fgsm", norm, eps))
             elif name == "pgd":
-                out.append(AttackConfig("pgd", norm, eps, steps=cfg["steps"], step_size=cfg["step_size"],
-                                        restarts=cfg["restarts"], random_start=cfg["random_start"]))
+                out.append(pgd_config(cfg, norm, eps))
             else:
                 if c.bounds is None or c.x.ndim != 4:
                     raise RecipeError(f"{c.ctx.recipe.path}: [robustness] attacks: 'autoattack' needs image inputs "
@@ -489,9 +527,31 @@ def _noise(c: _Ctx) -> bool:
 # ------------------------------------------------------------------------------------------ validity checks
 
 
+def _attack_losses(configs: list[AttackConfig]) -> dict[str, list[str]]:
+    """attack -> the losses it maximises (``audit.attacks.losses.PER_EXAMPLE`` names). AutoAttack: APGD-CE's
+    plain float32 cross-entropy and, for APGD-T's targeted DLR loss, the margin (its numerator: the
+    denominator only rescales it)."""
+    out: dict[str, list[str]] = {}
+    for a in configs:
+        if a.name == "fgsm":
+            ls = ["ce"]
+        elif a.name == "pgd":
+            ls = list(a.losses)
+        else:
+            ls = (["float32_ce"] if any(comp["class"] == "APGD" for comp in a.components) else []) + ["margin"]
+        out.setdefault(a.name, [])
+        out[a.name] += [x for x in ls if x not in out[a.name]]
+    return out
+
+
+# AutoAttack's gradient components at the cheap preset's budget: the reference of reference_attack_agrees.
+REFERENCE_COMPONENTS = ("apgd-ce", "apgd-t")
+
+
 def _checks(c: _Ctx, sweeps: list, worst: dict[str, np.ndarray], configs: list[AttackConfig]) -> None:
     from audit.attacks import sweep as S
-    from audit.attacks.noise import input_gradient_stats, random_ball_correct
+    from audit.attacks.gradients import loss_gradient_stats
+    from audit.attacks.noise import random_ball_correct
 
     res, cfg = c.res, c.cfg
     scale = max(1.0, float(np.max(np.abs(c.x))) if c.x.size else 1.0)
@@ -507,6 +567,7 @@ def _checks(c: _Ctx, sweeps: list, worst: dict[str, np.ndarray], configs: list[A
         w = max(sweeps, key=lambda s: s.max_norm_excess)
         record("perturbation_within_eps", K.perturbation_within_eps(w.max_norm_excess, tol, f"{w.attack} ({w.norm})"))
         record("adversarial_within_bounds", K.within_bounds(max(s.max_bound_excess for s in sweeps), tol, c.bounds))
+    record("eps_within_input_range", K.eps_within_input_range(_eps_too_large(c), c.bounds))
 
     sub = np.flatnonzero(c.cc)[: cfg["check_examples"]]
     if len(sub) == 0:
@@ -514,31 +575,44 @@ def _checks(c: _Ctx, sweeps: list, worst: dict[str, np.ndarray], configs: list[A
         return
     xs, ys, ids = c.x[sub], c.y[sub], c.index[sub]
     ones = np.ones(len(sub), dtype=bool)
+    n = int(len(sub))
 
-    g = input_gradient_stats(c.model, xs, ys, c.device, c.bs)
-    details["gradients"] = g
-    record("gradients_not_masked", K.gradients_not_masked(g["n"], g["nonfinite"], g["zero"], g["median_l1"]))
+    losses = _attack_losses(configs)
+    # float32_ce and margin are always measured: where plain cross-entropy's gradient is zero but the margin's
+    # is not, the softmax saturated (the model is confident), which is not masking
+    g = loss_gradient_stats(c.model, xs, ys, c.device, c.bs,
+                            [x for ls in losses.values() for x in ls] + ["float32_ce", "margin"])
+    blind = {a: int(np.logical_and.reduce([g[x]["zero"] for x in ls]).sum()) for a, ls in losses.items()}
+    nonfinite = {a: int(np.logical_or.reduce([g[x]["nonfinite"] for x in ls]).sum()) for a, ls in losses.items()}
+    saturated = int((g["float32_ce"]["zero"] & ~g["margin"]["zero"]).sum())
+    details["gradients"] = {"n": n, "losses": losses, "blind": blind, "nonfinite": nonfinite,
+                            "float32_ce_zero": int(g["float32_ce"]["zero"].sum()),
+                            "zero_by_loss": {k: int(v["zero"].sum()) for k, v in g.items()},
+                            "median_l1_by_loss": {k: _r(v["median_l1"], 6) for k, v in g.items()}}
+    record("gradients_not_masked", K.gradients_not_masked(n, blind, nonfinite, losses, saturated))
 
-    norms = [n for n in cfg["norm"] if any(a.norm == n for a in configs)]
+    norms = [m for m in cfg["norm"] if any(a.norm == m for a in configs)]
     mono: dict[str, tuple[list[str], list[float]]] = {}
-    conv, fg, rnd = [], [], []
+    conv, fg, rnd, ref = [], [], [], []
     for norm in norms:
         eps = cfg["eps"][norm]
         labels = [e.label for e in eps]
-        indep, indep2 = [], []
+        indep, strong = [], []
         for e in eps:  # independent (non-nested) runs: the raw curve that nesting would hide
-            one = AttackConfig("pgd", norm, [e], steps=cfg["steps"], step_size=cfg["step_size"],
-                               restarts=cfg["restarts"], random_start=cfg["random_start"])
+            one = pgd_config(cfg, norm, [e])
             r1 = S.pgd_sweep(c.model, one, xs, ys, ids, ones, c.bs, c.device, c.bounds, c.seed)
-            r2 = S.pgd_sweep(c.model, one, xs, ys, ids, ones, c.bs, c.device, c.bounds, c.seed, steps=2 * cfg["steps"])
-            indep.append(float(np.mean(r1.eps_broken > e.value)))
-            indep2.append(float(np.mean(r2.eps_broken > e.value)))
+            alive = r1.eps_broken > e.value
+            # the stronger PGD attacks only what the configured one left standing, always from random starts
+            r2 = S.pgd_sweep(c.model, replace(one, random_start=True), xs, ys, ids, alive, c.bs, c.device, c.bounds, c.seed,
+                             steps=2 * cfg["steps"], restarts=cfg["restarts"] + 1, stream="pgd-stronger")
+            indep.append(float(np.mean(alive)))
+            strong.append(float(np.mean(alive & (r2.eps_broken > e.value))))
         details[f"pgd_independent_{norm}"] = {"eps": labels, "steps": cfg["steps"], "accuracy": indep,
-                                              "accuracy_2x_steps": indep2, "n": int(len(sub))}
+                                              "accuracy_stronger_pgd": strong, "n": n}
         mono[norm] = (labels, indep)
-        diffs = [abs(a - b) for a, b in zip(indep, indep2)]
+        diffs = [a - b for a, b in zip(indep, strong)]
         j = int(np.argmax(diffs))
-        conv.append((diffs[j], f"{norm} eps {labels[j]}", indep[j], indep2[j]))
+        conv.append((diffs[j], f"{norm} eps {labels[j]}", indep[j], strong[j]))
         if norm == "linf":
             f = S.fgsm_sweep(c.model, AttackConfig("fgsm", norm, eps), xs, ys, ids, ones, c.bs, c.device, c.bounds)
             f_acc = R.robust_accuracy(f.eps_broken, [e.value for e in eps])
@@ -554,8 +628,10 @@ def _checks(c: _Ctx, sweeps: list, worst: dict[str, np.ndarray], configs: list[A
             j = int(np.argmax(gaps))
             rnd.append((gaps[j], f"{norm} eps {labels[j]}", float(a_acc[j]), float(r_acc[j])))
             details[f"random_noise_{norm}"] = {"eps": labels, "accuracy": [float(v) for v in r_acc]}
+            r = _reference(c, norm, eps, worst[norm][sub], xs, ys, ids, details)
+            if r is not None:
+                ref.append(r)
 
-    n = int(len(sub))
     if mono:
         rise = max(R.non_increasing_violation(acc) for _, acc in mono.values())
         record("accuracy_non_increasing_in_eps", K.accuracy_non_increasing(mono, rise, cfg["monotone_tolerance"], n))
@@ -566,8 +642,72 @@ def _checks(c: _Ctx, sweeps: list, worst: dict[str, np.ndarray], configs: list[A
         record("attack_stronger_than_noise", K.attack_stronger_than_noise(*max(rnd), cfg["strength_tolerance"]))
     if conv:
         d, where, a, b = max(conv)
-        record("pgd_converged", K.pgd_converged(d, where, a, b, cfg["steps"], cfg["convergence_tolerance"], n))
+        record("pgd_converged", K.pgd_converged(d, where, a, b, cfg["steps"], cfg["restarts"], cfg["losses"],
+                                                cfg["convergence_tolerance"], n))
+    if ref:
+        d, where, a, b, name = max(ref)
+        record("reference_attack_agrees", K.reference_attack_agrees(d, where, a, b, name, cfg["reference_tolerance"], n))
+    elif norms:
+        res.check("reference_attack_agrees", "warn",
+                  "Skipped: the reference attack (torchattacks' APGD) works in a box, and the model has no [model] "
+                  "input_bounds. Nothing stronger than the configured attacks was compared; treat robust accuracy as "
+                  "an upper bound.")
     c.res.tables["checks_detail"] = details
+
+
+def _eps_too_large(c: _Ctx) -> list[str]:
+    """The eps of the sweep whose ball holds every valid input (Linf: eps >= the input range; L2: eps >= the
+    range times sqrt(input size), the diameter of the input box)."""
+    if c.bounds is None:
+        return []
+    span = c.bounds[1] - c.bounds[0]
+    d = int(np.prod(c.x.shape[1:])) if c.x.ndim > 1 else 1
+    lim = {"linf": span, "l2": span * math.sqrt(d)}
+    return [f"{norm} eps {e.label}" for norm, eps in c.cfg["eps"].items() for e in eps if e.value >= lim[norm]]
+
+
+def _reference(c: _Ctx, norm: str, eps: list[Eps], reported: np.ndarray, xs: np.ndarray, ys: np.ndarray,
+               ids: np.ndarray, details: dict[str, Any]) -> tuple[float, str, float, float, str] | None:
+    """AutoAttack's gradient components (cheap preset budget) on the checked examples that the configured
+    attacks left standing at each eps. Returns the largest share broken, with where and the accuracies."""
+    import torch
+
+    from audit.attacks.adapters import AutoAttackRunner
+    from audit.engine.precision import fp32_decisions
+    from audit.seeding import stream_key
+
+    if c.bounds is None:
+        return None
+    comps, _ = autoattack_components("cheap", c.k)
+    comps = [comp for comp in comps if comp["component"] in REFERENCE_COMPONENTS]
+    names = [comp["component"] for comp in comps]
+    desc = " + ".join(f"{comp['component'].upper()} {comp['steps']} steps"
+                      + (f", {comp['n_target_classes']} targets" if "n_target_classes" in comp else "") for comp in comps)
+    if c.k < 4:
+        desc += " (APGD-T needs at least 4 classes)"
+    runner = AutoAttackRunner(c.model, comps, norm, c.bounds, c.k)
+    chunk = 128
+    out, before, after = [], [], []
+    for e in eps:
+        alive = np.flatnonzero(reported > e.value)
+        broken = np.zeros(len(reported), dtype=bool)
+        for start in range(0, len(alive), chunk):
+            b = alive[start:start + chunk]
+            xb = torch.from_numpy(xs[b]).to(c.device)
+            yb = torch.from_numpy(ys[b]).to(c.device)
+            seeds = [stream_key(c.seed, "reference", nm, norm, e.label, int(ids[b[0]])) >> 1 for nm in names]
+            adv, _, _ = runner.run(xb, yb, e.value, seeds)
+            with torch.no_grad(), fp32_decisions():
+                wrong = (c.model(adv).argmax(1) != yb).cpu().numpy()
+            broken[b[wrong]] = True
+        n = len(reported)
+        before.append(float(np.mean(reported > e.value)))
+        after.append(float(np.mean((reported > e.value) & ~broken)))
+        out.append(float(broken.sum()) / n)
+    details[f"reference_{norm}"] = {"attack": desc, "eps": [e.label for e in eps], "reported": before,
+                                    "with_reference": after, "n": int(len(reported))}
+    j = int(np.argmax(out))
+    return out[j], f"{norm} eps {eps[j].label}", before[j], after[j], desc
 
 
 def _large_eps(c: _Ctx, sub: np.ndarray, details: dict[str, Any], record: Any) -> None:
@@ -592,7 +732,7 @@ def _large_eps(c: _Ctx, sub: np.ndarray, details: dict[str, Any], record: Any) -
                       f"Skipped for {norm}: no input_bounds and no [robustness] large_eps, so no epsilon is known to be "
                       "large enough. Set large_eps to one at which any input can be moved onto any other.")
             continue
-        one = AttackConfig("pgd", norm, [e], steps=steps, restarts=1, random_start=True)
+        one = AttackConfig("pgd", norm, [e], steps=steps, restarts=1, random_start=True, losses=tuple(cfg["losses"]))
         r = S.pgd_sweep(c.model, one, xs, ys, ids, np.ones(len(sub), bool), c.bs, c.device, c.bounds, c.seed,
                         stream="large-eps")
         acc = float(np.mean(r.eps_broken > e.value))
@@ -602,8 +742,8 @@ def _large_eps(c: _Ctx, sub: np.ndarray, details: dict[str, Any], record: Any) -
         record("large_eps_reaches_chance", K.large_eps_reaches_chance(results, cfg["chance_margin"], steps, len(sub)))
 
 
-CHECK_IDS = ("perturbation_within_eps", "adversarial_within_bounds", "gradients_not_masked",
+CHECK_IDS = ("perturbation_within_eps", "adversarial_within_bounds", "eps_within_input_range", "gradients_not_masked",
              "accuracy_non_increasing_in_eps", "pgd_stronger_than_fgsm", "large_eps_reaches_chance",
-             "attack_stronger_than_noise", "pgd_converged")
+             "attack_stronger_than_noise", "pgd_converged", "reference_attack_agrees")
 
 SUITE = Suite("robustness", SECTION.doc, SECTION, METRICS, run, needs_logits=True, check_ids=CHECK_IDS)

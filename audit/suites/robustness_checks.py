@@ -36,25 +36,44 @@ def within_bounds(out: float | None, tol: float, bounds: Sequence[float] | None)
                     "input, so the attack is stronger than the threat model allows. Report it.", out)
 
 
-def gradients_not_masked(n: int, nonfinite: int, zero: int, median_l1: float) -> Decision:
-    """Input gradients of the logit margin on n clean-correct examples."""
-    frac = zero / n if n else 0.0
-    if nonfinite:
-        return ("fail", f"{nonfinite} of {n} clean-correct examples have non-finite (NaN/inf) input gradients. Gradient "
-                        "attacks then fail silently and the model looks robust. Find the unstable operation (log of 0, "
-                        "division) and fix it, or evaluate with a gradient-free attack.", float(nonfinite))
+def gradients_not_masked(n: int, blind: dict[str, int], nonfinite: dict[str, int], losses: dict[str, list[str]],
+                         saturated: int) -> Decision:
+    """The input gradients of the losses each attack optimises, on n clean-correct examples it attacks.
+
+    ``losses``: attack -> the losses it maximises; ``blind[attack]``: examples on which the gradient of
+    every one of them is exactly zero (the attack cannot take a step); ``nonfinite[attack]``: examples with a
+    NaN/inf gradient in any of them; ``saturated``: examples on which plain float32 cross-entropy has an
+    exactly zero gradient (a saturated softmax), which our attacks' losses are immune to.
+    """
+    what = "; ".join(f"{a}: {', '.join(ls)}" for a, ls in losses.items())
+    sat = (f" Plain float32 cross-entropy would have an exactly zero gradient on {saturated} of them (a softmax "
+           "saturated to 1); the losses above do not underflow, so that does not blind these attacks"
+           + (" (AutoAttack's APGD-CE does use plain cross-entropy: APGD-T's margin-type loss covers those "
+              "examples)" if "autoattack" in losses else "") + "." if saturated else "")
+    bad_nf = {a: k for a, k in nonfinite.items() if k}
+    if bad_nf:
+        a, k = max(bad_nf.items(), key=lambda t: t[1])
+        return ("fail", f"{k} of {n} clean-correct examples have non-finite (NaN/inf) input gradients of the losses "
+                        f"{a} optimises ({what}). Gradient attacks then fail silently and the model looks robust. "
+                        "Find the unstable operation (log of 0, division, overflowing logits) and fix it, or evaluate "
+                        "with a gradient-free attack (AutoAttack's Square).", float(k) / n)
+    worst_attack, worst = max(blind.items(), key=lambda t: t[1]) if blind else ("", 0)
+    frac = worst / n if n else 0.0
     if frac > 0.5:
-        return ("fail", f"The input gradient of the logit margin is exactly zero for {zero} of {n} clean-correct examples: "
-                        "the model masks its gradients (a quantiser, rounding, argmax or a detached input layer). "
-                        "Gradient attacks cannot move such inputs, so the robust accuracy here is NOT evidence of "
-                        "robustness. Evaluate with a gradient-free attack (AutoAttack's Square) or BPDA, or remove the "
-                        "non-differentiable step.", frac)
-    if zero:
-        return ("warn", f"{zero} of {n} clean-correct examples have an exactly zero input gradient of the logit margin: "
-                        "those examples may look robust only because gradients vanish. Check them with a gradient-free "
-                        "attack.", frac)
-    return ("pass", f"Input gradients of the logit margin are finite and non-zero for all {n} checked examples (median "
-                    f"L1 norm {median_l1:.3g}).", 0.0)
+        return ("fail", f"{worst_attack} cannot move {worst} of {n} clean-correct examples: the input gradient of every "
+                        f"loss it optimises ({', '.join(losses[worst_attack])}) is exactly zero there. The losses do "
+                        "not saturate, so the model itself hides its gradients: a non-differentiable layer (a "
+                        "quantiser, rounding, argmax, a lookup) or a detached input. Its robust accuracy is NOT "
+                        "evidence of robustness. Evaluate with a gradient-free attack (AutoAttack's Square), with "
+                        "BPDA (a differentiable stand-in for the layer on the backward pass), or remove the "
+                        "non-differentiable step." + sat, frac)
+    if worst:
+        return ("warn", f"{worst_attack} sees an exactly zero input gradient of every loss it optimises "
+                        f"({', '.join(losses[worst_attack])}) on {worst} of {n} clean-correct examples: those may look "
+                        "robust only because the model hides its gradient there (a non-differentiable step). Check "
+                        "them with a gradient-free attack (AutoAttack's Square)." + sat, frac)
+    return ("pass", f"Measured on {n} clean-correct examples at the clean input: the input gradients of the losses the "
+                    f"attacks optimise ({what}) are finite and non-zero on every one." + sat, 0.0)
 
 
 def accuracy_non_increasing(curves: dict[str, tuple[Sequence[str], Sequence[float]]], rise: float, tol: float,
@@ -109,12 +128,46 @@ def attack_stronger_than_noise(gap: float, where: str, attack: float, noise: flo
                     f"(largest attack-minus-noise accuracy {gap:+.3f}, at {where}).", gap)
 
 
-def pgd_converged(diff: float, where: str, before: float, after: float, steps: int, tol: float, n: int) -> Decision:
-    """``diff`` = the largest |accuracy(2k steps) - accuracy(k steps)| over eps, at ``where``."""
+def pgd_converged(diff: float, where: str, before: float, after: float, steps: int, restarts: int,
+                  losses: Sequence[str], tol: float, n: int) -> Decision:
+    """``diff`` = the largest share of the n checked examples that the configured PGD left standing and a
+    stronger PGD (2 x steps on the same schedule, restarts + 1 per loss) breaks, over eps, at ``where``;
+    ``before``/``after`` = robust accuracy there without/with the stronger attack's breaks."""
+    strong = f"{2 * steps} steps on the same step schedule, {restarts + 1} random restart(s) with each loss ({', '.join(losses)})"
     if diff > tol:
-        return ("fail", f"Doubling PGD steps ({steps} -> {2 * steps}) changes robust accuracy by {diff:.3f} at {where} "
-                        f"({before:.3f} -> {after:.3f}) on {n} checked examples (tolerance {tol}). The attack has not "
-                        "converged: the reported robust accuracy overstates robustness. Raise [robustness] steps (and "
-                        "restarts) until this passes.", diff)
-    return ("pass", f"Doubling PGD steps ({steps} -> {2 * steps}) changes robust accuracy by at most {diff:.3f} (at "
-                    f"{where}) on {n} checked examples: the attack has converged.", diff)
+        return ("fail", f"A stronger PGD ({strong}) breaks {diff:.3f} of the {n} checked examples that the configured "
+                        f"PGD ({steps} steps, {restarts} restart(s) per loss) left standing, at {where} (robust accuracy "
+                        f"{before:.3f} -> {after:.3f}; tolerance {tol}). The attack has not converged: the reported "
+                        "robust accuracy overstates robustness. Raise [robustness] steps and restarts until this passes, "
+                        "or add 'autoattack' to attacks.", diff)
+    return ("pass", f"A stronger PGD ({strong}) breaks at most {diff:.3f} of the {n} checked examples beyond what the "
+                    f"configured PGD broke (at {where}: {before:.3f} -> {after:.3f}; tolerance {tol}): the attack has "
+                    "converged.", diff)
+
+
+def reference_attack_agrees(diff: float, where: str, before: float, after: float, reference: str, tol: float,
+                            n: int) -> Decision:
+    """``diff`` = the largest share, over eps, of the n checked examples that the configured attacks reported
+    robust and the reference attack breaks; ``before``/``after`` = the reported robust accuracy on them
+    without/with those breaks."""
+    if diff > tol:
+        return ("fail", f"The reference attack ({reference}) breaks {diff:.3f} of the {n} checked examples that the "
+                        f"configured attacks reported robust, at {where} (robust accuracy {before:.3f} -> {after:.3f}; "
+                        f"tolerance {tol}). The reported robust accuracy overstates robustness. Add 'autoattack' to "
+                        "[robustness] attacks (the standard preset is the reference evaluation), or raise steps and "
+                        "restarts until this passes.", diff)
+    return ("pass", f"The reference attack ({reference}) breaks at most {diff:.3f} of the {n} checked examples beyond "
+                    f"what the configured attacks broke (at {where}: {before:.3f} -> {after:.3f}; tolerance {tol}).",
+            diff)
+
+
+def eps_within_input_range(too_large: Sequence[str], bounds: Sequence[float] | None) -> Decision:
+    """``too_large``: the eps (``norm eps``) at which the ball already holds every valid input."""
+    if bounds is None:
+        return ("pass", "No [model] input_bounds: every eps is meaningful for unbounded inputs.", None)
+    if too_large:
+        return ("warn", f"{', '.join(too_large)}: an eps this large (at least the whole input range "
+                        f"{list(bounds)}) lets an attack replace the input by any other valid input, so robust "
+                        "accuracy there is 0 by definition and says nothing about the model. Check the units of eps "
+                        "(fractions of the input range, e.g. \"8/255\" for [0, 1] images).", float(len(too_large)))
+    return ("pass", f"Every eps is smaller than the input range {list(bounds)}.", 0.0)
