@@ -30,7 +30,7 @@ import torch
 import torchattacks
 from torch import nn
 
-from audit.attacks.losses import PER_EXAMPLE, loss_sum
+from audit.attacks.losses import PER_EXAMPLE, loss_sum, targeted_margin
 
 
 def _flat_norm(d: torch.Tensor, norm: str) -> torch.Tensor:
@@ -120,8 +120,8 @@ class PGDAttack(torchattacks.PGD):
         super().__init__(model, eps=eps, alpha=alphas[0], steps=steps, random_start=random_start)
         if norm not in ("linf", "l2"):
             raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
-        if loss not in PER_EXAMPLE:  # the recipe offers LOSSES; float32_ce is for benchmarks and tests
-            raise ValueError(f"loss must be one of {tuple(PER_EXAMPLE)}, got {loss!r}")
+        if loss not in PER_EXAMPLE and loss != "targeted":  # the recipe offers LOSSES; float32_ce is for tests
+            raise ValueError(f"loss must be one of {tuple(PER_EXAMPLE) + ('targeted',)}, got {loss!r}")
         self.alphas = alphas
         self.loss = loss
         self.attack = "PGD" if norm == "linf" else "PGDL2"
@@ -163,12 +163,16 @@ class PGDAttack(torchattacks.PGD):
         return adv.add_(grad * _view(alpha / g, grad))
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor, start: torch.Tensor | None = None,  # type: ignore[override]
-                final_check: bool = True, init: torch.Tensor | None = None):
+                final_check: bool = True, init: torch.Tensor | None = None, target: torch.Tensor | None = None):
         """``final_check=False`` skips the forward pass on the last iterate (the caller verifies the returned
         inputs anyway); ``found`` then covers the earlier iterates only. ``init`` (absolute inputs, projected
-        onto the ball) replaces the random start: a warm start."""
+        onto the ball) replaces the random start: a warm start. ``target``: the class each example is pushed
+        towards, for ``loss = "targeted"``."""
         x0 = images.clone().detach().to(self.device)
         y = labels.clone().detach().to(self.device)
+        if (self.loss == "targeted") != (target is not None):
+            raise ValueError("a target is given exactly when loss = 'targeted'")
+        ta = None if target is None else target.to(y)
         n = len(x0)
         found = torch.zeros(n, dtype=torch.bool, device=x0.device)
         best = x0.clone()
@@ -184,7 +188,7 @@ class PGDAttack(torchattacks.PGD):
         for t in range(self.steps):
             adv.requires_grad_(True)
             logits = self.get_logits(adv)
-            loss = loss_sum(self.loss, logits, ya)
+            loss = targeted_margin(logits, ya, ta).sum() if ta is not None else loss_sum(self.loss, logits, ya)
             grad = _input_grad(loss, adv)
             self.counter.forward += len(adv)
             self.counter.backward += len(adv)
@@ -197,6 +201,8 @@ class PGDAttack(torchattacks.PGD):
                     found[hit] = True
                     keep = ~wrong
                     active, adv, xa, ya, grad = active[keep], adv[keep], xa[keep], ya[keep], grad[keep]
+                    if ta is not None:
+                        ta = ta[keep]
                     if box is not None:
                         box = (box[0][keep], box[1][keep])
                     if len(active) == 0:

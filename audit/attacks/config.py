@@ -197,12 +197,13 @@ def to_step_size(raw: str | float | None) -> StepSize:
 
 
 def step_schedule(step: StepSize, eps: float, steps: int, schedule: str = "decay") -> list[float]:
-    """The step size of each of ``steps`` iterations at ``eps``: constant, or halved at steps // 2 and again
-    at 3 * steps // 4 ("decay"; a schedule of 1 or 2 steps is not halved before its last step)."""
+    """The step size of each of ``steps`` iterations at ``eps``: constant, or halved from step steps // 2 on
+    and again from step 3 * steps // 4 on ("decay"; schedules of 1 or 2 steps are not halved, and 3 steps
+    are halved once, so that the default first step of eps always travels the ball's diameter, 2 eps)."""
     a = step.at(eps)
     if schedule == "constant":
         return [a] * steps
-    return [a * 0.5 ** ((t >= steps // 2 and steps >= 2) + (t >= (3 * steps) // 4 and steps >= 4))
+    return [a * 0.5 ** ((t >= steps // 2 and steps >= 3) + (t >= (3 * steps) // 4 and steps >= 4))
             for t in range(steps)]
 
 
@@ -219,6 +220,7 @@ class AttackConfig:
     random_start: bool = False
     losses: tuple[str, ...] = ("ce",)  # pgd: every restart runs each of them, in this order
     schedule: str = "decay"
+    targets: int = 3  # pgd with loss "targeted": runs per restart, one per target class (at most k - 1)
     preset: str | None = None  # autoattack
     components: list[dict[str, Any]] = field(default_factory=list)  # autoattack: exact sub-attack settings
     chunk: int | None = None
@@ -242,8 +244,10 @@ class AttackConfig:
             d.update(implementation=f"audit.attacks.adapters.PGDAttack (torchattacks.{cls} subclass)",
                      losses=list(self.losses), loss_doc={k: LOSS_DOC[k] for k in self.losses},
                      steps=self.steps, restarts=self.restarts, random_start=self.random_start,
-                     runs_per_example=self.restarts * len(self.losses),
-                     runs="each restart runs every loss in turn (a fresh random start each); an example "
+                     targets=self.targets if "targeted" in self.losses else None,
+                     runs_per_example=self.restarts * sum(self.targets if x == "targeted" else 1 for x in self.losses),
+                     runs="each restart runs every loss in turn (a fresh random start each; the targeted loss "
+                          "once per target class); an example "
                           "broken by one run is not attacked again: the result is the per-example worst "
                           "case over all runs",
                      step_size=self.step_size.label(), step_schedule=self.schedule,

@@ -17,13 +17,18 @@ from torch import nn
 from audit.attacks.losses import PER_EXAMPLE
 
 
+# The targeted margin towards the closest class, at the clean input, is the margin itself.
+PROXY = {"targeted": "margin"}
+
+
 def loss_input_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
-    """Gradient of one per-example loss (``audit.attacks.losses.PER_EXAMPLE``) with respect to the input,
-    one row per example: the gradient an attack that maximises that loss starts from. Zeros where the model
-    cuts the output off from the input (a detach, a non-torch step), as the attacks themselves see it."""
+    """Gradient of one per-example loss (``audit.attacks.losses.PER_EXAMPLE``, or "targeted", measured as
+    the margin towards the closest class) with respect to the input, one row per example: the gradient an
+    attack that maximises that loss starts from. Zeros where the model cuts the output off from the input
+    (a detach, a non-torch step), as the attacks themselves see it."""
     xr = x.clone().detach().requires_grad_(True)
     z = model(xr)
-    total = PER_EXAMPLE[loss](z, y).sum()
+    total = PER_EXAMPLE[PROXY.get(loss, loss)](z, y).sum()
     if not total.requires_grad:
         return torch.zeros_like(xr)
     g = torch.autograd.grad(total, xr, allow_unused=True)[0]

@@ -33,11 +33,13 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-LOSSES = ("ce", "margin")
+LOSSES = ("ce", "margin", "targeted")
 LOSS_DOC = {
     "ce": "cross-entropy maximised in log space (logsumexp of the other logits minus the true logit: the exact "
           "direction of the cross-entropy gradient, without the factor 1 - p_y that underflows in float32)",
     "margin": "Carlini-Wagner margin: largest other logit minus the true logit",
+    "targeted": "margin towards each of the `targets` classes with the highest clean logits in turn (one run "
+                "per target; MultiTargeted, Gowal et al. 2019)",
 }
 
 
@@ -57,6 +59,19 @@ def margin(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return _others(z, y).amax(dim=1) - z.gather(1, y[:, None]).squeeze(1)
 
 
+def targeted_margin(z: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Per example: z_t - z_y, the margin towards one chosen class t (Gowal et al., "An Alternative
+    Surrogate Loss for PGD-based Adversarial Testing", 2019: MultiTargeted). An untargeted loss follows the
+    class that is closest now; the class that is easiest to reach within eps can be another one (for a
+    linear model every pairwise margin is linear, and only the right target reaches its exact minimum)."""
+    return z.gather(1, t[:, None]).squeeze(1) - z.gather(1, y[:, None]).squeeze(1)
+
+
+def top_targets(z: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
+    """The k classes other than y with the highest logits, best first: shape (n, k)."""
+    return _others(z, y).topk(k, dim=1).indices
+
+
 def float32_ce(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Plain cross-entropy as torch computes it (what torchattacks' APGD-CE optimises): only to measure
     how often its gradient vanishes, never used by our attacks."""
@@ -71,4 +86,5 @@ def loss_sum(name: str, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return PER_EXAMPLE[name](z, y).sum()
 
 
-__all__ = ["LOSSES", "LOSS_DOC", "PER_EXAMPLE", "ce_log_space", "float32_ce", "loss_sum", "margin"]
+__all__ = ["LOSSES", "LOSS_DOC", "PER_EXAMPLE", "ce_log_space", "float32_ce", "loss_sum", "margin", "targeted_margin",
+           "top_targets"]

@@ -41,6 +41,7 @@ import torch
 from audit.attacks.adapters import AutoAttackRunner, Counter, FGSMAttack, PGDAttack
 from audit.engine.precision import fp32_decisions
 from audit.attacks.config import AttackConfig, Eps
+from audit.attacks.losses import top_targets
 from audit.attacks.rand import normal, uniform01
 from audit.seeding import example_seeds, stream_key
 
@@ -171,14 +172,20 @@ def pgd_attack_fn(model: torch.nn.Module, cfg: AttackConfig, seed: int, bounds: 
     key)."""
     steps = steps or cfg.steps
     restarts = restarts or cfg.restarts
-    runs = [(r, loss) for r in range(restarts) for loss in cfg.losses]
+    runs = [(r, loss, j) for r in range(restarts) for loss in cfg.losses
+            for j in (range(cfg.targets) if loss == "targeted" else [None])]
 
     def attack_batch(xb: torch.Tensor, yb: torch.Tensor, rows: np.ndarray, e: Eps) -> torch.Tensor:
         idx = index[rows]
         alphas = cfg.alphas(e.value, steps)
         adv = xb.clone()
         todo = torch.ones(len(xb), dtype=torch.bool, device=xb.device)
-        for k, (r, loss) in enumerate(runs):
+        targets = None
+        if "targeted" in cfg.losses:  # the classes closest at the clean input, as APGD-T picks them
+            with torch.no_grad():
+                targets = top_targets(model(xb), yb, cfg.targets)
+            counter.forward += len(xb)
+        for k, (r, loss, j) in enumerate(runs):
             sel = todo.nonzero().squeeze(1)
             if len(sel) == 0:
                 break
@@ -187,10 +194,12 @@ def pgd_attack_fn(model: torch.nn.Module, cfg: AttackConfig, seed: int, bounds: 
                             loss=loss)
             start = None
             if cfg.random_start:
-                seeds = example_seeds(seed, idx[sel.cpu().numpy()], stream, cfg.norm, e.label, r, loss)
+                names = (stream, cfg.norm, e.label, r, loss) + (() if j is None else (j,))
+                seeds = example_seeds(seed, idx[sel.cpu().numpy()], *names)
                 start = torch.from_numpy(unit_start(seeds, tuple(xb.shape[1:]), cfg.norm))
             # the last run's final iterate is checked by the sweep's verification pass
-            a, found = atk(xb[sel], yb[sel], start, final_check=k < len(runs) - 1)
+            a, found = atk(xb[sel], yb[sel], start, final_check=k < len(runs) - 1,
+                           target=None if j is None else targets[sel, j])
             adv[sel] = a
             todo[sel[found]] = False
         return adv

@@ -131,9 +131,10 @@ def attack_stronger_than_noise(gap: float, where: str, attack: float, noise: flo
 def pgd_converged(diff: float, where: str, before: float, after: float, steps: int, restarts: int,
                   losses: Sequence[str], tol: float, n: int) -> Decision:
     """``diff`` = the largest share of the n checked examples that the configured PGD left standing and a
-    stronger PGD (2 x steps on the same schedule, restarts + 1 per loss) breaks, over eps, at ``where``;
-    ``before``/``after`` = robust accuracy there without/with the stronger attack's breaks."""
-    strong = f"{2 * steps} steps on the same step schedule, {restarts + 1} random restart(s) with each loss ({', '.join(losses)})"
+    stronger PGD (2 x steps on the same schedule, as many fresh random restarts per loss) breaks, over eps,
+    at ``where``; ``before``/``after`` = robust accuracy there without/with the stronger attack's breaks."""
+    strong = (f"{2 * steps} steps on the same step schedule, {restarts} more random restart(s) with each loss "
+              f"({', '.join(losses)})")
     if diff > tol:
         return ("fail", f"A stronger PGD ({strong}) breaks {diff:.3f} of the {n} checked examples that the configured "
                         f"PGD ({steps} steps, {restarts} restart(s) per loss) left standing, at {where} (robust accuracy "
