@@ -16,7 +16,7 @@ from typing import Any, Callable
 import click
 
 from audit import __version__
-from audit.errors import AuditError, ExitCode, InvalidEvaluation
+from audit.errors import AuditError, error_line
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 all gates pass; 1 a gate failed; 2 usage or input error (bad recipe, missing file, "
@@ -37,20 +37,14 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (AuditError, InvalidEvaluation) as e:
-            if debug:
-                traceback.print_exc()
-            _fail(str(e), int(e.exit_code))
-        except KeyboardInterrupt:
-            _fail("interrupted", 130)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
             raise
-        except Exception as e:  # noqa: BLE001 - the last line of defence: exit 3, never a raw traceback
-            if debug:
+        except BaseException as e:  # noqa: BLE001 - the last line of defence: one line, never a raw traceback
+            if not isinstance(e, Exception) and not isinstance(e, KeyboardInterrupt):
+                raise
+            if debug and not isinstance(e, KeyboardInterrupt):
                 traceback.print_exc()
-            msg = " ".join(str(e).split())[:400]
-            _fail(f"internal error: {type(e).__name__}: {msg} (re-run with --debug for the traceback, and "
-                  "please report it)", int(ExitCode.INTERNAL))
+            _fail(*error_line(e))
 
     return wrapper
 
@@ -121,12 +115,8 @@ def run(model: Path, recipe: Path, suites: tuple[str, ...], out: Path, seed: int
         batch_size: int | None, trust_checkpoint: bool, quiet: bool) -> None:
     """Audit MODEL (a state_dict, training checkpoint or safetensors file; TorchScript or .pt2 with
     --trust-checkpoint) as RECIPE describes, and write the report to --out."""
-    import re
-
     from audit.runner import RunOptions, execute
 
-    if device is not None and not re.match(r"^(auto|cpu|cuda(:\d+)?)$", device):
-        raise AuditError(f"--device {device}: expected auto, cpu, cuda or cuda:N")
     opts = RunOptions(recipe=recipe, model_path=model, out=out, suites=list(suites), seed=seed, device=device,
                       batch_size=batch_size, quiet=quiet, trust_checkpoint=trust_checkpoint)
     report, code = execute(opts)
@@ -147,7 +137,7 @@ def run(model: Path, recipe: Path, suites: tuple[str, ...], out: Path, seed: int
 def gate(report_path: Path, recipe: Path | None, junit: Path | None, markdown: Path | None, quiet: bool) -> None:
     """Re-evaluate gates on a saved REPORT (report.json) without the model or the data."""
     from audit.report.build import read_report, regate, stored_gates
-    from audit.runner import write_text
+    from audit.report.outdir import write_text
 
     report = read_report(report_path)
     if recipe is not None:
@@ -208,27 +198,20 @@ def repro(model: Path | None, recipe: Path | None, seeds: int | None, repeats: i
     """Seed and determinism study of MODEL: the audit under N seeds and repeated under one seed, each run in
     a fresh process; bitwise repeatability, nondeterministic ops, batch-size invariance, the spread of every
     metric across seeds, and the environment fingerprint. Gates on repro.* metrics decide the exit code."""
-    import re
-
-    if device is not None and not re.match(r"^(auto|cpu|cuda(:\d+)?)$", device):
-        raise AuditError(f"--device {device}: expected auto, cpu, cuda or cuda:N")
-    if seeds is not None and seeds < 2:
-        raise AuditError(f"--seeds {seeds}: a spread needs at least 2 seeds (e.g. --seeds 5)")
-    if repeats is not None and repeats < 1:
-        raise AuditError(f"--repeats {repeats}: at least 1 same-seed repeat is needed to test repeatability")
-    if jobs is not None and jobs < 1:
-        raise AuditError(f"--jobs {jobs}: expected 1 or more")
+    # Checks of the options happen inside the study, once --out is held (a failure there is recorded in it);
+    # the comparison alone writes no folder.
     if model is None:
         if compare is None:
             raise AuditError("give MODEL and --recipe for a study, or --compare REPORT to compare this environment "
                              "with a report's")
+        import re
+
+        if device is not None and not re.match(r"^(auto|cpu|cuda(:\d+)?)$", device):
+            raise AuditError(f"--device {device}: expected auto, cpu, cuda or cuda:N")
         from audit.repro.study import compare_environment
 
         _print_env_changes(compare_environment(compare, device), compare)
         sys.exit(0)
-    if recipe is None:
-        raise AuditError("--recipe is required with MODEL (e.g. audit repro model.safetensors --recipe "
-                         "recipes/digits.toml --seeds 5)")
     from audit.repro.study import ReproOptions, execute_repro
 
     opts = ReproOptions(recipe=recipe, model_path=model, out=out, seeds=seeds, repeats=repeats, suites=list(suites),
