@@ -57,6 +57,53 @@ quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar
 _NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
+# The commands that write a report into --out, and their default --out.
+OUT_DEFAULTS = {"run": Path("out"), "repro": Path("out/repro")}
+
+
+def _out_of(argv: list[str]) -> tuple[str, Path] | None:
+    """The command and --out of `audit run|repro ...` whose options click refused (a bad value, an unknown
+    option), read from the raw arguments; None when there is no folder to speak of."""
+    if not argv or argv[0] not in OUT_DEFAULTS:
+        return None
+    out = OUT_DEFAULTS[argv[0]]
+    i = 1
+    while i < len(argv):
+        a = str(argv[i])
+        if a == "--":
+            break
+        if a in ("--out", "-o"):
+            if i + 1 >= len(argv):
+                return None  # `--out` without a value: nowhere to write
+            out = Path(str(argv[i + 1]))
+            i += 2
+            continue
+        if a.startswith("--out="):
+            out = Path(a[len("--out="):])
+        elif a.startswith("-o") and not a.startswith("--") and len(a) > 2:
+            out = Path(a[2:])
+        i += 1
+    return argv[0], out
+
+
+def _record_usage_failure(argv: list[str], message: str) -> None:
+    """A run refused by click's own option parsing fails like any other: --out gets a failure report and the
+    previous run's files are moved aside, so `audit gate out/report.json` after a typo in CI fails instead
+    of passing the previous model. Nothing happens when --out cannot be used (taken by a running audit, a
+    file, unwritable): the error line is printed either way."""
+    from audit.report.outdir import RunFolder
+
+    found = _out_of(argv)
+    if found is None:
+        return
+    command, out = found
+    try:
+        with RunFolder.open(out, command, ["audit", *map(str, argv)]) as folder:
+            folder.fail(message, 2)
+    except AuditError:
+        pass
+
+
 class _Group(click.Group):
     """click's group with the project's error contract for click's own usage errors too (a missing option,
     a bad value, an unknown command): one line `audit: error: ...` and exit 2, instead of click's
@@ -72,7 +119,11 @@ class _Group(click.Group):
             sys.exit(2)
         except click.UsageError as e:
             where = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""
-            _fail(" ".join(e.format_message().split()) + where, 2)
+            message = " ".join(e.format_message().split()) + where
+            if e.ctx is not None and e.ctx.command.name in OUT_DEFAULTS:
+                argv = list(kwargs.get("args") or (args[0] if args else sys.argv[1:]))
+                _record_usage_failure(argv, message)
+            _fail(message, 2)
         except click.ClickException as e:
             _fail(" ".join(e.format_message().split()), e.exit_code)
         except click.exceptions.Abort:

@@ -122,16 +122,16 @@ def validate_report(report: dict[str, Any], path: str | Path) -> None:
     """Every field ``audit gate`` reads, with its type and allowed values."""
     w = _Where(path)
     if not isinstance(report.get("suites"), dict):
-        raise w.fail("'suites'", "is missing or not an object")
+        raise w.fail("suites", "is missing or not an object")
     for name, s in report["suites"].items():
         if not isinstance(s, dict):
             raise w.fail(f"suites.{name}", f"is {s!r}: expected an object")
         notes = s.get("notes", [])
         if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
             raise w.fail(f"suites.{name}.notes", "is not a list of strings")
-    for i, m in enumerate(_list_of(w, "'metrics'", report.get("metrics"))):
+    for i, m in enumerate(_list_of(w, "metrics", report.get("metrics"))):
         validate_metric(w, i, m)
-    for i, c in enumerate(_list_of(w, "'checks'", report.get("checks"))):
+    for i, c in enumerate(_list_of(w, "checks", report.get("checks"))):
         validate_check(w, i, c)
     for key in ("suites_excused", "suites_run"):
         if key in report:
