@@ -20,8 +20,9 @@ from audit.errors import AuditError, error_line
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 all gates pass; 1 a gate failed; 2 usage or input error (bad recipe, missing file, "
-    "unsafe checkpoint refused, bad data); 3 internal error; 4 the evaluation is invalid (a validity check "
-    "failed)."
+    "unsafe or corrupt checkpoint refused, bad data, --out in use by another run); 3 internal error; 4 the "
+    "evaluation is invalid (a validity check failed); 130 interrupted (Ctrl-C). A run that fails leaves a "
+    "failure report in --out (passed: false) and moves the previous run's files to --out/previous-runs/."
 )
 
 
@@ -179,7 +180,9 @@ def run(model: Path, recipe: Path, suites: tuple[str, ...], out: Path, seed: int
 @main.command(epilog=EXIT_CODES_HELP)
 @click.argument("report_path", metavar="REPORT", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--recipe", "-r", type=click.Path(dir_okay=False, path_type=Path),
-              help="Recipe whose [[gates]] and [validity] to apply (default: the gates stored in the report).")
+              help="Recipe whose [[gates]] and [validity] to apply. Default: the gates and thresholds stored in "
+                   "the report itself, which anyone who can edit report.json can change; in CI pass the "
+                   "recipe from your own repository.")
 @click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), help="Also write JUnit XML here.")
 @click.option("--markdown", type=click.Path(dir_okay=False, path_type=Path), help="Also write a Markdown summary here.")
 @quiet_option

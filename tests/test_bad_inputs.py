@@ -303,7 +303,7 @@ CHECKPOINT_CASES = [
     ("ck-crc-tensor-2", with_checkpoint(ck_copy_flipped("/data/2", 8)), 2, "fails its CRC-32 check"),
     ("ck-crc-data-pkl", with_checkpoint(ck_copy_flipped("/data.pkl", 4)), 2, "entry 'sd/data.pkl' fails its CRC-32"),
     ("ck-zip-without-data-pkl", with_checkpoint(ck_fake_zip({"archive/weights.bin": b"\0" * 64})), 2,
-     "damaged or truncated zip"),
+     "a zip archive but not a torch.save checkpoint (no data.pkl entry)"),
     ("ck-torch-zip-named-safetensors", with_checkpoint(lambda p, d, b: shutil.copy(b / "sd.pt", p),
                                                        name="m.safetensors"), 2,
      "named .safetensors but holds a torch.save zip archive"),

@@ -149,9 +149,12 @@ def load_checkpoint(path: str | Path, model_cfg: dict[str, Any], recipe_dir: Pat
 
     if fmt == "empty":
         raise CheckpointError(f"{path}: the file is empty")
-    if fmt in ("corrupt_zip", "unknown_zip"):
+    if fmt == "corrupt_zip":
         raise CheckpointError(f"{path}: not a readable checkpoint (a damaged or truncated zip archive); "
                               "save it again with torch.save or safetensors")
+    if fmt == "unknown_zip":
+        raise CheckpointError(f"{path}: a zip archive but not a torch.save checkpoint (no data.pkl entry); "
+                              "save the weights with torch.save(model.state_dict(), ...) or safetensors")
     if fmt == "unknown":
         raise CheckpointError(f"{path}: unrecognised checkpoint format: expected a torch.save file, "
                               "safetensors, TorchScript or a torch.export .pt2 archive")
