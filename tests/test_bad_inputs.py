@@ -559,7 +559,7 @@ HOSTILE = [  # (class names, group values, checkpoint file name): rendered liter
     (["$x$", "$\\frac{1}{0}$", "c$"], ["a$b", "$$"], "model.pt"),
     (["<script>alert(1)</script>", "</td><b>", "&amp;"], ["<img src=x onerror=alert(1)>", "b"], "m<i>.pt"),
     (["a`b", "|pipe|", "*em*"], ["``", "|"], "we`ird``na|me.pt"),
-    (["x", "y", "z"], ["$\\mathrm{", "_{}^"], "$HOME.pt"),
+    (["x", "y", "z"], ["$x^$", "$\\mathrm{"], "$HOME.pt"),  # invalid math text: matplotlib would raise
 ]
 
 
@@ -580,6 +580,10 @@ def test_hostile_text_is_rendered_literally(class_names, groups, name, base, tmp
     assert res.exit_code in (0, 1), res.stderr
     html = (tmp_path / "o" / "report.html").read_text()
     assert "<script>" not in html and "<img" not in html and "</td><b>" not in html
+    from markupsafe import escape
+
+    for text in class_names + groups:  # shown, as text
+        assert str(escape(text)) in html, text
     md = (tmp_path / "o" / "summary.md").read_text()
     assert md_code(tmp_path / name) in md  # the file name's code span cannot be closed from inside
     assert "<script>" not in md and "<img" not in md
