@@ -797,3 +797,73 @@ def test_ctrl_c_exits_130_and_leaves_a_failure_report(base, tmp_path):
     assert r["run_status"] == "failed" and r["exit_code"] == 130 and r["error"] == "interrupted"
     assert r["run_id"] == holder["run_id"] and r["passed"] is False
     _one_line(run_cli("gate", out / "report.json"), 130, "failed (exit 130): interrupted")
+
+
+# ------------------------------------------------------------------------------------------ folder machinery
+
+
+def test_everything_of_the_previous_run_is_moved_aside_under_its_run_id(tmp_path):
+    """A repro study's runs/ and a killed run's staged leftovers go too; a report of an older version
+    (no run id) is kept under a name made from its time."""
+    from audit.report.outdir import PREVIOUS_DIR, RunFolder
+
+    out = tmp_path / "o"
+    (out / "runs" / "seed-0").mkdir(parents=True)
+    (out / "runs" / "seed-0" / "report.json").write_text("{}")
+    (out / "report.json").write_text(json.dumps({"schema": "audit.report/1", "run_id": "20260101T000000Z-0000abcd",
+                                                 "passed": True}))
+    (out / "summary.md").write_text("## audit: PASS")
+    (out / ".report.json.20260101T000000Z-0000abcd.partial").write_text("half")
+    (out / "notes.txt").write_text("the user's own file")
+    with RunFolder.open(out, "repro", ["audit", "repro"]) as folder:
+        kept = out / PREVIOUS_DIR / "20260101T000000Z-0000abcd"
+        assert folder.moved_to == kept
+        assert sorted(p.name for p in kept.iterdir()) == [".report.json.20260101T000000Z-0000abcd.partial",
+                                                          "report.json", "runs", "summary.md"]
+        assert (out / "notes.txt").read_text() == "the user's own file"  # not ours: left alone
+        r = json.loads((out / "report.json").read_text())
+        assert r["run_status"] == "incomplete" and r["previous_run"] == str(kept) and r["command"] == "repro"
+    # a report written before run ids existed
+    (out / "report.json").write_text(json.dumps({"schema": "audit.report/1", "passed": True}))
+    os.utime(out / "report.json", (1_700_000_000, 1_700_000_000))
+    for p in out.glob("*.*"):
+        if p.name not in ("report.json", "notes.txt"):
+            p.unlink()
+    with RunFolder.open(out, "run") as folder:
+        assert folder.moved_to is not None and folder.moved_to.name == "20231114T221320Z-unknown-run"
+        folder.fail("boom", 2)
+    r = json.loads((out / "report.json").read_text())
+    assert r["run_status"] == "failed" and r["error"] == "boom" and r["exit_code"] == 2
+
+
+def test_a_failure_inside_the_folder_is_recorded_with_its_exit_code(tmp_path):
+    from audit.errors import DataError, InvalidEvaluation
+    from audit.report.outdir import RunFolder
+
+    for exc, code, line in [(DataError("d.csv: bad"), 2, "d.csv: bad"), (InvalidEvaluation("NaN logits"), 4, "NaN logits"),
+                            (KeyboardInterrupt(), 130, "interrupted"),
+                            (ZeroDivisionError("x"), 3, "internal error: ZeroDivisionError: x")]:
+        with pytest.raises(type(exc)):
+            with RunFolder.open(tmp_path / "o", "run"):
+                raise exc
+        r = json.loads((tmp_path / "o" / "report.json").read_text())
+        assert r["exit_code"] == code and r["error"].startswith(line) and r["passed"] is False
+
+
+def test_markdown_escaping_closes_nothing_from_inside():
+    """CommonMark: a backslash before ASCII punctuation is that literal character; a code span ends only at a
+    backtick run as long as its opening one (spec 6.1, 2.4). GitHub tables split cells on any `|`."""
+    import re
+
+    from audit.report.markdown import md_code, md_text
+
+    for ch in "\\`*_[]<>|~&":
+        assert md_text(f"a{ch}b") == f"a\\{ch}b"
+    assert md_text("two\nlines") == "two lines"  # a newline would end a table row or a list item
+    for name in ["plain.pt", "a`b.pt", "``x``", "`", "we`ird``na|me.pt", "```"]:
+        code = md_code(name)
+        fence = re.match(r"`+", code).group(0)
+        inner = code[len(fence):-len(fence)]
+        assert code.endswith(fence) and code[len(fence)] != "`" and code[-len(fence) - 1] != "`"
+        assert all(len(run) != len(fence) for run in re.findall(r"`+", inner))  # nothing inside closes it
+        assert inner.strip(" ") == name.replace("|", "\\|") and "|" not in inner.replace("\\|", "")
