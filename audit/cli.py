@@ -40,9 +40,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
             raise
-        except BaseException as e:  # noqa: BLE001 - the last line of defence: one line, never a raw traceback
-            if not isinstance(e, Exception) and not isinstance(e, KeyboardInterrupt):
-                raise
+        except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - the last line of defence: one line, never a traceback
             if debug and not isinstance(e, KeyboardInterrupt):
                 traceback.print_exc()
             _fail(*error_line(e))
@@ -153,7 +151,9 @@ def main() -> None:
 @click.option("--suite", "suites", multiple=True, metavar="NAME",
               help="Run only this suite (repeatable). Default: the suites the recipe has tables for.")
 @click.option("--out", "-o", default=Path("out"), show_default=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for report.json, report.html, junit.xml, summary.md and examples.npz.")
+              help="Folder for report.json, report.html, junit.xml, summary.md and examples.npz. One run at a "
+                   "time (locked); the previous run's files are moved to previous-runs/, and a run that fails "
+                   "leaves a failure report (passed: false).")
 @click.option("--seed", type=click.IntRange(min=0), help="Master seed (overrides [run] seed).")
 @click.option("--device", type=click.STRING, metavar="auto|cpu|cuda[:N]", help="Device (overrides [run] device).")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Examples per batch (overrides [run] batch_size).")
@@ -234,7 +234,8 @@ def gate(report_path: Path, recipe: Path | None, junit: Path | None, markdown: P
               help="Run only this suite in every run (repeatable). Default: as `audit run`.")
 @click.option("--out", "-o", default=Path("out/repro"), show_default=True,
               type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for the study's report.json, report.html, junit.xml, summary.md, and runs/.")
+              help="Folder for the study's report.json, report.html, junit.xml, summary.md, and runs/ (locked, "
+                   "the previous study moved to previous-runs/, a failure report on failure, as for `audit run`).")
 @click.option("--seed", type=click.IntRange(min=0), help="First seed (overrides [run] seed).")
 @click.option("--device", type=click.STRING, metavar="auto|cpu|cuda[:N]", help="Device (overrides [run] device).")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Examples per batch (overrides [run] batch_size).")

@@ -239,10 +239,3 @@ def core_validity_checks(model: Any, data: Any, logits: np.ndarray, device: Any,
             "nondeterministic kernels). Every number in this report would change from run to run; make inference "
             "deterministic, or downgrade this check in [validity].", value=diff))
     return checks, logits
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write an output file (``audit gate --junit/--markdown``); failure is exit 2 naming the path."""
-    from audit.report.outdir import write_text as _write
-
-    _write(path, text)
