@@ -867,3 +867,31 @@ def test_markdown_escaping_closes_nothing_from_inside():
         assert code.endswith(fence) and code[len(fence)] != "`" and code[-len(fence) - 1] != "`"
         assert all(len(run) != len(fence) for run in re.findall(r"`+", inner))  # nothing inside closes it
         assert inner.strip(" ") == name.replace("|", "\\|") and "|" not in inner.replace("\\|", "")
+
+
+@pytest.mark.slow
+def test_a_repro_study_owns_its_folder_and_every_file_carries_its_run_id(base, tmp_path):
+    """`audit repro` through the same machinery: the previous study (with its runs/) is moved aside, the
+    study's files carry the study's run id, each child run's files its own."""
+    from audit.engine.table import ExampleTable
+    from audit.report.outdir import run_id_of
+
+    out = tmp_path / "o"
+    shutil.copytree(base / "pass", out)
+    (out / "runs" / "seed-0").mkdir(parents=True)
+    (out / "runs" / "seed-0" / "stderr.txt").write_text("an older study's child")
+    before = json.loads((out / "report.json").read_text())
+    (tmp_path / "r.toml").write_text(recipe_text(base, append="\n[repro]\nseeds = 2\nrepeats = 1\ncapture = false\n"))
+    res = run_cli("repro", base / "sd.pt", "--recipe", tmp_path / "r.toml", "--out", out, "--quiet")
+    assert res.exit_code == 0, res.stderr
+    r = json.loads((out / "report.json").read_text())
+    assert r["run_status"] == "finished" and r["provenance"]["run_id"] == r["run_id"] != before["run_id"]
+    for name in ("examples.npz", "report.html", "junit.xml", "summary.md"):
+        assert run_id_of(out / name) == r["run_id"], name
+    kept = out / "previous-runs" / before["run_id"]
+    assert (kept / "runs" / "seed-0" / "stderr.txt").read_text() == "an older study's child"
+    children = [json.loads((p / "report.json").read_text()) for p in sorted((out / "runs").iterdir())]
+    assert len(children) == 3 and len({c["run_id"] for c in children} | {r["run_id"]}) == 4
+    for c, p in zip(children, sorted((out / "runs").iterdir())):
+        assert ExampleTable.load(p / "examples.npz").meta["run_id"] == c["run_id"]
+    assert run_cli("gate", out / "report.json").exit_code == 0

@@ -252,6 +252,8 @@ class RunFolder:
     # ----------------------------------------------------------------------------------------- closing
 
     def close(self) -> None:
+        """Release the lock. The lock file stays: deleting it would let a third run lock a new file while a
+        second still waits on the old one."""
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
@@ -298,7 +300,8 @@ def _previous_run_id(out: Path) -> str:
     rj = out / "report.json"
     try:
         rid = json.loads(rj.read_text(encoding="utf-8")).get("run_id")
-        if isinstance(rid, str) and rid and all(c.isalnum() or c in "-_T" for c in rid):
+        # the id becomes a folder name: only ids of our own shape, never "../x" from an edited report
+        if isinstance(rid, str) and 0 < len(rid) <= 64 and all(c.isalnum() or c in "-_" for c in rid):
             return rid
     except (OSError, ValueError, AttributeError):
         pass
