@@ -834,6 +834,12 @@ def test_everything_of_the_previous_run_is_moved_aside_under_its_run_id(tmp_path
         folder.fail("boom", 2)
     r = json.loads((out / "report.json").read_text())
     assert r["run_status"] == "failed" and r["error"] == "boom" and r["exit_code"] == 2
+    # an edited run id never names a folder outside previous-runs/
+    (out / "report.json").write_text(json.dumps({"schema": "audit.report/1", "run_id": "../../evil"}))
+    with RunFolder.open(out, "run") as folder:
+        assert folder.moved_to is not None and folder.moved_to.parent == out / PREVIOUS_DIR
+        assert folder.moved_to.name.endswith("-unknown-run")
+    assert not (tmp_path / "evil").exists() and not (out.parent.parent / "evil").exists()
 
 
 def test_a_failure_inside_the_folder_is_recorded_with_its_exit_code(tmp_path):
