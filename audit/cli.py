@@ -88,12 +88,13 @@ def _out_of(argv: list[str]) -> tuple[str, Path] | None:
 def _record_usage_failure(argv: list[str], message: str) -> None:
     """A run refused by click's own option parsing fails like any other: --out gets a failure report and the
     previous run's files are moved aside, so `audit gate out/report.json` after a typo in CI fails instead
-    of passing the previous model. Nothing happens when --out cannot be used (taken by a running audit, a
-    file, unwritable): the error line is printed either way."""
+    of passing the previous model. Only a folder that exists is touched (a typo never creates one: there
+    is no earlier report to hide), and nothing happens when --out cannot be used (taken by a running
+    audit, a file, unwritable): the error line is printed either way."""
     from audit.report.outdir import RunFolder
 
     found = _out_of(argv)
-    if found is None:
+    if found is None or not found[1].is_dir():
         return
     command, out = found
     try:

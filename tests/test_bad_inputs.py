@@ -901,3 +901,12 @@ def test_a_repro_study_owns_its_folder_and_every_file_carries_its_run_id(base, t
     for c, p in zip(children, sorted((out / "runs").iterdir())):
         assert ExampleTable.load(p / "examples.npz").meta["run_id"] == c["run_id"]
     assert run_cli("gate", out / "report.json").exit_code == 0
+
+
+def test_an_option_typo_creates_no_folder(base, tmp_path):
+    """click's own usage errors touch --out only when it exists (then it gets a failure report, above)."""
+    res = run_cli("run", base / "sd.pt", "--recipe", base / "recipe.toml", "--out", tmp_path / "new", "--frob")
+    _one_line(res, 2, "No such option '--frob'")
+    res = run_cli("run", base / "sd.pt", "--frob", cwd=tmp_path)  # the default --out, ./out
+    _one_line(res, 2, "No such option '--frob'")
+    assert list(tmp_path.iterdir()) == []
