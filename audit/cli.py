@@ -21,7 +21,7 @@ from audit.errors import AuditError, error_line
 EXIT_CODES_HELP = (
     "Exit codes: 0 all gates pass; 1 a gate failed; 2 usage or input error (bad recipe, missing file, "
     "unsafe or corrupt checkpoint refused, bad data, --out in use by another run); 3 internal error; 4 the "
-    "evaluation is invalid (a validity check failed); 130 interrupted (Ctrl-C). A run that fails leaves a "
+    "evaluation is invalid (a validity check failed); 130 interrupted (Ctrl-C); 143 terminated (SIGTERM). A run that fails leaves a "
     "failure report in --out (passed: false) and moves the previous run's files to --out/previous-runs/."
 )
 

@@ -59,6 +59,13 @@ class InvalidEvaluation(Exception):
 
 
 INTERRUPTED = 130  # the shell's code for SIGINT (128 + 2), as for any interrupted command
+TERMINATED = 143  # 128 + SIGTERM (15): what a CI runner sends when a job is cancelled
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during a run (raised by the handler ``audit.report.outdir.RunFolder`` installs), so the run
+    stops like an interrupted one and records why. A KeyboardInterrupt, so ``except Exception`` in user
+    code (a factory, a data callable) cannot swallow it."""
 
 
 def error_line(e: BaseException) -> tuple[str, int]:
@@ -66,6 +73,8 @@ def error_line(e: BaseException) -> tuple[str, int]:
     failure report records both)."""
     if isinstance(e, (AuditError, InvalidEvaluation)):
         return str(e), int(e.exit_code)
+    if isinstance(e, Terminated):
+        return "terminated (SIGTERM)", TERMINATED
     if isinstance(e, KeyboardInterrupt):
         return "interrupted", INTERRUPTED
     if isinstance(e, SystemExit):

@@ -786,17 +786,28 @@ def test_one_run_per_folder_and_a_killed_run_is_no_obstacle(base, tmp_path):
                                                                                 placeholder["run_id"]])
 
 
-def test_ctrl_c_exits_130_and_leaves_a_failure_report(base, tmp_path):
+@pytest.mark.parametrize("sig,code,line", [(signal.SIGINT, 130, "interrupted"),
+                                           (signal.SIGTERM, 143, "terminated (SIGTERM)")], ids=["sigint", "sigterm"])
+def test_ctrl_c_and_sigterm_leave_a_failure_report(sig, code, line, base, tmp_path):
     out = tmp_path / "o"
     proc, holder = _start_held_run(base, tmp_path, out)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr
-    assert stderr.strip() == "audit: error: interrupted"
+    assert proc.returncode == code, stderr
+    assert stderr.strip() == f"audit: error: {line}"
     r = json.loads((out / "report.json").read_text())
-    assert r["run_status"] == "failed" and r["exit_code"] == 130 and r["error"] == "interrupted"
+    assert r["run_status"] == "failed" and r["exit_code"] == code and r["error"] == line
     assert r["run_id"] == holder["run_id"] and r["passed"] is False
-    _one_line(run_cli("gate", out / "report.json"), 130, "failed (exit 130): interrupted")
+    _one_line(run_cli("gate", out / "report.json"), code, f"failed (exit {code}): {line}")
+
+
+def test_the_sigterm_handler_is_restored_after_a_run(base, tmp_path):
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert run_cli("run", base / "sd.pt", "--recipe", base / "recipe.toml", "--out", tmp_path / "o",
+                   "--quiet").exit_code == 0
+    _one_line(run_cli("run", tmp_path / "none.pt", "--recipe", base / "recipe.toml", "--out", tmp_path / "o"), 2,
+              "not found")
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
 # ------------------------------------------------------------------------------------------ folder machinery

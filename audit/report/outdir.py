@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from audit import __version__
-from audit.errors import AuditError, error_line
+from audit.errors import AuditError, Terminated, error_line
 
 OUTPUT_FILES = ("report.json", "examples.npz", "report.html", "junit.xml", "summary.md")
 RUN_DIRS = ("runs",)  # `audit repro`'s child runs belong to the study that made them
@@ -90,6 +90,7 @@ class RunFolder:
         self.moved_to: Path | None = None  # where the previous run's files went
         self.finished = False
         self._lock_fd: int | None = None
+        self._old_sigterm: Any = None
 
     # ----------------------------------------------------------------------------------------- opening
 
@@ -102,10 +103,28 @@ class RunFolder:
         try:
             folder._move_previous_aside()
             folder._write_placeholder()
+            folder._catch_sigterm()
         except BaseException:
             folder.close()
             raise
         return folder
+
+    def _catch_sigterm(self) -> None:
+        """SIGTERM (a cancelled CI job) stops the run like Ctrl-C, so it records a failure (exit 143) instead
+        of leaving the did-not-finish placeholder. Only from the main thread, and only over the default
+        handler (a host program's own handler is left alone); restored by close()."""
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return
+
+        def on_sigterm(signum: int, frame: Any) -> None:
+            raise Terminated()
+
+        self._old_sigterm = signal.signal(signal.SIGTERM, on_sigterm)
 
     def _prepare(self) -> None:
         """Create --out (or check it), so an unwritable folder fails in a second, not after the audit."""
@@ -254,6 +273,11 @@ class RunFolder:
     def close(self) -> None:
         """Release the lock. The lock file stays: deleting it would let a third run lock a new file while a
         second still waits on the old one."""
+        if self._old_sigterm is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, self._old_sigterm)
+            self._old_sigterm = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
