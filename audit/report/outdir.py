@@ -312,7 +312,7 @@ def describe_holder(lock_path: Path) -> str:
         parts = [f"pid {int(info['pid'])}"]
         if info.get("host") and info["host"] != platform.node():
             parts[0] += f" on {info['host']}"
-        parts += [f"audit {info.get('command', '?')} run {info.get('run_id', '?')}",
+        parts += [f"audit {info.get('command', '?')} (run {info.get('run_id', '?')})",
                   f"started {info.get('started', '?')}"]
         return ", ".join(parts)
     except (OSError, ValueError, KeyError, TypeError):
