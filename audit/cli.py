@@ -16,12 +16,13 @@ from typing import Any, Callable
 import click
 
 from audit import __version__
-from audit.errors import AuditError, ExitCode, InvalidEvaluation
+from audit.errors import AuditError, error_line
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 all gates pass; 1 a gate failed; 2 usage or input error (bad recipe, missing file, "
-    "unsafe checkpoint refused, bad data); 3 internal error; 4 the evaluation is invalid (a validity check "
-    "failed)."
+    "unsafe or corrupt checkpoint refused, bad data, --out in use by another run); 3 internal error; 4 the "
+    "evaluation is invalid (a validity check failed); 130 interrupted (Ctrl-C); 143 terminated (SIGTERM). A run that fails leaves a "
+    "failure report in --out (passed: false) and moves the previous run's files to --out/previous-runs/."
 )
 
 
@@ -37,20 +38,12 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (AuditError, InvalidEvaluation) as e:
-            if debug:
-                traceback.print_exc()
-            _fail(str(e), int(e.exit_code))
-        except KeyboardInterrupt:
-            _fail("interrupted", 130)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
             raise
-        except Exception as e:  # noqa: BLE001 - the last line of defence: exit 3, never a raw traceback
-            if debug:
+        except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - the last line of defence: one line, never a traceback
+            if debug and not isinstance(e, KeyboardInterrupt):
                 traceback.print_exc()
-            msg = " ".join(str(e).split())[:400]
-            _fail(f"internal error: {type(e).__name__}: {msg} (re-run with --debug for the traceback, and "
-                  "please report it)", int(ExitCode.INTERNAL))
+            _fail(*error_line(e))
 
     return wrapper
 
@@ -61,6 +54,54 @@ quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar
 
 # click >= 8.2 raises this for a bare group call; older versions print the help themselves (exit 0).
 _NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+# The commands that write a report into --out, and their default --out.
+OUT_DEFAULTS = {"run": Path("out"), "repro": Path("out/repro")}
+
+
+def _out_of(argv: list[str]) -> tuple[str, Path] | None:
+    """The command and --out of `audit run|repro ...` whose options click refused (a bad value, an unknown
+    option), read from the raw arguments; None when there is no folder to speak of."""
+    if not argv or argv[0] not in OUT_DEFAULTS:
+        return None
+    out = OUT_DEFAULTS[argv[0]]
+    i = 1
+    while i < len(argv):
+        a = str(argv[i])
+        if a == "--":
+            break
+        if a in ("--out", "-o"):
+            if i + 1 >= len(argv):
+                return None  # `--out` without a value: nowhere to write
+            out = Path(str(argv[i + 1]))
+            i += 2
+            continue
+        if a.startswith("--out="):
+            out = Path(a[len("--out="):])
+        elif a.startswith("-o") and not a.startswith("--") and len(a) > 2:
+            out = Path(a[2:])
+        i += 1
+    return argv[0], out
+
+
+def _record_usage_failure(argv: list[str], message: str) -> None:
+    """A run refused by click's own option parsing fails like any other: --out gets a failure report and the
+    previous run's files are moved aside, so `audit gate out/report.json` after a typo in CI fails instead
+    of passing the previous model. Only a folder that exists is touched (a typo never creates one: there
+    is no earlier report to hide), and nothing happens when --out cannot be used (taken by a running
+    audit, a file, unwritable): the error line is printed either way."""
+    from audit.report.outdir import RunFolder
+
+    found = _out_of(argv)
+    if found is None or not found[1].is_dir():
+        return
+    command, out = found
+    try:
+        with RunFolder.open(out, command, ["audit", *map(str, argv)]) as folder:
+            folder.fail(message, 2)
+    except AuditError:
+        pass
 
 
 class _Group(click.Group):
@@ -78,7 +119,11 @@ class _Group(click.Group):
             sys.exit(2)
         except click.UsageError as e:
             where = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""
-            _fail(" ".join(e.format_message().split()) + where, 2)
+            message = " ".join(e.format_message().split()) + where
+            if e.ctx is not None and e.ctx.command.name in OUT_DEFAULTS:
+                argv = list(kwargs.get("args") or (args[0] if args else sys.argv[1:]))
+                _record_usage_failure(argv, message)
+            _fail(message, 2)
         except click.ClickException as e:
             _fail(" ".join(e.format_message().split()), e.exit_code)
         except click.exceptions.Abort:
@@ -107,7 +152,9 @@ def main() -> None:
 @click.option("--suite", "suites", multiple=True, metavar="NAME",
               help="Run only this suite (repeatable). Default: the suites the recipe has tables for.")
 @click.option("--out", "-o", default=Path("out"), show_default=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for report.json, report.html, junit.xml, summary.md and examples.npz.")
+              help="Folder for report.json, report.html, junit.xml, summary.md and examples.npz. One run at a "
+                   "time (locked); the previous run's files are moved to previous-runs/, and a run that fails "
+                   "leaves a failure report (passed: false).")
 @click.option("--seed", type=click.IntRange(min=0), help="Master seed (overrides [run] seed).")
 @click.option("--device", type=click.STRING, metavar="auto|cpu|cuda[:N]", help="Device (overrides [run] device).")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Examples per batch (overrides [run] batch_size).")
@@ -121,12 +168,8 @@ def run(model: Path, recipe: Path, suites: tuple[str, ...], out: Path, seed: int
         batch_size: int | None, trust_checkpoint: bool, quiet: bool) -> None:
     """Audit MODEL (a state_dict, training checkpoint or safetensors file; TorchScript or .pt2 with
     --trust-checkpoint) as RECIPE describes, and write the report to --out."""
-    import re
-
     from audit.runner import RunOptions, execute
 
-    if device is not None and not re.match(r"^(auto|cpu|cuda(:\d+)?)$", device):
-        raise AuditError(f"--device {device}: expected auto, cpu, cuda or cuda:N")
     opts = RunOptions(recipe=recipe, model_path=model, out=out, suites=list(suites), seed=seed, device=device,
                       batch_size=batch_size, quiet=quiet, trust_checkpoint=trust_checkpoint)
     report, code = execute(opts)
@@ -138,7 +181,9 @@ def run(model: Path, recipe: Path, suites: tuple[str, ...], out: Path, seed: int
 @main.command(epilog=EXIT_CODES_HELP)
 @click.argument("report_path", metavar="REPORT", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--recipe", "-r", type=click.Path(dir_okay=False, path_type=Path),
-              help="Recipe whose [[gates]] and [validity] to apply (default: the gates stored in the report).")
+              help="Recipe whose [[gates]] and [validity] to apply. Default: the gates and thresholds stored in "
+                   "the report itself, which anyone who can edit report.json can change; in CI pass the "
+                   "recipe from your own repository.")
 @click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), help="Also write JUnit XML here.")
 @click.option("--markdown", type=click.Path(dir_okay=False, path_type=Path), help="Also write a Markdown summary here.")
 @quiet_option
@@ -147,7 +192,7 @@ def run(model: Path, recipe: Path, suites: tuple[str, ...], out: Path, seed: int
 def gate(report_path: Path, recipe: Path | None, junit: Path | None, markdown: Path | None, quiet: bool) -> None:
     """Re-evaluate gates on a saved REPORT (report.json) without the model or the data."""
     from audit.report.build import read_report, regate, stored_gates
-    from audit.runner import write_text
+    from audit.report.outdir import write_text
 
     report = read_report(report_path)
     if recipe is not None:
@@ -190,7 +235,8 @@ def gate(report_path: Path, recipe: Path | None, junit: Path | None, markdown: P
               help="Run only this suite in every run (repeatable). Default: as `audit run`.")
 @click.option("--out", "-o", default=Path("out/repro"), show_default=True,
               type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for the study's report.json, report.html, junit.xml, summary.md, and runs/.")
+              help="Folder for the study's report.json, report.html, junit.xml, summary.md, and runs/ (locked, "
+                   "the previous study moved to previous-runs/, a failure report on failure, as for `audit run`).")
 @click.option("--seed", type=click.IntRange(min=0), help="First seed (overrides [run] seed).")
 @click.option("--device", type=click.STRING, metavar="auto|cpu|cuda[:N]", help="Device (overrides [run] device).")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Examples per batch (overrides [run] batch_size).")
@@ -208,27 +254,20 @@ def repro(model: Path | None, recipe: Path | None, seeds: int | None, repeats: i
     """Seed and determinism study of MODEL: the audit under N seeds and repeated under one seed, each run in
     a fresh process; bitwise repeatability, nondeterministic ops, batch-size invariance, the spread of every
     metric across seeds, and the environment fingerprint. Gates on repro.* metrics decide the exit code."""
-    import re
-
-    if device is not None and not re.match(r"^(auto|cpu|cuda(:\d+)?)$", device):
-        raise AuditError(f"--device {device}: expected auto, cpu, cuda or cuda:N")
-    if seeds is not None and seeds < 2:
-        raise AuditError(f"--seeds {seeds}: a spread needs at least 2 seeds (e.g. --seeds 5)")
-    if repeats is not None and repeats < 1:
-        raise AuditError(f"--repeats {repeats}: at least 1 same-seed repeat is needed to test repeatability")
-    if jobs is not None and jobs < 1:
-        raise AuditError(f"--jobs {jobs}: expected 1 or more")
+    # Checks of the options happen inside the study, once --out is held (a failure there is recorded in it);
+    # the comparison alone writes no folder.
     if model is None:
         if compare is None:
             raise AuditError("give MODEL and --recipe for a study, or --compare REPORT to compare this environment "
                              "with a report's")
+        import re
+
+        if device is not None and not re.match(r"^(auto|cpu|cuda(:\d+)?)$", device):
+            raise AuditError(f"--device {device}: expected auto, cpu, cuda or cuda:N")
         from audit.repro.study import compare_environment
 
         _print_env_changes(compare_environment(compare, device), compare)
         sys.exit(0)
-    if recipe is None:
-        raise AuditError("--recipe is required with MODEL (e.g. audit repro model.safetensors --recipe "
-                         "recipes/digits.toml --seeds 5)")
     from audit.repro.study import ReproOptions, execute_repro
 
     opts = ReproOptions(recipe=recipe, model_path=model, out=out, seeds=seeds, repeats=repeats, suites=list(suites),

@@ -56,3 +56,30 @@ class InvalidEvaluation(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
+
+
+INTERRUPTED = 130  # the shell's code for SIGINT (128 + 2), as for any interrupted command
+TERMINATED = 143  # 128 + SIGTERM (15): what a CI runner sends when a job is cancelled
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during a run (raised by the handler ``audit.report.outdir.RunFolder`` installs), so the run
+    stops like an interrupted one and records why. A KeyboardInterrupt, so ``except Exception`` in user
+    code (a factory, a data callable) cannot swallow it."""
+
+
+def error_line(e: BaseException) -> tuple[str, int]:
+    """The one line the user sees for ``e`` and the exit code it maps to (the CLI prints the line; a run's
+    failure report records both)."""
+    if isinstance(e, (AuditError, InvalidEvaluation)):
+        return str(e), int(e.exit_code)
+    if isinstance(e, Terminated):
+        return "terminated (SIGTERM)", TERMINATED
+    if isinstance(e, KeyboardInterrupt):
+        return "interrupted", INTERRUPTED
+    if isinstance(e, SystemExit):
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        return f"exited with code {code}", code
+    msg = " ".join(str(e).split())[:400]
+    return (f"internal error: {type(e).__name__}: {msg} (re-run with --debug for the traceback, and please "
+            "report it)", int(ExitCode.INTERNAL))

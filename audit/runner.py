@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +74,19 @@ def excused_suites(recipe: Recipe, requested: list[str], chosen: list[str]) -> l
 
 
 def execute(opts: RunOptions) -> tuple[dict[str, Any], int]:
-    """Run the audit and write the outputs. Returns (report, exit code)."""
+    """Run the audit and write the outputs. Returns (report, exit code).
+
+    --out is opened (locked, the previous run moved aside, a "did not finish" placeholder written) before
+    anything else, so that any failure from here on, a bad --device as much as NaN logits, leaves a failure
+    report instead of the previous model's."""
+    from audit.report.outdir import RunFolder
+
+    with RunFolder.open(opts.out, "run", opts.argv, {"model": opts.model_path, "recipe": opts.recipe}) as folder:
+        return _execute(opts, folder)
+
+
+def _execute(opts: RunOptions, folder: Any) -> tuple[dict[str, Any], int]:
+    import re
 
     from audit.engine.inference import build_table, predict_logits, probe_model
     from audit.engine.wrapper import WrappedModel, resolve_device
@@ -88,11 +97,13 @@ def execute(opts: RunOptions) -> tuple[dict[str, Any], int]:
     from audit.repro.capture import DeterminismCapture
     from audit.suites import RunContext, get_suite
 
+    if opts.device is not None and not re.match(r"^(auto|cpu|cuda(:\d+)?)$", opts.device):
+        raise AuditError(f"--device {opts.device}: expected auto, cpu, cuda or cuda:N")
     # AUDIT_DETERMINISM_CAPTURE=1 (set by `audit repro` for its capture run): deterministic algorithms in
     # warn-only mode, alerts recorded per phase, report["determinism"]. Otherwise a no-op.
     capture = DeterminismCapture.from_env()
     t0 = time.perf_counter()
-    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    created = folder.created
     recipe = load_recipe(opts.recipe)
     run_cfg = recipe.section("run")
     seed = opts.seed if opts.seed is not None else run_cfg["seed"]
@@ -105,8 +116,6 @@ def execute(opts: RunOptions) -> tuple[dict[str, Any], int]:
 
     loaded = load_checkpoint(opts.model_path, model_cfg, recipe.base_dir, recipe.path, trust=opts.trust_checkpoint)
     data = load_data(recipe)
-    prepare_out(opts.out)  # after the inputs are known good (no folder for a refused load), before the work
-    clear_outputs(opts.out)
     model = WrappedModel(loaded.module, model_cfg["mean"], model_cfg["std"], model_cfg["input_bounds"],
                          model_cfg["num_classes"]).to(device)
     probe_model(model, data, device, model_cfg["num_classes"])
@@ -166,7 +175,7 @@ def execute(opts: RunOptions) -> tuple[dict[str, Any], int]:
         excused=excused_suites(recipe, opts.suites, suites),
         extra=extra,
     )
-    write_outputs(report, opts.out, table)
+    report = folder.write(report, table)
     return report, report["exit_code"]
 
 
@@ -230,81 +239,3 @@ def core_validity_checks(model: Any, data: Any, logits: np.ndarray, device: Any,
             "nondeterministic kernels). Every number in this report would change from run to run; make inference "
             "deterministic, or downgrade this check in [validity].", value=diff))
     return checks, logits
-
-
-OUTPUT_FILES = ("report.json", "examples.npz", "report.html", "junit.xml", "summary.md")
-
-
-def prepare_out(out: Path) -> None:
-    """Create --out (or check it) before any work, so an unwritable folder, or an output name taken by a
-    folder, fails in a second, not after the audit has run."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".audit-write-test"
-        probe.write_text("")
-        probe.unlink()
-    except FileExistsError:
-        raise AuditError(f"--out {out}: exists and is not a folder; choose a folder for the report") from None
-    except OSError as e:
-        raise AuditError(f"--out {out}: cannot write there ({e.strerror or e}); choose a writable folder") from None
-    for name in OUTPUT_FILES:
-        if (out / name).exists() and not (out / name).is_file():
-            raise AuditError(f"--out {out}: {name} there is not a file; remove it or choose another folder")
-
-
-def clear_outputs(out: Path) -> None:
-    """Remove an earlier run's outputs from --out before this run starts: if it stops early (bad logits,
-    a failed write), the folder must not show the previous model's report as if it were this one's."""
-    for name in OUTPUT_FILES:
-        try:
-            (out / name).unlink(missing_ok=True)
-        except OSError as e:
-            raise AuditError(f"--out {out}: cannot replace {name} ({e.strerror or e})") from None
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write an output file; failure is a user error (exit 2) naming the path, not a traceback."""
-    try:
-        path.write_text(text, encoding="utf-8")
-    except OSError as e:
-        raise AuditError(f"{path}: cannot write ({e.strerror or e})") from None
-
-
-def write_outputs(report: dict[str, Any], out: Path, table: Any | None = None) -> None:
-    """Every output file, staged: each is written beside its final name and moved into place only when all
-    were written, report.json last, so a failed write leaves no report.json next to missing files (the run
-    removed the previous outputs when it started: ``clear_outputs``)."""
-    from audit.report.build import dumps
-    from audit.report.html import render_html
-    from audit.report.junit import render_junit
-    from audit.report.markdown import render_markdown
-
-    prepare_out(out)
-    text = dumps(report)
-    # Renderers get exactly what report.json holds (not the in-memory objects), so re-rendering a saved
-    # report gives the same files.
-    saved = json.loads(text)
-    texts = {"report.json": text, "report.html": render_html(saved), "junit.xml": render_junit(saved),
-             "summary.md": render_markdown(saved)}
-    staged: list[tuple[Path, Path]] = []
-    try:
-        if table is not None:
-            tmp = out / ".examples.npz.partial"
-            staged.append((tmp, out / "examples.npz"))
-            try:
-                table.save(tmp)
-            except OSError as e:
-                raise AuditError(f"{out / 'examples.npz'}: cannot write ({e.strerror or e})") from None
-        for name, body in texts.items():
-            tmp = out / f".{name}.partial"
-            staged.append((tmp, out / name))
-            write_text(tmp, body)
-        staged.sort(key=lambda tf: tf[1].name == "report.json")  # the verdict file last: the others are there first
-        for tmp, final in staged:
-            try:
-                os.replace(tmp, final)
-            except OSError as e:
-                raise AuditError(f"{final}: cannot write ({e.strerror or e})") from None
-    finally:
-        for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)

@@ -45,6 +45,21 @@ def run_cli(*args: str, cwd: Path | None = None) -> CliResult:
     return CliResult(res.exit_code, res.stdout, res.stderr)
 
 
+def assert_failed_run(out: Path, exit_code: int | None = None) -> dict:
+    """--out after a run that stopped with an error: a failure report that cannot pass (passed false, the
+    error line, the exit code), a page saying so, and no result files of this run."""
+    import json
+
+    r = json.loads((out / "report.json").read_text())
+    assert r["passed"] is False and r["run_status"] == "failed" and r["verdict"] == "error", r
+    assert isinstance(r["error"], str) and r["error"] and r["metrics"] == [] and r["gates"] == []
+    if exit_code is not None:
+        assert r["exit_code"] == exit_code, r
+    assert "RUN FAILED" in (out / "report.html").read_text()
+    assert not (out / "examples.npz").exists()
+    return r
+
+
 def run_subprocess(*args: str, cwd: Path | None = None, timeout: float = 300) -> CliResult:
     """Run the real console entry point in a fresh interpreter."""
     proc = subprocess.run([sys.executable, "-m", "audit", *map(str, args)], capture_output=True, text=True,

@@ -66,10 +66,12 @@ def test_report_schema_and_numbers_equal_sklearn(digits_run):
 
 
 def _strip(path):
-    """A report without what legitimately changes between runs: creation time, command line, timings."""
+    """A report without what legitimately changes between runs: creation time, command line, timings, run id."""
     r = json.loads(path.read_text())
     r["provenance"].pop("created")
     r["provenance"].pop("command")
+    r["provenance"].pop("run_id")
+    r.pop("run_id")
     r.pop("timing")
     return r
 
@@ -334,23 +336,37 @@ def test_unwritable_out_is_a_user_error(digits_checkpoint, digits_recipe, tmp_pa
 
 
 def test_outputs_are_all_or_none(digits_checkpoint, digits_recipe, tmp_path, monkeypatch):
-    """A failure while writing leaves neither a report.json nor partial files, and no earlier run's report
-    that could pass for this one's."""
-    from audit import runner
+    """A failure while writing leaves no partial files and no report that reads as this run's result: a
+    failure report (passed false, the error line) stands in --out, the earlier run's files are kept under
+    previous-runs/<its run id>/, and `audit gate` on the folder's report fails."""
+    from audit.report import outdir
 
     out = tmp_path / "o"
     assert run_cli("run", digits_checkpoint, "--recipe", digits_recipe, "--out", out, "--suite", "performance",
                    "--quiet").exit_code == 0
-    assert (out / "report.json").is_file()
-    real = runner.write_text
+    first = json.loads((out / "report.json").read_text())
+    assert first["passed"] is True and first["run_status"] == "finished"
+    real = outdir.write_text
+    failed = []
 
     def failing(path, text):
-        if path.name == ".summary.md.partial":
-            raise runner.AuditError(f"{path}: cannot write (disk full)")
+        finished = "RUN FAILED" not in text and "DID NOT FINISH" not in text
+        if path.name.startswith(".summary.md.") and finished and not failed:  # the finished run's summary, once
+            failed.append(path)
+            raise outdir.AuditError(f"{path}: cannot write (disk full)")
         real(path, text)
 
-    monkeypatch.setattr(runner, "write_text", failing)
+    monkeypatch.setattr(outdir, "write_text", failing)
     res = run_cli("run", digits_checkpoint, "--recipe", digits_recipe, "--out", out, "--suite", "performance",
                   "--seed", "7", "--quiet")
-    assert res.exit_code == 2 and "disk full" in res.stderr
-    assert sorted(p.name for p in out.iterdir()) == []
+    assert res.exit_code == 2 and "disk full" in res.stderr and failed
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [".audit.lock", "junit.xml", "previous-runs", "report.html", "report.json", "summary.md"], names
+    now = json.loads((out / "report.json").read_text())
+    assert now["passed"] is False and now["run_status"] == "failed" and now["exit_code"] == 2
+    assert "disk full" in now["error"] and now["run_id"] != first["run_id"]
+    assert "RUN FAILED" in (out / "report.html").read_text()
+    kept = out / "previous-runs" / first["run_id"]
+    assert json.loads((kept / "report.json").read_text()) == first and (kept / "examples.npz").is_file()
+    res = run_cli("gate", out / "report.json")
+    assert res.exit_code == 2 and "failed (exit 2)" in res.stderr and "disk full" in res.stderr

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import DIGITS_DATA, DIGITS_MODEL, run_cli
+from conftest import DIGITS_DATA, DIGITS_MODEL, assert_failed_run, run_cli
 
 RECIPE = DIGITS_MODEL + DIGITS_DATA + "\n[performance]\nbootstrap = 50\nbootstrap_ranking = 0\n"
 
@@ -83,7 +83,7 @@ def test_torchscript_needs_trust(tmp_path, recipe, digits_net):
     torch.jit.save(torch.jit.script(digits_net), str(path))
     res = run_cli("run", path, "--recipe", recipe, "--out", tmp_path / "o1", "--quiet")
     _assert_user_error(res, str(path), "TorchScript", "--trust-checkpoint")
-    assert not (tmp_path / "o1").exists()  # never a report from a refused load
+    assert_failed_run(tmp_path / "o1", 2)  # never a result from a refused load
     res = run_cli("run", path, "--recipe", recipe, "--out", tmp_path / "o2", "--quiet", "--trust-checkpoint")
     assert res.exit_code == 0, res.stderr
     report = json.loads((tmp_path / "o2" / "report.json").read_text())
@@ -127,7 +127,7 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path, recipe, writer):
     res = run_cli("run", path, "--recipe", recipe, "--out", tmp_path / "o", "--quiet")
     _assert_user_error(res, "refused", "system", "arbitrary code", "--trust-checkpoint")
     assert not marker.exists(), "the payload ran"
-    assert not (tmp_path / "o").exists()
+    assert_failed_run(tmp_path / "o", 2)
 
 
 def test_pickled_module_needs_trust(tmp_path, recipe, digits_net):

@@ -6,7 +6,7 @@ import pytest
 
 from audit.errors import RecipeError
 from audit.recipe import load_recipe
-from conftest import DIGITS_DATA, DIGITS_MODEL, ROOT, run_cli
+from conftest import DIGITS_DATA, DIGITS_MODEL, ROOT, assert_failed_run, run_cli
 
 BASE = DIGITS_MODEL + DIGITS_DATA
 
@@ -74,7 +74,7 @@ def test_recipe_error_through_cli_is_one_line_exit_2(write_recipe, digits_checkp
     res = run_cli("run", digits_checkpoint, "--recipe", path, "--out", tmp_path / "o")
     assert res.exit_code == 2
     assert res.stderr.count("\n") == 1 and "unknown key 'num_clases'" in res.stderr
-    assert not (tmp_path / "o").exists()
+    assert_failed_run(tmp_path / "o", 2)
 
 
 def test_cli_usage_errors(digits_checkpoint, digits_recipe, tmp_path):

@@ -550,7 +550,7 @@ def test_more_usage_errors(digits_checkpoint, tmp_path):
     typo.write_text(recipe.read_text().replace("[repro]\njobs = 2", "[repro]\nseed = 3"))
     cases.append((["repro", digits_checkpoint, "--recipe", typo], "[repro] unknown key 'seed' (did you mean 'seeds'?"))
     for args, message in cases:
-        res = run_cli(*args)
+        res = run_cli(*args, cwd=tmp_path)  # the default --out (out/repro) is relative: keep it in tmp_path
         assert res.exit_code == 2, (args, res.stderr)
         assert res.stderr.startswith("audit: error: ") and message in res.stderr, res.stderr
         assert len(res.stderr.strip().splitlines()) == 1

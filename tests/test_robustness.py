@@ -19,7 +19,7 @@ from audit.attacks.noise import noise_correct
 from audit.engine.wrapper import WrappedModel
 from audit.metrics import robustness as R
 from audit.suites import robustness_checks as K
-from tests.conftest import DIGITS_DATA, DIGITS_MODEL, ROOT, run_cli
+from tests.conftest import DIGITS_DATA, DIGITS_MODEL, ROOT, assert_failed_run, run_cli
 
 # ------------------------------------------------------------------------------------- closed-form oracle
 
@@ -535,7 +535,8 @@ def test_non_finite_logits_stop_the_run_with_one_line_exit_4(digits_checkpoint, 
     assert res.exit_code == 4, res.stderr
     line = res.stderr.strip()
     assert "\n" not in line and line.startswith("audit: error: the model outputs") and f"{kind} logits" in line
-    assert "no metric can be computed" in line and not (tmp_path / "o" / "report.json").exists()
+    assert "no metric can be computed" in line
+    assert_failed_run(tmp_path / "o", 4)
 
 
 def test_non_finite_logits_clear_an_earlier_report_and_stop_repro_with_exit_4(digits_checkpoint, write_recipe,
@@ -549,7 +550,8 @@ def test_non_finite_logits_clear_an_earlier_report_and_stop_repro_with_exit_4(di
     (tmp_path / "bad.py").write_text(f"import sys\nsys.path.insert(0, {str(ROOT / 'examples' / 'digits')!r})\n"
                                      + BAD_MODELS)
     res = run_cli("run", digits_checkpoint, "--recipe", bad, "--suite", "performance", "--out", out, "--quiet")
-    assert res.exit_code == 4 and not (out / "report.json").exists()  # no earlier model's report left behind
+    assert res.exit_code == 4  # no earlier model's report left behind: a failure report stands in its place
+    assert_failed_run(out, 4)
     res = run_cli("repro", digits_checkpoint, "--recipe", bad, "--seeds", "2", "--repeats", "1", "--suite",
                   "performance", "--out", tmp_path / "r", "--quiet")
     assert res.exit_code == 4, res.stderr

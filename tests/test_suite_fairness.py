@@ -16,7 +16,7 @@ from fairlearn import metrics as flm
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_score
 
 from audit.engine.table import ExampleTable
-from conftest import DIGITS_MODEL, ROOT, run_cli
+from conftest import DIGITS_MODEL, ROOT, assert_failed_run, run_cli
 
 TOL = 1e-9
 CREDIT = (ROOT / "recipes" / "credit.toml").read_text().replace("../examples", f"{ROOT}/examples")
@@ -276,7 +276,8 @@ def test_reference_table_names_a_group_per_attribute_and_typos_are_errors(credit
                       write_recipe(CREDIT.replace('reference = "largest"', f"reference = {ref}"), "bad.toml"),
                       "--out", tmp_path / "bad", "--quiet", "--suite", "fairness")
         assert res.exit_code == 2 and fragment in res.stderr and "[fairness] reference" in res.stderr, res.stderr
-        assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad" / "report.json").exists()
+        assert len(res.stderr.strip().splitlines()) == 1
+        assert_failed_run(tmp_path / "bad", 2)
 
 
 def test_intersectional_with_one_attribute_says_so(credit_checkpoint, write_recipe, tmp_path):

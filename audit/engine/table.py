@@ -31,6 +31,8 @@ class ExampleTable:
 
     columns: dict[str, np.ndarray] = field(default_factory=dict)
     categories: dict[str, list[str]] = field(default_factory=dict)
+    # facts about the file, not per example (the id of the run that wrote it): stored as "meta:<key>" strings
+    meta: dict[str, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         if not self.columns:
@@ -65,17 +67,21 @@ class ExampleTable:
         e = np.exp(z)
         return e / e.sum(axis=1, keepdims=True)
 
-    def save(self, path: Path) -> None:
-        """Write the table as .npz (columns, plus the category names as JSON-able arrays)."""
+    def save(self, path: Path, meta: dict[str, str] | None = None) -> None:
+        """Write the table as .npz (columns, the category names as string arrays, and ``meta`` as 0-d
+        string arrays ``meta:<key>``)."""
         arrays = dict(self.columns)
         for attr, names in self.categories.items():
             arrays[f"categories:{attr}"] = np.asarray(names, dtype=str)
+        for key, value in {**self.meta, **(meta or {})}.items():
+            arrays[f"meta:{key}"] = np.asarray(str(value))
         with open(path, "wb") as fh:
             np.savez_compressed(fh, **arrays)
 
     @classmethod
     def load(cls, path: Path) -> "ExampleTable":
         with np.load(path, allow_pickle=False) as z:
-            cols = {k: z[k] for k in z.files if not k.startswith("categories:")}
+            cols = {k: z[k] for k in z.files if not k.startswith(("categories:", "meta:"))}
             cats = {k.split(":", 1)[1]: [str(s) for s in z[k]] for k in z.files if k.startswith("categories:")}
-        return cls(columns=cols, categories=cats)
+            meta = {k.split(":", 1)[1]: str(z[k]) for k in z.files if k.startswith("meta:")}
+        return cls(columns=cols, categories=cats, meta=meta)

@@ -26,10 +26,13 @@ def load_data(recipe: Recipe) -> Dataset:
     loader = {"npz": _load_npz, "csv": _load_csv, "sklearn": _load_sklearn, "python": _load_python}[src]
     x, y, sensitive, index, feature_names, meta = loader(cfg, recipe)
     where = meta.get("path") or f"[data] source = {src!r}"
-    x, y, sensitive, index = _validate(x, y, sensitive, index, model, where)
+    x, y, sensitive, index = _validate(x, y, sensitive, index, model, where, feature_names)
     split = cfg["split"] or ("test" if src == "sklearn" else "all")
     if split != "all":
-        chosen = split_indices(y, split, cfg["test_size"], cfg["split_seed"])
+        try:
+            chosen = split_indices(y, split, cfg["test_size"], cfg["split_seed"])
+        except DataError as e:
+            raise DataError(f"{recipe.path}: {e}") from None
         x, y, index = x[chosen], y[chosen], index[chosen]
         sensitive = {k: v[chosen] for k, v in sensitive.items()}
         meta.update(split=split, test_size=cfg["test_size"], split_seed=cfg["split_seed"])
@@ -74,8 +77,11 @@ def _rows(mask: np.ndarray, index: np.ndarray | None = None) -> str:
 
 def _existing(recipe: Recipe, cfg: dict[str, Any]) -> Path:
     path = recipe.resolve(cfg["path"])
-    if not path.is_file():
-        raise DataError(f"{recipe.path}: [data] path = {cfg['path']!r}: file {path} not found")
+    from audit.loading.files import file_problem
+
+    problem = file_problem(path)
+    if problem is not None:
+        raise DataError(f"{recipe.path}: [data] path = {cfg['path']!r}: file {path} {problem}")
     return path
 
 
@@ -106,8 +112,9 @@ def _load_csv(cfg: dict[str, Any], recipe: Recipe):
     import pandas as pd
 
     path = _existing(recipe, cfg)
+    _scan_csv(path)
     try:
-        df = pd.read_csv(path)
+        df = pd.read_csv(path, engine="c")
     except Exception as e:
         raise DataError(f"{path}: not a readable CSV file: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
     from audit.recipe.fields import suggest
@@ -170,6 +177,43 @@ def _load_csv(cfg: dict[str, Any], recipe: Recipe):
     return x, y, sensitive, np.arange(len(df)), names, meta
 
 
+CSV_FIELD_LIMIT = 1 << 20  # characters in one field: more is a broken file (an unclosed quote), not data
+
+
+def _scan_csv(path: Path) -> None:
+    """One bounded pass over the file before pandas sees it: every line must have as many fields as the
+    header, and no field may exceed CSV_FIELD_LIMIT. A malformed line is reported by number at once
+    (pandas alone either takes minutes widening the frame for a line with 100,000 extra fields and then
+    blames missing values, or fails somewhere later)."""
+    import csv
+
+    limit = csv.field_size_limit()
+    csv.field_size_limit(CSV_FIELD_LIMIT)
+    reader: Any = None
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            if not header:
+                raise DataError(f"{path}: the CSV file is empty (no header line)")
+            k = len(header)
+            start = reader.line_num + 1  # the line a record starts on (a quoted field can span lines)
+            for row in reader:
+                if row and len(row) != k:
+                    span = f"line {start}" + (f" (a record running to line {reader.line_num}: an unclosed quote?)"
+                                              if reader.line_num > start else "")
+                    raise DataError(f"{path}: {span} has {len(row)} fields but the header has {k}; fix that line")
+                start = reader.line_num + 1
+    except csv.Error as e:
+        raise DataError(f"{path}: line {reader.line_num if reader else 1} is not valid CSV ({e})") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start} cannot be decoded); save the CSV as UTF-8") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read the file ({e.strerror or e})") from None
+    finally:
+        csv.field_size_limit(limit)
+
+
 def split_indices(y: np.ndarray, split: str, test_size: float, split_seed: int) -> np.ndarray:
     """Positions of the ``split`` part of a seeded split stratified by label (sorted; all rows for 'all').
 
@@ -182,7 +226,16 @@ def split_indices(y: np.ndarray, split: str, test_size: float, split_seed: int) 
         return positions
     _, counts = np.unique(y, return_counts=True)
     stratify = y if counts.min() >= 2 else None
-    tr, te = train_test_split(positions, test_size=test_size, random_state=split_seed, stratify=stratify)
+    try:
+        tr, te = train_test_split(positions, test_size=test_size, random_state=split_seed, stratify=stratify)
+    except ValueError:
+        # too few rows for two non-empty parts (1 row), or fewer test rows than classes when stratified
+        try:
+            tr, te = train_test_split(positions, test_size=test_size, random_state=split_seed)
+        except ValueError:
+            raise DataError(f"[data] split = {split!r} with test_size = {test_size:g}: {len(y)} row"
+                            f"{'s' if len(y) != 1 else ''} cannot be split into a non-empty train and test part; "
+                            "use split = \"all\" to audit every row, or more data") from None
     return np.sort(te if split == "test" else tr)
 
 
@@ -271,7 +324,7 @@ def _np(v: Any) -> np.ndarray:
 
 
 def _validate(x: np.ndarray, y: np.ndarray, sensitive: dict[str, np.ndarray], index: np.ndarray,
-              model: dict[str, Any], where: str):
+              model: dict[str, Any], where: str, feature_names: list[str] | None = None):
     n = len(y) if np.ndim(y) else 0
     if np.ndim(y) != 1:
         raise DataError(f"{where}: labels must be a 1-D array, got shape {np.shape(y)}")
@@ -285,7 +338,8 @@ def _validate(x: np.ndarray, y: np.ndarray, sensitive: dict[str, np.ndarray], in
     flat = x.reshape(n, -1)
     bad = ~np.isfinite(flat).all(axis=1)
     if bad.any():
-        raise DataError(f"{where}: x has NaN or Inf values in {_rows(bad, index)}")
+        raise DataError(f"{where}: x has NaN or Inf values {_where_in_example(~np.isfinite(flat[bad]), x.shape[1:], feature_names)} "
+                        f"in {_rows(bad, index)}; drop or impute them before the audit")
     if np.issubdtype(y.dtype, np.floating):
         if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
             bad_y = ~np.isfinite(y) | (y != np.round(y))
@@ -328,6 +382,21 @@ def _validate(x: np.ndarray, y: np.ndarray, sensitive: dict[str, np.ndarray], in
             raise DataError(f"[model] {key} has {len(values)} values but the inputs have {channels} along dimension 1 "
                             f"(example shape {tuple(x.shape[1:])}): give one value per channel, or one for all")
     return np.ascontiguousarray(x), y, sensitive, np.asarray(index, dtype=np.int64)
+
+
+def _where_in_example(bad: np.ndarray, shape: tuple[int, ...], names: list[str] | None) -> str:
+    """Which features of the bad rows hold the bad values: column names when known ("in column 'age'"),
+    else positions within an example ("at position (0, 3, 4) of each (1, 8, 8) example")."""
+    cols = np.flatnonzero(bad.any(axis=0))
+    more = f" (and {len(cols) - 3} more)" if len(cols) > 3 else ""
+    if names is not None and len(names) == bad.shape[1]:
+        label = "column" if len(cols) == 1 else "columns"
+        return f"in {label} {', '.join(repr(names[c]) for c in cols[:3])}{more}"
+    if len(shape) <= 1:
+        label = "feature" if len(cols) == 1 else "features"
+        return f"in {label} {', '.join(str(int(c)) for c in cols[:3])}{more} (0-based)"
+    pos = [str(tuple(int(i) for i in np.unravel_index(c, shape))) for c in cols[:3]]
+    return f"at position {', '.join(pos)}{more} of each {tuple(shape)} example"
 
 
 def _missing(s: np.ndarray) -> np.ndarray:

@@ -22,8 +22,11 @@ def import_callable(spec: str, base_dir: Path, where: str) -> Callable[..., Any]
         path = Path(target)
         if not path.is_absolute():
             path = base_dir / path
-        if not path.is_file():
-            raise RecipeError(f"{where} = {spec!r}: file {path} not found")
+        from audit.loading.files import file_problem
+
+        problem = file_problem(path)
+        if problem is not None:
+            raise RecipeError(f"{where} = {spec!r}: file {path} {problem}")
         mod_name = "_audit_user_" + "_".join(path.resolve().with_suffix("").parts[-3:]).replace("-", "_").replace(".", "_")
         module = sys.modules.get(mod_name)
         if module is None:

@@ -79,6 +79,35 @@ def detect_format(path: Path) -> str:
     return "unknown"
 
 
+def verify_zip(path: Path) -> None:
+    """Check the CRC-32 of every entry of a zip checkpoint before anything is loaded from it.
+
+    torch.save writes a zip whose entries carry CRC-32 checksums, but torch.load never checks them: a file
+    damaged in transfer or storage loads, with garbage weights, and audits "fine". Reading every entry once
+    (the SHA-256 pass reads the file anyway) catches that, and names the damaged entry (data/3 is the fourth
+    tensor's storage)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                try:
+                    with zf.open(info) as fh:
+                        while fh.read(1 << 20):
+                            pass
+                except zipfile.BadZipFile as e:
+                    if "CRC" in str(e):
+                        raise CheckpointError(
+                            f"{path}: corrupt checkpoint: entry {info.filename!r} fails its CRC-32 check (the file "
+                            "was damaged after it was saved); copy it again or re-save it") from None
+                    raise CheckpointError(f"{path}: corrupt checkpoint: entry {info.filename!r} cannot be read "
+                                          f"({_first_line(e)}); copy it again or re-save it") from None
+                except (OSError, EOFError, NotImplementedError, RuntimeError, ValueError) as e:
+                    raise CheckpointError(f"{path}: corrupt checkpoint: entry {info.filename!r} cannot be read "
+                                          f"({type(e).__name__}: {_first_line(e)}); copy it again or re-save it") from None
+    except zipfile.BadZipFile as e:
+        raise CheckpointError(f"{path}: not a readable checkpoint (a damaged or truncated zip archive: "
+                              f"{_first_line(e)}); save it again with torch.save or safetensors") from None
+
+
 def _pickle_globals(path: Path, limit: int = 1 << 26) -> list[str]:
     """The globals a raw pickle would import, found by reading opcodes only (nothing is executed)."""
     data = path.read_bytes()[:limit]
@@ -112,19 +141,32 @@ def load_checkpoint(path: str | Path, model_cfg: dict[str, Any], recipe_dir: Pat
     import torch
 
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint file not found")
+    from audit.loading.files import require_file
+
+    require_file(path, "checkpoint file", CheckpointError)
     digest = sha256_file(path)
     fmt = detect_format(path)
 
     if fmt == "empty":
         raise CheckpointError(f"{path}: the file is empty")
-    if fmt in ("corrupt_zip", "unknown_zip"):
+    if fmt == "corrupt_zip":
         raise CheckpointError(f"{path}: not a readable checkpoint (a damaged or truncated zip archive); "
                               "save it again with torch.save or safetensors")
+    if fmt == "unknown_zip":
+        raise CheckpointError(f"{path}: a zip archive but not a torch.save checkpoint (no data.pkl entry); "
+                              "save the weights with torch.save(model.state_dict(), ...) or safetensors")
     if fmt == "unknown":
         raise CheckpointError(f"{path}: unrecognised checkpoint format: expected a torch.save file, "
                               "safetensors, TorchScript or a torch.export .pt2 archive")
+    if path.suffix.lower() == ".safetensors" and fmt != "safetensors":
+        # torch.load itself dispatches on this suffix; and a pickle dressed as safetensors is how a payload
+        # would hide: never guess, say what the file is
+        what = {"torch_zip": "a torch.save zip archive", "legacy_pickle": "a pickle (torch's legacy format or a raw "
+                "pickle)", "torchscript": "a TorchScript archive", "torch_export": "a torch.export archive"}[fmt]
+        raise CheckpointError(f"{path}: named .safetensors but holds {what}, not safetensors; rename it to what it "
+                              "is (.pt) or save the weights with safetensors.torch.save_file")
+    if fmt in ("torch_zip", "torchscript", "torch_export"):
+        verify_zip(path)
 
     if fmt in ("torchscript", "torch_export"):
         kind = "a TorchScript archive" if fmt == "torchscript" else "a torch.export (.pt2) archive"
@@ -143,12 +185,11 @@ def load_checkpoint(path: str | Path, model_cfg: dict[str, Any], recipe_dir: Pat
     factory_where = f"{recipe_path}: [model] factory"
 
     if fmt == "safetensors":
-        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         try:
             sd = load_file(str(path), device="cpu")
-        except (SafetensorError, OSError, ValueError) as e:
+        except Exception as e:  # noqa: BLE001 - SafetensorError, OSError, ...: an unreadable file
             raise CheckpointError(f"{path}: not a readable safetensors file: {_first_line(e)}") from e
         module = _build(model_cfg, recipe_dir, factory_where, path)
         notes = _load_state_dict(module, sd, path)
@@ -182,7 +223,7 @@ def load_checkpoint(path: str | Path, model_cfg: dict[str, Any], recipe_dir: Pat
             raise CheckpointError(f"{path}: cannot load even with --trust-checkpoint: "
                                   f"{type(e2).__name__}: {_first_line(e2)}") from e2
         trusted = True
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as e:
+    except Exception as e:  # noqa: BLE001 - whatever a weights-only load of a damaged file raises: unreadable
         raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or truncated?): "
                               f"{type(e).__name__}: {_first_line(e)}") from e
 

@@ -51,14 +51,17 @@ def load_recipe(path: str | Path, gates_only: bool = False) -> Recipe:
     """Read and validate a recipe. ``gates_only``: for `audit gate`, where a file with just [[gates]]
     (and [validity]) is enough; any other section present is still validated."""
     path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"{path}: recipe file not found")
+    from audit.loading.files import require_file
+
+    require_file(path, "recipe file", RecipeError)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise RecipeError(f"{path}: not valid TOML: {e}") from None
     except UnicodeDecodeError:
         raise RecipeError(f"{path}: not a UTF-8 text file") from None
+    except OSError as e:
+        raise RecipeError(f"{path}: cannot read the recipe ({e.strerror or e})") from None
     return validate_recipe(raw, path, gates_only)
 
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from audit.errors import ReportError
+from audit.errors import ExitCode, ReportError
 from audit.report.gates import apply_downgrades, evaluate_gate, verdict
 from audit.report.records import Check, SuiteResult
 
@@ -94,28 +94,43 @@ def _default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def read_report(path: str | Path) -> dict[str, Any]:
+def read_report(path: str | Path, check_folder: bool = True) -> dict[str, Any]:
+    """A report.json, validated field by field (``audit.report.validate``). The report of a run that failed
+    or did not finish is refused with that run's exit code (2 for a run that never finished), so gating it
+    can never pass; with ``check_folder``, files beside it written by another run are refused too."""
+    from audit.loading.files import require_file
+    from audit.report.outdir import check_siblings
+    from audit.report.validate import validate_report
+
     path = Path(path)
-    if not path.is_file():
-        raise ReportError(f"{path}: report file not found")
+    require_file(path, "report file", ReportError)
     try:
         report = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ReportError(f"{path}: not a valid JSON report: {e}") from None
+    except OSError as e:
+        raise ReportError(f"{path}: cannot read the report ({e.strerror or e})") from None
     if not isinstance(report, dict) or "schema" not in report:
         raise ReportError(f"{path}: not an audit report (no 'schema' field)")
     major = str(report["schema"]).rsplit("/", 1)[-1]
     if not str(report["schema"]).startswith("audit.report/") or major != SCHEMA.rsplit("/", 1)[-1]:
         raise ReportError(f"{path}: report schema {report['schema']!r} is not supported (expected {SCHEMA!r}); "
                           "re-run the audit with this version")
-    for key, kind in (("metrics", list), ("checks", list), ("suites", dict)):
-        if not isinstance(report.get(key), kind):
-            raise ReportError(f"{path}: malformed report: {key!r} is missing or not a {kind.__name__}")
-    _require(path, "metrics", report["metrics"], ("suite", "name", "params", "value", "n"))
-    _require(path, "checks", report["checks"], ("id", "status"))
-    for i, c in enumerate(report["checks"]):
-        if c["status"] not in ("pass", "warn", "fail"):
-            raise ReportError(f"{path}: malformed report: checks[{i}] has status {c['status']!r}")
+    status = report.get("run_status", "finished")
+    if status in ("failed", "incomplete"):
+        code = report.get("exit_code")
+        err = ReportError(
+            f"{path}: audit {report.get('command', '?')} (run {report.get('run_id', '?')}) "
+            + (f"failed (exit {code}): {report.get('error', '')}" if status == "failed" else
+               f"did not finish: {report.get('error', '')}")
+            + "; there is no result to gate: fix the error and run it again")
+        err.exit_code = code if isinstance(code, int) and not isinstance(code, bool) and code > 1 else ExitCode.USAGE
+        raise err
+    if status != "finished":
+        raise ReportError(f"{path}: malformed report: run_status is {status!r}: expected 'finished'")
+    validate_report(report, path)
+    if check_folder:
+        check_siblings(path, report.get("run_id"))
     return report
 
 
@@ -123,17 +138,8 @@ GATE_KEYS = ("id", "suite", "name", "params", "op", "threshold", "use", "severit
 
 
 def stored_gates(report: dict[str, Any], path: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
-    """The gates and downgrades of the recipe a report was made with (for `audit gate` without --recipe)."""
-    recipe = report.get("recipe")
-    if not isinstance(recipe, dict) or not isinstance(recipe.get("gates"), list):
-        raise ReportError(f"{path}: the report holds no recipe with gates; pass --recipe with the gates to apply")
-    _require(path, "recipe.gates", recipe["gates"], GATE_KEYS)
-    downgrade = recipe.get("sections", {}).get("validity", {}).get("downgrade", [])
-    return recipe["gates"], list(downgrade)
+    """The gates and downgrades of the recipe a report was made with (for `audit gate` without --recipe),
+    validated: a hand-edited threshold is one line naming the field, not a crash."""
+    from audit.report.validate import validate_stored_recipe
 
-
-def _require(path: str | Path, where: str, items: list[Any], keys: tuple[str, ...]) -> None:
-    for i, item in enumerate(items):
-        missing = [k for k in keys if not isinstance(item, dict) or k not in item]
-        if missing:
-            raise ReportError(f"{path}: malformed report: {where}[{i}] lacks {', '.join(missing)}")
+    return validate_stored_recipe(report, path)

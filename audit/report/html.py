@@ -57,6 +57,8 @@ def render_html(report: dict[str, Any]) -> str:
     env.globals["gate_blocks"] = gate_blocks
     env.globals["section_template"] = lambda name: (
         f"sections/{name}.html.j2" if (tdir / "sections" / f"{name}.html.j2").is_file() else "sections/generic.html.j2")
+    if report.get("run_status") in ("failed", "incomplete"):  # the run stopped before any result
+        return env.get_template("failed.html.j2").render(r=report)
     findings = worst_findings(report)
     return env.get_template("report.html.j2").render(r=report, figures=_figures(report), findings=findings,
                                                      suite_order=suite_order(report))

@@ -8,9 +8,33 @@ from xml.etree import ElementTree as ET
 from audit.report.gates import gate_blocks
 
 
+def _run_id(suite: ET.Element, report: dict[str, Any]) -> None:
+    """The id of the run that wrote the file (see audit.report.outdir), as a testsuite property."""
+    if isinstance(report.get("run_id"), str):
+        props = ET.SubElement(suite, "properties")
+        ET.SubElement(props, "property", name="audit-run-id", value=report["run_id"])
+
+
+def render_failure_junit(report: dict[str, Any]) -> str:
+    """A run that failed or did not finish: one errored testcase, so a CI test view shows it red."""
+    root = ET.Element("testsuites", name="audit", tests="1", failures="0", errors="1")
+    suite = ET.SubElement(root, "testsuite", name="audit.run", tests="1", failures="0", errors="1", skipped="0")
+    _run_id(suite, report)
+    case = ET.SubElement(suite, "testcase", classname="audit.run", name=str(report.get("command", "run")))
+    code = report.get("exit_code")
+    what = f"the run failed (exit {code})" if code is not None else "the run did not finish"
+    ET.SubElement(case, "error", message=f"{what}: {report.get('error', '')}",
+                  type=str(report.get("run_status"))).text = str(report.get("error", ""))
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
 def render_junit(report: dict[str, Any]) -> str:
+    if report.get("run_status") in ("failed", "incomplete"):
+        return render_failure_junit(report)
     root = ET.Element("testsuites", name="audit")
     gates = ET.SubElement(root, "testsuite", name="audit.gates")
+    _run_id(gates, report)
     n_fail = n_skip = n_err = 0
     for g in report["gates"]:
         case = ET.SubElement(gates, "testcase", classname=f"audit.gates.{g['metric']}", name=g["id"])
@@ -38,6 +62,7 @@ def render_junit(report: dict[str, Any]) -> str:
     gates.set("skipped", str(n_skip))
 
     checks = ET.SubElement(root, "testsuite", name="audit.validity")
+    _run_id(checks, report)
     c_fail = 0
     for c in report["checks"]:
         case = ET.SubElement(checks, "testcase", classname=f"audit.validity.{c.get('suite', 'core')}", name=c["id"])

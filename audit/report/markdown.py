@@ -1,15 +1,50 @@
-"""A Markdown summary for a CI job page (e.g. $GITHUB_STEP_SUMMARY)."""
+"""A Markdown summary for a CI job page (e.g. $GITHUB_STEP_SUMMARY).
+
+Every piece of user text (file names, gate and check ids, messages that quote class or group names) goes
+through :func:`md_text` or :func:`md_code`, so a backtick, a pipe or an HTML tag in a file name cannot break
+out of its code span or table cell, or inject markup into the job page.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from audit.report.gates import gate_blocks
 
 ICON = {"pass": "✅", "fail": "❌", "inconclusive": "❔", "not_run": "⏭", "error": "⚠️", "warn": "⚠️"}
 
+# The characters that can open or close markup mid-line (emphasis, code, links, HTML, entities, GFM tables
+# and strikethrough); each is escaped with a backslash. Line-start markup (#, -, 1.) cannot arise: user text
+# never starts a line here.
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~&])")
+
+
+def md_text(value: Any) -> str:
+    """User text as literal Markdown text: one line, every markup character backslash-escaped (CommonMark
+    treats a backslash before any ASCII punctuation as that literal character, also inside table cells)."""
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(value).split()))
+
+
+def md_code(value: Any) -> str:
+    """User text as an inline code span that nothing inside can close: the fence is one backtick longer than
+    the longest run of backticks in the text (CommonMark 6.1), padded with spaces when the text starts or
+    ends with a backtick. A pipe, which GitHub tables split cells on even inside code, becomes ``\\|``."""
+    text = " ".join(str(value).split()).replace("|", "\\|")
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") or not text.strip() else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def run_id_line(report: dict[str, Any]) -> list[str]:
+    """An invisible marker (an HTML comment) naming the run that wrote the file; see audit.report.outdir."""
+    rid = report.get("run_id")
+    return [f"<!-- audit-run-id: {rid} -->"] if isinstance(rid, str) else []
+
 
 def gate_line(g: dict[str, Any]) -> str:
+    """One line per gate for stderr (plain text: nothing is escaped here)."""
     value = "undefined" if g["value"] is None else f"{g['value']:.4g}"
     if gate_blocks(g):
         blocking = " (blocking)"
@@ -25,29 +60,49 @@ def gate_line(g: dict[str, Any]) -> str:
     return line
 
 
+def render_failure_markdown(report: dict[str, Any]) -> str:
+    """The summary of a run that failed or did not finish: it says so, first, and passes nothing."""
+    head = "RUN FAILED ❌" if report["run_status"] == "failed" else "RUN DID NOT FINISH ❌"
+    lines = run_id_line(report) + [f"## audit: {head}", ""]
+    code = report.get("exit_code")
+    lines.append(f"{md_code('audit ' + str(report.get('command', '')))} (run {md_code(report['run_id'])}) "
+                 + (f"stopped with exit code {code}: " if code is not None else "has not finished: ")
+                 + md_text(report.get("error", "")))
+    lines.append("")
+    for k, v in report.get("inputs", {}).items():
+        lines.append(f"- {md_text(k)}: {md_code(v)}")
+    lines.append("- no gate was evaluated: this run passes nothing")
+    return "\n".join(lines).rstrip() + "\n"
+
+
 def render_markdown(report: dict[str, Any]) -> str:
+    if report.get("run_status") in ("failed", "incomplete"):
+        return render_failure_markdown(report)
     v = report["verdict"]
-    lines = [f"## audit: {'PASS ✅' if v == 'pass' else 'FAIL ❌' if v == 'fail' else 'INVALID EVALUATION ⚠️'}", ""]
+    lines = run_id_line(report)
+    lines += [f"## audit: {'PASS ✅' if v == 'pass' else 'FAIL ❌' if v == 'fail' else 'INVALID EVALUATION ⚠️'}", ""]
     model = report.get("model", {})
     data = report.get("data", {})
-    lines.append(f"Model `{model.get('path', '?')}` ({model.get('format', '?')}, sha256 `{str(model.get('sha256', ''))[:12]}`), "
-                 f"{data.get('n', '?')} examples, exit code {report['exit_code']}.")
+    lines.append(f"Model {md_code(model.get('path', '?'))} ({md_text(model.get('format', '?'))}, sha256 "
+                 f"{md_code(str(model.get('sha256', ''))[:12])}), {md_text(data.get('n', '?'))} examples, exit code "
+                 f"{report['exit_code']}.")
     lines.append("")
     if report["gates"]:
         lines += ["| gate | status | value | threshold | n |", "|---|---|---|---|---|"]
         for g in report["gates"]:
             value = "—" if g["value"] is None else f"{g['value']:.4g}"
-            lines.append(f"| `{g['id']}` | {ICON.get(g['status'], '')} {g['status']} | {value} ({g['use']}) | "
-                         f"{g['op']} {g['threshold']:g} | {g['n'] if g['n'] is not None else '—'} |")
+            lines.append(f"| {md_code(g['id'])} | {ICON.get(g['status'], '')} {md_text(g['status'])} | {value} "
+                         f"({md_text(g['use'])}) | {md_text(g['op'])} {g['threshold']:g} | "
+                         f"{g['n'] if g['n'] is not None else '—'} |")
         lines.append("")
     bad = [c for c in report["checks"] if c["status"] != "pass"]
     if bad:
         lines.append("**Validity checks**")
         lines.append("")
         for c in bad:
-            lines.append(f"- {ICON[c['status']]} `{c['id']}` ({c['status']}): {c['message']}")
+            lines.append(f"- {ICON[c['status']]} {md_code(c['id'])} ({c['status']}): {md_text(c.get('message', ''))}")
         lines.append("")
     for name, s in report["suites"].items():
         for note in s.get("notes", []):
-            lines.append(f"- **{name}**: {note}")
+            lines.append(f"- **{md_text(name)}**: {md_text(note)}")
     return "\n".join(lines).rstrip() + "\n"

@@ -17,6 +17,9 @@ def _mpl():
     import matplotlib
 
     matplotlib.use("Agg", force=True)
+    # Labels are user text (class names, group values, file names): a "$" must print as a dollar sign, not
+    # start mathtext (whose parser raises on unbalanced or invalid math, and so would lose the whole report).
+    matplotlib.rcParams["text.parse_math"] = False
     import matplotlib.pyplot as plt
 
     return matplotlib, plt

@@ -15,7 +15,6 @@ import json
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -36,7 +35,7 @@ FINE_TUNING = ("not covered: audit has no fine-tuning (harden) feature yet, so n
 
 @dataclass
 class ReproOptions:
-    recipe: Path
+    recipe: Path | None
     model_path: Path
     out: Path = Path("out/repro")
     seeds: int | None = None
@@ -75,7 +74,7 @@ def load_compare_report(path: Path) -> dict[str, Any]:
     """A baseline report for --compare; it must hold an environment fingerprint."""
     from audit.report.build import read_report
 
-    report = read_report(path)
+    report = read_report(path, check_folder=False)
     if not isinstance(report.get("provenance", {}).get("fingerprint"), dict):
         raise AuditError(f"{path}: the report has no environment fingerprint (provenance.fingerprint); it was "
                          "made by an older audit: re-run the baseline with this version")
@@ -86,7 +85,11 @@ def _read_run(run: ChildRun) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     from audit.engine.table import ExampleTable
 
     report = json.loads((run.out / "report.json").read_text(encoding="utf-8"))
-    return report, ExampleTable.load(run.out / "examples.npz").columns
+    table = ExampleTable.load(run.out / "examples.npz")
+    if table.meta.get("run_id") != report.get("run_id"):  # two runs wrote into this folder
+        raise AuditError(f"repro run {run.label}: {run.out / 'examples.npz'} is from run {table.meta.get('run_id')} "
+                         f"but report.json from run {report.get('run_id')}; re-run the study into an empty --out")
+    return report, table.columns
 
 
 def _r(v: float | None, digits: int = 10) -> float | None:
@@ -97,14 +100,29 @@ def _r(v: float | None, digits: int = 10) -> float | None:
 
 
 def execute_repro(opts: ReproOptions, log: Callable[[str], None] | None = None) -> tuple[dict[str, Any], int]:
-    """Run the study and write the outputs. Returns (report, exit code)."""
+    """Run the study and write the outputs. Returns (report, exit code). --out is held from the start (see
+    ``audit.report.outdir``): any failure leaves a failure report there, never the previous study's."""
+    from audit.report.outdir import RunFolder
+
+    with RunFolder.open(opts.out, "repro", opts.argv, {"model": opts.model_path, "recipe": opts.recipe}) as folder:
+        return _execute_repro(opts, folder, log)
+
+
+def _execute_repro(opts: ReproOptions, folder: Any, log: Callable[[str], None] | None) -> tuple[dict[str, Any], int]:
+    import re
+
     from audit.engine.table import ExampleTable
     from audit.recipe import load_recipe
     from audit.report.build import regate
-    from audit.runner import choose_suites, clear_outputs, make_progress, prepare_out, write_outputs
+    from audit.runner import choose_suites, make_progress
 
+    if opts.recipe is None:
+        raise AuditError("--recipe is required with MODEL (e.g. audit repro model.safetensors --recipe "
+                         "recipes/digits.toml --seeds 5)")
+    if opts.device is not None and not re.match(r"^(auto|cpu|cuda(:\d+)?)$", opts.device):
+        raise AuditError(f"--device {opts.device}: expected auto, cpu, cuda or cuda:N")
     t0 = time.perf_counter()
-    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    created = folder.created
     recipe = load_recipe(opts.recipe)
     cfg = dict(recipe.section("repro"))
     n_seeds = cfg["seeds"] if opts.seeds is None else opts.seeds
@@ -116,15 +134,14 @@ def execute_repro(opts: ReproOptions, log: Callable[[str], None] | None = None) 
     jobs = cfg["jobs"] if opts.jobs is None else opts.jobs
     if jobs < 1:
         raise AuditError(f"--jobs {jobs}: expected 1 or more")
-    if not opts.model_path.is_file():
-        raise CheckpointError(f"{opts.model_path}: model file not found")
+    from audit.loading.files import require_file
+
+    require_file(opts.model_path, "model file", CheckpointError)
     suites = choose_suites(recipe, opts.suites)  # validates --suite before any process starts
     baseline = load_compare_report(opts.compare) if opts.compare is not None else None
     s0 = opts.seed if opts.seed is not None else recipe.section("run")["seed"]
     seeds = [s0 + i for i in range(n_seeds)]
 
-    prepare_out(opts.out)  # an unwritable --out fails now, not after the runs
-    clear_outputs(opts.out)
     runs_dir = opts.out / "runs"
     seed_runs = [ChildRun("seed", s, runs_dir / f"seed-{s}", f"seed {s}") for s in seeds]
     repeat_runs = [ChildRun("repeat", s0, runs_dir / f"seed-{s0}-repeat-{i + 1}", f"seed {s0} repeat {i + 1}")
@@ -184,7 +201,7 @@ def execute_repro(opts: ReproOptions, log: Callable[[str], None] | None = None) 
     report["suites_excused"] = [s for s in base_report.get("suites_excused", []) if s != "repro"]  # it ran here
     report["timing"] = dict(base_report.get("timing", {}), repro_total_s=round(time.perf_counter() - t0, 3))
     report = regate(report, recipe.gates, recipe.section("validity")["downgrade"])
-    write_outputs(report, opts.out, ExampleTable.load(seed_runs[0].out / "examples.npz"))
+    report = folder.write(report, ExampleTable.load(seed_runs[0].out / "examples.npz"))
     return report, report["exit_code"]
 
 
