@@ -151,6 +151,82 @@ def average_precision_binary(y: np.ndarray, score: np.ndarray) -> float:
     return float(np.sum((recall - recall_prev) * precision))
 
 
+def delong_variance(y: np.ndarray, score: np.ndarray) -> float:
+    """DeLong's variance estimate of the AUROC (DeLong, DeLong & Clarke-Pearson, Biometrics 44, 1988),
+    computed from mid-ranks (Sun & Xu, IEEE Signal Processing Letters 21, 2014):
+
+        V10_i = (R_i - R1_i) / n0   for each positive i,   V01_j = 1 - (R_j - R0_j) / n1   for each negative j
+        Var = s2(V10) / n1 + s2(V01) / n0
+
+    with R the rank among all scores, R1/R0 the rank among the positives/negatives and s2 the sample
+    variance (ddof = 1). NaN with fewer than two positives or negatives."""
+    from scipy.stats import rankdata
+
+    y = np.asarray(y).astype(bool)
+    s = np.asarray(score, dtype=np.float64)
+    n1 = int(y.sum())
+    n0 = y.size - n1
+    if n1 < 2 or n0 < 2:
+        return float("nan")
+    r = rankdata(s)
+    v10 = (r[y] - rankdata(s[y])) / n0
+    v01 = 1.0 - (r[~y] - rankdata(s[~y])) / n1
+    return float(v10.var(ddof=1) / n1 + v01.var(ddof=1) / n0)
+
+
+def effective_n(value: float, variance: float, floor: float) -> float:
+    """The sample size at which a proportion ``value`` would have this ``variance``:
+    ``value (1 - value) / variance``, never below ``floor``; ``floor`` itself where the variance is 0 or
+    undefined or the value is 0 or 1 (nothing measured the spread there).
+
+    For the AUROC the floor ``min(n1, n0)`` is safe: Var(AUROC) <= A (1 - A) / min(n1, n0) for every pair
+    of score distributions (van Dantzig 1951; Birnbaum & Klose, Annals of Mathematical Statistics 28, 1957),
+    so a proportion on min(n1, n0) trials is never surer than the AUROC."""
+    if not (np.isfinite(value) and np.isfinite(variance)) or variance <= 0 or value <= 0 or value >= 1:
+        return float(floor)
+    return float(max(floor, value * (1.0 - value) / variance))
+
+
+def hanley_mcneil_n(a: float, n1: int, n0: int) -> float:
+    """Effective number of trials of an AUROC ``a`` under Hanley & McNeil's variance (Radiology 143, 1982,
+    eq. 2, with Q1 = A / (2 - A), Q2 = 2 A^2 / (1 + A)), i.e. ``A (1 - A) / Var_HM``, which simplifies to
+
+        n_eff = n1 n0 / (1 + (n1 - 1)(1 - A) / (2 - A) + (n0 - 1) A / (1 + A)).
+
+    A smooth function of A that stays finite at A = 1 (about 2 n1 n0 / (n0 + 1)), unlike the variance
+    estimated from the data, which is 0 there."""
+    a = min(max(float(a), 0.0), 1.0)
+    return float(n1 * n0 / (1.0 + (n1 - 1) * (1.0 - a) / (2.0 - a) + (n0 - 1) * a / (1.0 + a)))
+
+
+def auroc_interval(y: np.ndarray, score: np.ndarray, confidence: float = 0.95) -> tuple[float, float] | None:
+    """Interval of the AUROC that does not collapse at 0 or 1: the Jeffreys interval
+    (:func:`audit.metrics.bootstrap.jeffreys_interval`) of a proportion A on ``n_eff`` trials, where n_eff is
+    the smaller of DeLong's (``A (1 - A) / Var_DeLong``, :func:`delong_variance`) and Hanley & McNeil's
+    (:func:`hanley_mcneil_n`), and never below min(n1, n0).
+
+    Why each part. The AUROC is a proportion of correctly ordered (positive, negative) pairs; the Beta
+    shape of the Jeffreys interval carries the skew near 1 that a percentile bootstrap misses. DeLong's
+    variance alone is too small exactly when the estimate is too high (few discordant pairs: at a perfect
+    separation it is 0, and a bootstrap gives [1, 1]); Hanley & McNeil's is a smooth function of A that is
+    not 0 at 1, so the smaller n_eff of the two guards each against the other's failure. The floor is the
+    van Dantzig bound Var(AUROC) <= A (1 - A) / min(n1, n0), which holds for every pair of score
+    distributions (Birnbaum & Klose, Annals of Mathematical Statistics 28, 1957). None when a class is
+    absent. Coverage measured by bench/coverage.py."""
+    from audit.metrics.bootstrap import jeffreys_interval
+
+    y = np.asarray(y).astype(bool)
+    n1 = int(y.sum())
+    n0 = y.size - n1
+    if n1 == 0 or n0 == 0:
+        return None
+    a = auroc_binary(y, score)
+    m = min(effective_n(a, delong_variance(y, score), min(n1, n0)),
+            max(hanley_mcneil_n(a, n1, n0), min(n1, n0)))
+    lo, hi = jeffreys_interval(a * m, m, confidence)
+    return float(min(lo, a)), float(max(hi, a))
+
+
 def one_vs_rest(y: np.ndarray, probs: np.ndarray, fn) -> np.ndarray:
     """fn(y == k, probs[:, k]) for each class k (NaN where undefined)."""
     return np.array([fn(y == k, probs[:, k]) for k in range(probs.shape[1])])

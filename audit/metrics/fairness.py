@@ -46,7 +46,7 @@ from typing import Literal
 
 import numpy as np
 
-from audit.metrics.bootstrap import percentile_interval, widen_to_exact
+from audit.metrics.bootstrap import dirichlet_draws, percentile_interval, posterior_interval, widen_to_exact
 
 
 CELLS: tuple[str, ...] = ("tn", "fp", "fn", "tp")
@@ -323,6 +323,22 @@ def bootstrap_group_counts(counts: np.ndarray, n_boot: int, rng: np.random.Gener
     return rng.multinomial(n, pvals, size=(int(n_boot), c.shape[0]))
 
 
+def posterior_group_counts(counts: np.ndarray, n_draws: int, rng: np.random.Generator) -> np.ndarray:
+    """Posterior draws of per-group confusion counts, shape ``(n_draws, G, 4)``, float: group g's cells are
+    ``n_g * Dirichlet(counts_g + 1/2)``, independently per group (group sizes fixed, as in the stratified
+    bootstrap :func:`bootstrap_group_counts`, which is the same with Multinomial(n_g, counts_g / n_g)).
+
+    The Jeffreys prior 1/2 on every cell makes each TPR, FPR, FNR, precision, FDR and FOR draw
+    Beta(x + 1/2, m - x + 1/2) on its own denominator m (the Jeffreys posterior: Brown, Cai & DasGupta,
+    Statistical Science 16, 2001), and a selection rate or accuracy Beta(x + 1, n_g - x + 1). Unlike the
+    multinomial bootstrap it never puts every draw at 0 or 1: a group with TPR 60/60 draws TPRs below 1,
+    so a band and every disparity projected from it keep the width that 60 positives allow (two groups at
+    TPR 60/60 and FPR 0/60 no longer give an equalized-odds interval of [0, 0]). Rubin, "The Bayesian
+    bootstrap", Annals of Statistics 9, 1981, for the Dirichlet weighting of observed cells. An empty group
+    draws zeros (its rates stay undefined)."""
+    return dirichlet_draws(np.asarray(counts, dtype=np.int64), 0.5, n_draws, rng, axes=1)
+
+
 def simultaneous_band(replicates: np.ndarray, point: np.ndarray, confidence: float = 0.95
                       ) -> tuple[np.ndarray, np.ndarray]:
     """A simultaneous bootstrap band ``[L_j, U_j]`` for several statistics at once, shape ``(M,)`` each.
@@ -552,10 +568,10 @@ def fairness_from_counts(counts: np.ndarray, *, min_group_size: int = 30,
     if n_boot:
         if rng is None:
             raise ValueError("n_boot > 0 needs a seeded numpy Generator (audit.seeding.rng)")
-        boot = group_rates(bootstrap_group_counts(counts, n_boot, rng))
-        for k in RATES:  # never narrower than Clopper-Pearson (the bootstrap collapses at 0 and 1)
-            rate_ci[k] = widen_to_exact(*percentile_interval(boot[k], confidence), rates[k], denominators[k],
-                                           confidence)
+        boot = group_rates(posterior_group_counts(counts, n_boot, rng))
+        for k in RATES:  # and never narrower than Clopper-Pearson
+            rate_ci[k] = widen_to_exact(*posterior_interval(boot[k], rates[k], confidence), rates[k],
+                                        denominators[k], confidence)
         if interval == "percentile":
             reps = disparities(boot, ref)
             for k in DISPARITIES:
@@ -632,6 +648,6 @@ __all__ = [
     "CELLS", "RATES", "DISPARITIES", "Disparity", "FourFifths", "FairnessResult", "binarize",
     "intersect_groups", "group_confusion", "group_rates", "rate_denominators", "range_difference",
     "range_ratio", "reference_group", "disparate_impact_ratios", "disparate_impact_min_ratio",
-    "disparities", "bootstrap_group_counts", "simultaneous_band", "small_groups",
+    "disparities", "bootstrap_group_counts", "posterior_group_counts", "simultaneous_band", "small_groups",
     "fairness_from_counts", "fairness_audit",
 ]

@@ -13,7 +13,8 @@ import numpy as np
 
 from audit.errors import RecipeError
 from audit.metrics import classification as C
-from audit.metrics.bootstrap import multinomial_confusions, percentile_interval, widen_to_exact
+from audit.metrics.bootstrap import (dirichlet_draws, jeffreys_cell_prior, jeffreys_interval, posterior_interval,
+                                     widen_to_exact)
 from audit.recipe.fields import Field, Section, p_float, p_int
 # _v: full precision for metric records; _r: rounded, for tables shown to people
 from audit.report.records import SuiteResult, finite_or_none as _v, rounded as _r
@@ -69,6 +70,18 @@ METRICS = {
 }
 
 
+def _cell_prior(cm: np.ndarray) -> np.ndarray:
+    """The Jeffreys-type prior of :func:`audit.metrics.bootstrap.jeffreys_cell_prior`, without mass in the
+    rows of classes that have no true example (their recall is undefined in the estimate, so it must stay
+    undefined in every draw) or on classes that occur neither as label nor as prediction (scikit-learn's
+    averages leave them out)."""
+    prior = jeffreys_cell_prior(cm.shape[0])
+    prior[cm.sum(axis=1) == 0, :] = 0.0
+    absent = (cm.sum(axis=1) + cm.sum(axis=0)) == 0
+    prior[:, absent] = 0.0
+    return prior
+
+
 def class_names(ctx_names: list[str] | None, k: int) -> list[str]:
     return list(ctx_names) if ctx_names else [str(i) for i in range(k)]
 
@@ -96,42 +109,52 @@ def evaluate(y: np.ndarray, pred: np.ndarray, probs: np.ndarray, names: list[str
     res = SuiteResult("performance")
     conf = cfg["confidence"]
     cm = C.confusion_matrix(y, pred, k)
-    boot = None
+    support = cm.sum(axis=1)
+    predicted = cm.sum(axis=0)
+    draws = None
     if cfg["bootstrap"] > 0:
-        boot = multinomial_confusions(cm, cfg["bootstrap"], rng(seed, "performance", "confusion"))
+        draws = dirichlet_draws(cm, _cell_prior(cm), cfg["bootstrap"], rng(seed, "performance", "confusion"), axes=2)
 
-    def add(name: str, fn, proportion: bool = False, **params: Any) -> float:
+    def add(name: str, fn, proportion: bool = False, n_rec: int = n, **params: Any) -> float:
         value = float(fn(cm))
         ci = None
-        if boot is not None:
-            lo, hi = percentile_interval(fn(boot), conf)
+        if draws is not None:
+            lo, hi = posterior_interval(fn(draws), value, conf)
             if proportion:  # a share of n examples: never narrower than the exact interval
                 lo, hi = widen_to_exact(lo, hi, value, n, conf)
             ci = (float(lo), float(hi))
-        res.metric(name, value, n, ci, **params)
+        res.metric(name, value, int(n_rec), ci, **params)
         return value
 
+    # n of each record: the count its precision rests on (a class's recall on its examples, a precision on
+    # the predictions of that class; an average on its thinnest class).
+    seen = support > 0
+    either = (support + predicted) > 0
+    n_recall = int(support[seen].min()) if seen.any() else 0
+    n_precision = int(predicted[either].min()) if either.any() else 0
+    n_f1 = int(np.minimum(support, predicted)[either].min()) if either.any() else 0
     acc = add("accuracy", C.accuracy, proportion=True)
-    bal = add("balanced_accuracy", C.balanced_accuracy)
+    bal = add("balanced_accuracy", C.balanced_accuracy, n_rec=n_recall)
     add("mcc", C.mcc)
-    support = cm.sum(axis=1)
     majority = support.max() / n
     res.metric("majority_baseline", float(majority), n)
 
+    n_avg = {"precision": n_precision, "recall": n_recall, "f1": n_f1}
+    n_cls = {"precision": predicted, "recall": support, "f1": np.minimum(support, predicted)}
     for name in ("precision", "recall", "f1"):
         for avg in ("macro", "weighted", "micro"):
-            add(name, lambda m, name=name, avg=avg: C.precision_recall_f1(m)[name][avg], average=avg)
+            add(name, lambda m, name=name, avg=avg: C.precision_recall_f1(m)[name][avg],
+                n_rec=n if avg == "micro" else n_avg[name], average=avg)
         per_class = C.precision_recall_f1(cm)[name]["per_class"]
         per_class_ci = None
-        if boot is not None:
-            per_class_ci = percentile_interval(C.precision_recall_f1(boot)[name]["per_class"], conf)
+        if draws is not None:
+            per_class_ci = posterior_interval(C.precision_recall_f1(draws)[name]["per_class"], per_class, conf)
             if name != "f1":  # recall: a share of the class's examples; precision: of its predictions
-                per_class_ci = widen_to_exact(*per_class_ci, per_class,
-                                                 support if name == "recall" else cm.sum(axis=0), conf)
+                per_class_ci = widen_to_exact(*per_class_ci, per_class, n_cls[name], conf)
         for i in range(k):
             ci = None if per_class_ci is None else (float(per_class_ci[0][i]), float(per_class_ci[1][i]))
-            res.metric(name, float(per_class[i]) if support[i] + cm[:, i].sum() > 0 else None, int(support[i]), ci,
-                       **{"class": names[i]})
+            res.metric(name, float(per_class[i]) if support[i] + predicted[i] > 0 else None, int(n_cls[name][i]),
+                       ci, **{"class": names[i]})
 
     au, ap = _ranking(res, y, probs, names, cfg, seed)
 
@@ -192,7 +215,8 @@ def _ranking(res: SuiteResult, y: np.ndarray, probs: np.ndarray, names: list[str
         if boot_idx is not None:
             for b in range(B):
                 idx = boot_idx[b]
-                au_boot[b, c] = C.auroc_binary(yc[idx], sc[idx])
+                if k > 2:  # a class's own AUROC interval is DeLong's; replicates only for the averages
+                    au_boot[b, c] = C.auroc_binary(yc[idx], sc[idx])
                 ap_boot[b, c] = C.average_precision_binary(yc[idx], sc[idx])
         if 0 < yc.sum() < n:
             fpr, tpr, _ = roc_curve(yc, sc)
@@ -204,27 +228,41 @@ def _ranking(res: SuiteResult, y: np.ndarray, probs: np.ndarray, names: list[str
                                  "prevalence": round(float(yc.mean()), 6)})
     res.curves.update(curves)
 
-    def ci_of(boot: np.ndarray) -> tuple[float, float] | None:
-        if B == 0:
-            return None
-        lo, hi = percentile_interval(boot, conf)
-        return float(lo), float(hi)
+    m_pair = np.minimum(support, n - support)  # what a ranking metric of class c rests on
 
+    def boot_ci(boot: np.ndarray, point: float, floor: int) -> tuple[float, float] | None:
+        """AP and the averages: the percentile interval of the row bootstrap, joined with a Jeffreys
+        interval on the effective n of the replicates' spread (floored at ``floor``: the thinner side of
+        the classes involved), so that it neither collapses at 1 nor misses the skew near it."""
+        if B == 0 or not np.isfinite(point):
+            return None
+        lo, hi = posterior_interval(boot, point, conf)
+        ok = boot[np.isfinite(boot)]
+        var = float(ok.var(ddof=1)) if ok.size > 1 else float("nan")
+        m_eff = C.effective_n(point, var, max(floor, 1))
+        jlo, jhi = jeffreys_interval(point * m_eff, m_eff, conf)
+        return float(min(lo, jlo)), float(max(hi, jhi))
+
+    au_ci = {c: C.auroc_interval(y == c, probs[:, c], conf) if B > 0 else None for c in classes}
     for c in classes:
-        res.metric("auroc", _v(au[c]), int(n), ci_of(au_boot[:, c]), **{"class": names[c]})
-        res.metric("average_precision", _v(ap[c]), int(support[c]), ci_of(ap_boot[:, c]), **{"class": names[c]})
+        res.metric("auroc", _v(au[c]), int(m_pair[c]), au_ci[c], **{"class": names[c]})
+        res.metric("average_precision", _v(ap[c]), int(m_pair[c]), boot_ci(ap_boot[:, c], ap[c], int(m_pair[c])),
+                   **{"class": names[c]})
         res.metric("prevalence", float(support[c] / n), int(n), None, **{"class": names[c]})
     if k > 2:
+        scored = support > 0
+        m_min = int(m_pair[scored].min()) if scored.any() else 0
         for avg in ("macro", "weighted"):
             for name, point, boot in (("auroc", au, au_boot), ("average_precision", ap, ap_boot)):
                 value = C.average_over_classes(point, support)[avg]
                 bvals = np.array([C.average_over_classes(boot[b], support)[avg] for b in range(B)])
-                res.metric(name, _v(value), int(n), ci_of(bvals), average=avg)
+                res.metric(name, _v(value), m_min, boot_ci(bvals, value, m_min), average=avg)
     else:
         c = classes[0]
         for avg in ("macro", "weighted"):  # one class scored: the averages are that class's value
-            res.metric("auroc", _v(au[c]), int(n), ci_of(au_boot[:, c]), average=avg)
-            res.metric("average_precision", _v(ap[c]), int(support[c]), ci_of(ap_boot[:, c]), average=avg)
+            res.metric("auroc", _v(au[c]), int(m_pair[c]), au_ci[c], average=avg)
+            res.metric("average_precision", _v(ap[c]), int(m_pair[c]), boot_ci(ap_boot[:, c], ap[c], int(m_pair[c])),
+                       average=avg)
     return au, ap
 
 
