@@ -69,14 +69,13 @@ def assert_matches_metricframe(y, yhat, sf: pd.DataFrame | np.ndarray, codes, n_
     assert d["equal_opportunity_difference"] == pytest.approx(
         flm.equal_opportunity_difference(y, yhat, **kw), abs=TOL)
     assert d["predictive_parity_difference"] == pytest.approx(mf.difference()["precision"], abs=TOL)
-    # Four-fifths against the largest group, from MetricFrame's selection rates.
+    # Four-fifths against the group with the highest selection rate (29 CFR 1607.4(D)), from MetricFrame's
+    # selection rates: the demographic parity ratio.
     sr = by["selection_rate"].to_numpy(dtype=float)
-    ref = int(np.argmax(res.n))
-    assert res.four_fifths.reference == ref
-    assert d["disparate_impact_ratio"] == pytest.approx(min(1.0, np.nanmin(sr / sr[ref])), abs=TOL)
-    # With the highest-rate group as reference (29 CFR 1607.4(D)) it is the demographic parity ratio.
-    hi = F.fairness_audit(y, yhat, codes, n_groups, pos_label=pos_label, n_boot=0, reference="highest")
-    assert hi.four_fifths.min_ratio == pytest.approx(flm.demographic_parity_ratio(y, yhat, **kw), abs=TOL)
+    assert res.four_fifths.reference == int(np.nanargmax(sr))
+    np.testing.assert_allclose(res.four_fifths.ratios, sr / np.nanmax(sr), atol=TOL)
+    assert d["disparate_impact_ratio"] == pytest.approx(np.nanmin(sr) / np.nanmax(sr), abs=TOL)
+    assert d["disparate_impact_ratio"] == pytest.approx(flm.demographic_parity_ratio(y, yhat, **kw), abs=TOL)
     return res
 
 
@@ -104,7 +103,7 @@ def test_rates_work_over_a_leading_bootstrap_axis():
         single = F.group_rates(counts[b])
         for k in F.RATES:
             np.testing.assert_array_equal(batched[k][b], single[k])
-    d = F.disparities(batched, reference=0)
+    d = F.disparities(batched)
     assert d["demographic_parity_difference"].shape == (7,)
 
 
@@ -266,8 +265,8 @@ def test_small_groups_are_flagged_by_the_metrics_own_denominator():
     assert big.disparities["equal_opportunity_difference"].small_group_involved         # group 1's TPR rests on ~12
 
 
-def test_four_fifths_against_the_largest_group():
-    # Group sizes 100, 300, 50; selection rates 0.30, 0.50, 0.45.
+def test_four_fifths_against_the_highest_selection_rate():
+    # Group sizes 100, 300, 50; selection rates 0.30, 0.50, 0.44: every group against the highest (0.50).
     n = np.array([100, 300, 50])
     sel = np.array([30, 150, 22])
     counts = np.stack([n - sel, sel, np.zeros(3, int), np.zeros(3, int)], axis=1)   # all negatives
@@ -276,7 +275,27 @@ def test_four_fifths_against_the_largest_group():
     assert ff.reference == 1
     np.testing.assert_allclose(ff.ratios, [0.6, 1.0, 0.88])
     assert ff.min_ratio == pytest.approx(0.6) and ff.worst_group == 0 and not ff.passed
-    assert F.fairness_from_counts(counts, n_boot=0, reference=2).four_fifths.min_ratio == pytest.approx(0.3 / 0.44)
+    # A named comparison group changes only the reference ratios, never the rule.
+    named = F.fairness_from_counts(counts, n_boot=0, reference=2)
+    assert named.four_fifths.min_ratio == pytest.approx(0.6)
+    np.testing.assert_allclose(named.reference_ratios, [0.3 / 0.44, 0.5 / 0.44, 1.0])
+
+
+def test_four_fifths_sees_adverse_impact_against_the_largest_group():
+    """Regression (issue #10): the majority selected at 0.32, a minority at 0.62. Against the largest group
+    with ratios capped at 1 the rule read 1.0 with interval [1, 1] and passed; the EEOC rule compares with
+    the highest selection rate: 0.32 / 0.62 = 0.516, a failure with an interval that excludes 0.8."""
+    n = np.array([800, 200])
+    sel = np.array([256, 124])
+    counts = np.stack([n - sel, sel, np.zeros(2, int), np.zeros(2, int)], axis=1)
+    for reference in ("largest", "highest", 0):
+        res = F.fairness_from_counts(counts, n_boot=1000, rng=np.random.default_rng(0), reference=reference)
+        ff = res.four_fifths
+        assert ff.reference == 1 and ff.worst_group == 0
+        assert ff.min_ratio == pytest.approx(0.32 / 0.62) and not ff.passed
+        assert ff.ci_low < ff.min_ratio < ff.ci_high < 0.8
+        assert res.disparities["disparate_impact_ratio"].value == pytest.approx(
+            res.disparities["demographic_parity_ratio"].value)
 
 
 # --------------------------------------------------------------------------------------- bootstrap

@@ -43,6 +43,7 @@ import numpy as np
 from audit.errors import RecipeError
 from audit.metrics import calibration as CAL
 from audit.metrics import fairness as F
+from audit.metrics.bootstrap import clopper_pearson
 from audit.recipe.fields import Field, FieldError, Section, p_bool, p_float, p_int, p_list, p_str
 # _v: full precision for metric records; _r: rounded, for tables shown to people
 from audit.report.records import SuiteResult, finite_or_none as _v, rounded as _r
@@ -85,10 +86,12 @@ SECTION = Section(
               "(e.g. \"sex&age\") and its groups by joining values with ' & ' (e.g. \"female & <25\").",
               default=False, parse=p_bool, example="true"),
         Field("reference", "'largest' | 'highest' | group name | table attribute -> group",
-              "Reference group of the four-fifths ratios: the largest group, the group with the highest "
-              "selection rate (the EEOC rule's wording), or a named group: a plain name applies to every "
-              "attribute that has such a group (the others fall back to the largest group, with a note); a table "
-              "names one group per attribute, and a name that is not a group of its attribute is an error.", default="largest",
+              "A comparison group for group_reference_ratio (each group's selection rate over this group's, not "
+              "capped): the largest group, the group with the highest selection rate, or a named group: a plain "
+              "name applies to every attribute that has such a group (the others fall back to the highest, with a "
+              "note); a table names one group per attribute, and a name that is not a group of its attribute is an "
+              "error. The four-fifths rule (disparate_impact_ratio, group_impact_ratio) always compares with the "
+              "highest selection rate, as 29 CFR 1607.4(D) states it, whatever this says.", default="highest",
               parse=_p_reference, example='{ sex = "male" }'),
         Field("positive_class", "class index or class name",
               "The favourable outcome. Binary tasks: default 1. Multiclass tasks must name the class to audit "
@@ -117,14 +120,15 @@ SECTION = Section(
               default="demographic_parity", parse=p_str(CONSTRAINTS), example='"equalized_odds"'),
     ),
     example='[fairness]\nattributes = ["sex", "age"]\nintersectional = true\nmin_group_size = 30\n'
-            'reference = "largest"',
+            'reference = "highest"',
 )
 
 _ATTR = "a sensitive attribute, or the intersection \"a&b\" (with intersectional = true)"
 _GROUP = "a group of that attribute (\"female\"; intersections \"female & <25\")"
 _RATE_DOC = {
     "selection_rate": "Share predicted positive.",
-    "accuracy": "Share predicted correctly (binarised on positive_class).",
+    "accuracy": "Share predicted correctly (multiclass tasks: the multiclass accuracy, argmax == label; the "
+                "one-vs-rest one is group_ovr_accuracy).",
     "tpr": "True positive rate (recall) among the group's positives.",
     "fpr": "False positive rate among the group's negatives.",
     "fnr": "False negative rate among the group's positives.",
@@ -140,16 +144,29 @@ _DISP_DOC = {
     "equalized_odds_ratio": "The smaller of the TPR and FPR min-over-max ratios.",
     "equal_opportunity_difference": "Largest minus smallest group TPR.",
     "predictive_parity_difference": "Largest minus smallest group precision.",
-    "disparate_impact_ratio": "The four-fifths statistic: min(1, smallest group selection rate over the "
-                              "reference group's); the rule flags adverse impact below four_fifths_threshold.",
+    "disparate_impact_ratio": "The four-fifths statistic: the smallest group selection rate over the highest one "
+                              "(29 CFR 1607.4(D)); the rule flags adverse impact below four_fifths_threshold.",
 }
 METRICS: dict[str, MetricSpec] = {}
+_OVR = ("Multiclass tasks: one-vs-rest for positive_class, and the record carries class = that class.")
 for _k, _d in _RATE_DOC.items():
-    METRICS[f"group_{_k}"] = MetricSpec(_d + " n is the rate's denominator.", {"attribute": _ATTR, "group": _GROUP})
-METRICS["group_impact_ratio"] = MetricSpec("Group selection rate over the reference group's.",
+    METRICS[f"group_{_k}"] = MetricSpec(_d + " n is the rate's denominator." + ("" if _k == "accuracy" else " " + _OVR),
+                                        {"attribute": _ATTR, "group": _GROUP} |
+                                        ({} if _k == "accuracy" else {"class": "positive_class (multiclass tasks)"}))
+METRICS["group_impact_ratio"] = MetricSpec("Four-fifths ratio: the group's selection rate over the highest group "
+                                           "selection rate (29 CFR 1607.4(D)); n is the group's size.",
                                            {"attribute": _ATTR, "group": _GROUP})
+METRICS["group_reference_ratio"] = MetricSpec("The group's selection rate over the [fairness] reference group's "
+                                              "(not capped at 1; only when reference is not 'highest').",
+                                              {"attribute": _ATTR, "group": _GROUP})
+METRICS["group_error_rate"] = MetricSpec("Share predicted wrongly (multiclass: argmax != label; binary: 1 - "
+                                         "group_accuracy). n is the group's size.", {"attribute": _ATTR, "group": _GROUP})
+METRICS["group_ovr_accuracy"] = MetricSpec("Multiclass tasks only: the one-vs-rest accuracy for positive_class "
+                                           "(is / is not that class). n is the group's size.",
+                                           {"attribute": _ATTR, "group": _GROUP, "class": "positive_class"})
 for _k, _d in _DISP_DOC.items():
-    METRICS[_k] = MetricSpec(_d + " Over the groups where the rate is defined.", {"attribute": _ATTR})
+    METRICS[_k] = MetricSpec(_d + " Inconclusive when a group's rate is undefined (0/0; the group is named). " + _OVR,
+                             {"attribute": _ATTR, "class": "positive_class (multiclass tasks)"})
 METRICS.update({
     "group_ece": MetricSpec("Top-label equal-width ECE within the group ([calibration] bins).",
                             {"attribute": _ATTR, "group": _GROUP}),
@@ -226,7 +243,7 @@ def _reference(cfg: dict[str, Any], attr: str, names: list[str], notes: list[str
     named = isinstance(ref, dict)
     if named:
         if attr not in ref:
-            return "largest"
+            return "highest"
         ref = ref[attr]
     if ref in ("largest", "highest"):
         return ref
@@ -234,9 +251,9 @@ def _reference(cfg: dict[str, Any], attr: str, names: list[str], notes: list[str
         return names.index(ref)
     if named:  # a table names one attribute's group: a name that is not one of its groups is a typo
         raise RecipeError(f"[fairness] reference: {ref!r} is not a group of '{attr}' (groups: {', '.join(names)})")
-    notes.append(f"Reference group {ref!r} is not a group of '{attr}' ({', '.join(names)}): the largest group is "
-                 "the reference instead.")
-    return "largest"
+    notes.append(f"Reference group {ref!r} is not a group of '{attr}' ({', '.join(names)}): the group with the "
+                 "highest selection rate is the reference instead.")
+    return "highest"
 
 
 # ------------------------------------------------------------------------------------------------ run
@@ -348,6 +365,11 @@ def evaluate(y: np.ndarray, pred: np.ndarray, probs: np.ndarray, attrs: list[tup
                               rng=rng(seed, "fairness", "bootstrap", attr), confidence=cfg["confidence"],
                               interval=cfg["interval"])
         den = F.rate_denominators(fr.counts)
+        # Multiclass: the binarised rates are one-vs-rest for the audited class and say so (class = ...);
+        # group_accuracy is the multiclass accuracy, so no name means two things.
+        ovr = {} if binary else {"class": class_names[pos]}
+        mc_acc = None if binary else _multiclass_accuracy(y, pred, codes, G, cfg["confidence"])
+        show_ref = fr.reference >= 0 and ref != "highest"
         groups = []
         for g, gname in enumerate(gnames):
             row: dict[str, Any] = {"group": gname, "n": int(fr.n[g]), "small": bool(fr.small[g]),
@@ -361,14 +383,27 @@ def evaluate(y: np.ndarray, pred: np.ndarray, probs: np.ndarray, attrs: list[tup
                     why = _small_msg(gname, attr, int(fr.n[g]), m) if fr.n[g] < m else \
                         f"the {rate.replace('_', ' ')} of group '{gname}' of '{attr}' rests on {d} < {m} {_DENOM_WORD[rate]}"
                 ci = (float(lo), float(hi)) if np.isfinite(lo) and np.isfinite(hi) else None
-                res.metric(f"group_{rate}", _v(v), d, ci, why, attribute=attr, group=gname)
+                if rate == "accuracy" and not binary:
+                    res.metric("group_ovr_accuracy", _v(v), d, ci, why, attribute=attr, group=gname, **ovr)
+                    v, lo, hi = mc_acc[0][g], mc_acc[1][g], mc_acc[2][g]
+                    ci = (float(lo), float(hi)) if np.isfinite(lo) and np.isfinite(hi) else None
+                    res.metric("group_accuracy", _v(v), d, ci, why, attribute=attr, group=gname)
+                else:
+                    res.metric(f"group_{rate}", _v(v), d, ci, why, attribute=attr, group=gname,
+                               **({} if rate == "accuracy" else ovr))
                 row[rate] = {"value": _r(v), "ci_low": _r(lo) if ci else None, "ci_high": _r(hi) if ci else None,
                              "n": d}
+                if rate == "accuracy":
+                    err_ci = None if ci is None else (1.0 - ci[1], 1.0 - ci[0])
+                    res.metric("group_error_rate", _v(1.0 - v), d, err_ci, why, attribute=attr, group=gname)
             ratio = fr.four_fifths.ratios[g]
-            res.metric("group_impact_ratio", _v(ratio), int(fr.n[g]), None,
-                       _small_msg(gname, attr, int(fr.n[g]), m) if fr.small[g] or fr.n[g] == 0 else None,
-                       attribute=attr, group=gname)
+            thin = _small_msg(gname, attr, int(fr.n[g]), m) if fr.small[g] or fr.n[g] == 0 else None
+            res.metric("group_impact_ratio", _v(ratio), int(fr.n[g]), None, thin, attribute=attr, group=gname, **ovr)
             row["impact_ratio"] = _r(ratio)
+            if show_ref:
+                res.metric("group_reference_ratio", _v(fr.reference_ratios[g]), int(fr.n[g]), None, thin,
+                           attribute=attr, group=gname, **ovr)
+                row["reference_ratio"] = _r(fr.reference_ratios[g])
             groups.append(row)
             if fr.small[g]:
                 any_small.append(f"'{gname}' of '{attr}' (n = {int(fr.n[g])})")
@@ -378,15 +413,20 @@ def evaluate(y: np.ndarray, pred: np.ndarray, probs: np.ndarray, attrs: list[tup
         for name in F.DISPARITIES:
             d = fr.disparities[name]
             why = None
+            undefined_why = [f"the {r.upper() if len(r) == 3 else r.replace('_', ' ')} of group '{gnames[g]}' of "
+                             f"'{attr}' is undefined ({because})" for g, r, because in F.undefined_rates(fr, name)]
             if n_present < 2:
                 # One group compares with nothing: a ratio of 1 here is not evidence of parity.
                 only = gnames[int(np.flatnonzero(fr.present)[0])] if n_present else "none"
                 why = f"'{attr}' has a single group in the data ('{only}'): there is nothing to compare"
+            elif undefined_why:
+                # Left out, the group can only make the disparity look smaller than it is.
+                why = "; ".join(undefined_why) + ": the disparity over the other groups may understate it"
             elif d.small_group_involved:
                 thin = _thin_groups(fr, name, gnames, m)
                 why = "; ".join(thin) if thin else f"a group of '{attr}' has fewer than {m} examples"
             ci = (d.ci_low, d.ci_high) if np.isfinite(d.ci_low) and np.isfinite(d.ci_high) else None
-            res.metric(name, _v(d.value), d.n, ci, why, attribute=attr)
+            res.metric(name, _v(d.value), d.n, ci, why, attribute=attr, **ovr)
             undefined = [gnames[g] for g in d.undefined_groups]
             if undefined:
                 any_undefined.append(f"{name.replace('_', ' ')} of '{attr}' leaves out {', '.join(undefined)}")
@@ -398,12 +438,13 @@ def evaluate(y: np.ndarray, pred: np.ndarray, probs: np.ndarray, attrs: list[tup
                 "inconclusive": why, "undefined_groups": undefined,
                 "kind": "ratio" if name.endswith("ratio") else "difference"})
         ff = fr.four_fifths
-        ff_status = ("inconclusive" if ff.small_group_involved else "pass" if ff.passed else "fail") \
+        ff_status = ("inconclusive" if ff.small_group_involved or n_present < 2 else "pass" if ff.passed else "fail") \
             if np.isfinite(ff.min_ratio) else "undefined"
         entry = {
             "attribute": attr, "groups": groups, "disparities": disp_rows,
-            "reference": gnames[ff.reference], "reference_rule": ref if isinstance(ref, str) else "named",
-            "four_fifths": {"reference": gnames[ff.reference], "threshold": ff.threshold,
+            "reference": gnames[fr.reference] if fr.reference >= 0 else None,
+            "reference_rule": ref if isinstance(ref, str) else "named", "reference_shown": show_ref,
+            "four_fifths": {"reference": gnames[ff.reference] if ff.reference >= 0 else None, "threshold": ff.threshold,
                             "min_ratio": _r(ff.min_ratio), "ci_low": _r(ff.ci_low), "ci_high": _r(ff.ci_high),
                             "worst_group": gnames[ff.worst_group] if ff.worst_group >= 0 else None,
                             "status": ff_status},
@@ -422,8 +463,11 @@ def evaluate(y: np.ndarray, pred: np.ndarray, probs: np.ndarray, attrs: list[tup
     if any_undefined:
         res.notes.append(UNDEFINED_SENTENCE + " Here: " + "; ".join(any_undefined) + ".")
     if not binary:
-        res.notes.append(f"Multiclass task: audited one-vs-rest for class '{class_names[pos]}' (positive = predicted "
-                         "as that class). The ThresholdOptimizer diagnostic needs a binary task and was skipped.")
+        res.notes.append(f"Multiclass task: group_accuracy and group_error_rate are the multiclass accuracy (argmax = "
+                         f"label) per group; every other rate and disparity is one-vs-rest for class "
+                         f"'{class_names[pos]}' (positive = predicted as that class) and its record says "
+                         f"class = '{class_names[pos]}'; the one-vs-rest accuracy is group_ovr_accuracy. The "
+                         "ThresholdOptimizer diagnostic needs a binary task and was skipped.")
     res.config = {
         "attributes": [a for a, _, _ in attrs], "positive_class": class_names[pos], "binary": binary,
         "min_group_size": m, "bootstrap": cfg["bootstrap"], "confidence": cfg["confidence"],
@@ -437,6 +481,19 @@ def evaluate(y: np.ndarray, pred: np.ndarray, probs: np.ndarray, attrs: list[tup
         "threshold_optimizer": bool(binary and cfg["threshold_optimizer"]), "constraint": cfg["constraint"],
     }
     return res
+
+
+def _multiclass_accuracy(y: np.ndarray, pred: np.ndarray, codes: np.ndarray, n_groups: int, confidence: float
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-group multiclass accuracy ``#{argmax = label} / n_g`` and its Clopper-Pearson interval (the
+    exact interval of a proportion of n_g examples; Clopper & Pearson, Biometrika 1934). NaN for an empty
+    group."""
+    correct = np.bincount(codes, weights=(np.asarray(pred) == np.asarray(y)).astype(np.float64), minlength=n_groups)
+    n = np.bincount(codes, minlength=n_groups).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc = np.where(n > 0, correct / np.maximum(n, 1), np.nan)
+    lo, hi = clopper_pearson(correct, n, confidence)
+    return acc, lo, hi
 
 
 def _thin_groups(fr: F.FairnessResult, name: str, gnames: list[str], m: int) -> list[str]:
@@ -549,8 +606,7 @@ def _threshold_optimizer(res: SuiteResult, y: np.ndarray, pred: np.ndarray, prob
     for label, counts in (("model", base_counts.astype(np.float64)), ("thresholds", exp_counts)):
         rates = F.group_rates(counts)
         present = counts.sum(1) > 0
-        ref = int(np.argmax(counts.sum(1)))
-        disp = F.disparities(rates, ref)
+        disp = F.disparities(rates)
         acc = float((counts[:, 0].sum() + counts[:, 3].sum()) / max(counts.sum(), 1))
         full[label] = {"accuracy": acc, **{d: float(disp[d]) for d in ("demographic_parity_difference",
                                                                        "equalized_odds_difference")}}
