@@ -450,3 +450,33 @@ def test_projected_intervals_contain_every_point_estimate():
     assert res.four_fifths.ci_low <= res.four_fifths.min_ratio <= res.four_fifths.ci_high
     with pytest.raises(ValueError):
         F.fairness_audit(y, yhat, g, 8, n_boot=10)          # a bootstrap needs a seeded Generator
+
+
+def test_equalized_odds_interval_does_not_collapse_at_tpr_1_and_fpr_0():
+    """Regression (issue #10): two groups with TPR 60/60 and FPR 0/60 got an equalized-odds interval of [0, 0]
+    (every multinomial replicate sits at the boundary, and so does the band). The posterior draws keep the
+    width 60 positives and 60 negatives allow: a Jeffreys-like 0.04 or so, and never a point."""
+    counts = np.array([[60, 0, 0, 60], [60, 0, 0, 60]])
+    res = F.fairness_from_counts(counts, n_boot=1000, rng=stream(0, "fairness"))
+    for name in ("equalized_odds_difference", "equal_opportunity_difference"):
+        d = res.disparities[name]
+        assert d.value == 0.0 and d.ci_low == 0.0 and 0.02 < d.ci_high < 0.15, (name, d.ci_high)
+    assert res.disparities["equalized_odds_ratio"].ci_low < 0.97
+    tpr_lo, tpr_hi = res.rate_ci["tpr"]
+    assert np.all(tpr_hi == 1.0) and np.all(tpr_lo < 0.97)
+    # the percentile option is built from the same non-collapsing draws
+    pct = F.fairness_from_counts(counts, n_boot=1000, rng=stream(0, "fairness"), interval="percentile")
+    assert pct.disparities["equal_opportunity_difference"].ci_high > 0
+
+
+def test_posterior_group_draws_keep_group_sizes_and_give_jeffreys_tprs():
+    from scipy.stats import beta
+
+    counts = np.array([[50, 10, 5, 35], [0, 0, 0, 0], [10, 0, 0, 20]])
+    draws = F.posterior_group_counts(counts, 20000, stream(1, "fairness"))
+    np.testing.assert_allclose(draws.sum(-1), np.broadcast_to(counts.sum(-1), (20000, 3)))
+    tpr = F.group_rates(draws)["tpr"]
+    assert np.all(np.isnan(tpr[:, 1]))                      # an empty group stays undefined
+    lo, hi = percentile_interval(tpr[:, 0])
+    assert (lo, hi) == pytest.approx(beta.ppf([0.025, 0.975], 35.5, 5.5), abs=0.005)
+    assert percentile_interval(tpr[:, 2])[0] == pytest.approx(beta.ppf(0.025, 20.5, 0.5), abs=0.005)

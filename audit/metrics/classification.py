@@ -66,7 +66,8 @@ def mcc(cm: np.ndarray) -> np.ndarray:
     c = np.trace(cm, axis1=-2, axis2=-1)
     s = cm.sum(axis=(-2, -1))
     num = c * s - (t * p).sum(axis=-1)
-    den = np.sqrt((s**2 - (p * p).sum(axis=-1)) * (s**2 - (t * t).sum(axis=-1)))
+    # clipped at 0: on fractional (posterior-draw) counts rounding can leave a -1e-13 where the exact value is 0
+    den = np.sqrt(np.maximum((s**2 - (p * p).sum(axis=-1)) * (s**2 - (t * t).sum(axis=-1)), 0.0))
     return _div(num, den, 0.0)
 
 
