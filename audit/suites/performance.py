@@ -200,7 +200,10 @@ def _ranking(res: SuiteResult, y: np.ndarray, probs: np.ndarray, names: list[str
     support = np.array([(y == c).sum() for c in range(k)])
     B = cfg["bootstrap_ranking"]
     r = rng(seed, "performance", "ranking")
-    boot_idx = r.integers(0, n, size=(B, n)) if B > 0 else None
+    weights = None
+    if B > 0:  # the same resamples as indexing rows, as counts: one vectorised pass per class
+        idx = r.integers(0, n, size=(B, n))
+        weights = np.bincount((idx + n * np.arange(B)[:, None]).ravel(), minlength=B * n).reshape(B, n)
 
     au = np.full(k, np.nan)
     ap = np.full(k, np.nan)
@@ -212,12 +215,8 @@ def _ranking(res: SuiteResult, y: np.ndarray, probs: np.ndarray, names: list[str
         sc = probs[:, c]
         au[c] = C.auroc_binary(yc, sc)
         ap[c] = C.average_precision_binary(yc, sc)
-        if boot_idx is not None:
-            for b in range(B):
-                idx = boot_idx[b]
-                if k > 2:  # a class's own AUROC interval is DeLong's; replicates only for the averages
-                    au_boot[b, c] = C.auroc_binary(yc[idx], sc[idx])
-                ap_boot[b, c] = C.average_precision_binary(yc[idx], sc[idx])
+        if weights is not None:
+            au_boot[:, c], ap_boot[:, c] = C.ranking_replicates(yc, sc, weights)
         if 0 < yc.sum() < n:
             fpr, tpr, _ = roc_curve(yc, sc)
             prec, rec, _ = precision_recall_curve(yc, sc)
@@ -230,20 +229,34 @@ def _ranking(res: SuiteResult, y: np.ndarray, probs: np.ndarray, names: list[str
 
     m_pair = np.minimum(support, n - support)  # what a ranking metric of class c rests on
 
-    def boot_ci(boot: np.ndarray, point: float, floor: int) -> tuple[float, float] | None:
+    def boot_ci(boot: np.ndarray, point: float, floor: int, var_floor: float = 0.0) -> tuple[float, float] | None:
         """AP and the averages: the percentile interval of the row bootstrap, joined with a Jeffreys
-        interval on the effective n of the replicates' spread (floored at ``floor``: the thinner side of
-        the classes involved), so that it neither collapses at 1 nor misses the skew near it."""
+        interval on the effective n of the spread (the replicates' variance, at least ``var_floor``; n
+        floored at ``floor``, the thinner side of the classes involved), so that it neither collapses at 1
+        nor misses the skew near it."""
         if B == 0 or not np.isfinite(point):
             return None
         lo, hi = posterior_interval(boot, point, conf)
         ok = boot[np.isfinite(boot)]
-        var = float(ok.var(ddof=1)) if ok.size > 1 else float("nan")
+        var = max(float(ok.var(ddof=1)) if ok.size > 1 else 0.0, var_floor)
         m_eff = C.effective_n(point, var, max(floor, 1))
         jlo, jhi = jeffreys_interval(point * m_eff, m_eff, conf)
         return float(min(lo, jlo)), float(max(hi, jhi))
 
-    au_ci = {c: C.auroc_interval(y == c, probs[:, c], conf) if B > 0 else None for c in classes}
+    # Each class's variance as its own interval sees it: A (1 - A) / n_eff (AUROC: DeLong and Hanley-McNeil;
+    # AP: its replicates, floored at min(positives, negatives)). An average's bootstrap variance is never
+    # taken below the variance these imply for independent classes, so a rare class whose replicates
+    # understate its spread (few positives, a near-perfect AUROC) cannot make the average look surer.
+    var_au = np.full(k, np.nan)
+    var_ap = np.full(k, np.nan)
+    au_ci: dict[int, tuple[float, float] | None] = {}
+    for c in classes:
+        m_au = C.auroc_effective_n(y == c, probs[:, c])
+        au_ci[c] = C.auroc_interval(y == c, probs[:, c], conf) if B > 0 else None
+        var_au[c] = au[c] * (1 - au[c]) / m_au if np.isfinite(m_au) and m_au > 0 else np.nan
+        okb = ap_boot[:, c][np.isfinite(ap_boot[:, c])]
+        m_ap = C.effective_n(ap[c], float(okb.var(ddof=1)) if okb.size > 1 else float("nan"), max(int(m_pair[c]), 1))
+        var_ap[c] = ap[c] * (1 - ap[c]) / m_ap if np.isfinite(ap[c]) else np.nan
     for c in classes:
         res.metric("auroc", _v(au[c]), int(m_pair[c]), au_ci[c], **{"class": names[c]})
         res.metric("average_precision", _v(ap[c]), int(m_pair[c]), boot_ci(ap_boot[:, c], ap[c], int(m_pair[c])),
@@ -253,10 +266,13 @@ def _ranking(res: SuiteResult, y: np.ndarray, probs: np.ndarray, names: list[str
         scored = support > 0
         m_min = int(m_pair[scored].min()) if scored.any() else 0
         for avg in ("macro", "weighted"):
-            for name, point, boot in (("auroc", au, au_boot), ("average_precision", ap, ap_boot)):
+            for name, point, boot, var_c in (("auroc", au, au_boot, var_au), ("average_precision", ap, ap_boot, var_ap)):
                 value = C.average_over_classes(point, support)[avg]
                 bvals = np.array([C.average_over_classes(boot[b], support)[avg] for b in range(B)])
-                res.metric(name, _v(value), m_min, boot_ci(bvals, value, m_min), average=avg)
+                ok = np.isfinite(point) & np.isfinite(var_c)
+                w = np.where(ok, 1.0 if avg == "macro" else support.astype(np.float64), 0.0)
+                var_floor = float((w**2 * np.where(ok, var_c, 0.0)).sum() / w.sum()**2) if w.sum() > 0 else 0.0
+                res.metric(name, _v(value), m_min, boot_ci(bvals, value, m_min, var_floor), average=avg)
     else:
         c = classes[0]
         for avg in ("macro", "weighted"):  # one class scored: the averages are that class's value
