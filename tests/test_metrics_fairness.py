@@ -480,3 +480,25 @@ def test_posterior_group_draws_keep_group_sizes_and_give_jeffreys_tprs():
     lo, hi = percentile_interval(tpr[:, 0])
     assert (lo, hi) == pytest.approx(beta.ppf([0.025, 0.975], 35.5, 5.5), abs=0.005)
     assert percentile_interval(tpr[:, 2])[0] == pytest.approx(beta.ppf(0.025, 20.5, 0.5), abs=0.005)
+
+
+def test_two_group_disparity_interval_is_the_interval_of_one_difference():
+    """With two groups the default interval is that of their one difference (projected onto |d|): at large
+    n and a clear gap it matches the closed-form Wald interval d +- 1.96 sqrt(v1 + v2), where the band over
+    the two rates, projected, was about 1.4 times as wide (bench/coverage.py)."""
+    n = np.array([4000, 3000])
+    sel = np.array([1600, 900])                         # 0.40 vs 0.30
+    counts = np.stack([n - sel, sel, np.zeros(2, int), np.zeros(2, int)], axis=1)
+    res = F.fairness_from_counts(counts, n_boot=4000, rng=stream(3, "fairness"))
+    d = res.disparities["demographic_parity_difference"]
+    p = sel / n
+    half = 1.959964 * np.sqrt((p * (1 - p) / n).sum())
+    assert (d.ci_low, d.ci_high) == pytest.approx((0.1 - half, 0.1 + half), abs=0.003)
+    r = res.disparities["demographic_parity_ratio"]       # log-ratio scale: delta method
+    se_log = np.sqrt(((1 - p) / (n * p)).sum())
+    assert (r.ci_low, r.ci_high) == pytest.approx(tuple(0.75 * np.exp([-1.959964 * se_log, 1.959964 * se_log])),
+                                                  abs=0.004)
+    # equal rates: the interval of |d| starts at 0 and contains the estimate
+    same = F.fairness_from_counts(np.array([[60, 40, 0, 0], [61, 39, 0, 0]]), n_boot=1000, rng=stream(0, "f"))
+    dd = same.disparities["demographic_parity_difference"]
+    assert dd.ci_low == 0.0 and dd.ci_low <= dd.value <= dd.ci_high

@@ -379,3 +379,42 @@ def test_a_group_with_no_positives_makes_tpr_disparities_inconclusive():
     y2[np.flatnonzero(codes == 2)[0]] = 1
     res2 = FS.evaluate(y2, pred, np.eye(2)[pred], [("g", codes, ["a", "b", "c"])], ["0", "1"], 1, _fair_cfg(), 0)
     assert "rests on 1 < 30 positives" in _metric(res2, "equal_opportunity_difference", attribute="g").inconclusive
+
+
+def test_group_ece_has_an_interval_a_debiased_value_and_its_own_calibrated_reference():
+    """Regression (issue #10): a perfectly calibrated model shows a group ECE of about 0.14 on 40 examples and
+    0.02 on 2000, so group ECEs compared group sizes. Each group now has the ECE a perfectly calibrated model
+    would show on its own examples (consistency resampling), a debiased ECE, and an interval for its true ECE,
+    which reaches 0 for both groups here; gates can use any of them."""
+    from audit.report.gates import evaluate_gate
+    from audit.suites import fairness as FS
+
+    r = np.random.default_rng(1)
+    n = 2040
+    codes = np.r_[np.zeros(40, int), np.ones(2000, int)]
+    c = 0.5 + r.beta(2.0, 2.0, n) / 2
+    pred = r.integers(0, 2, n)
+    y = np.where(r.random(n) < c, pred, 1 - pred)            # right with probability = confidence
+    probs = np.where(pred[:, None] == 1, np.stack([1 - c, c], 1), np.stack([c, 1 - c], 1))
+    cfg = _fair_cfg(bootstrap=200)
+    res = FS.evaluate(y, pred, probs, [("g", codes, ["small", "big"])], ["0", "1"], 1, cfg, 0,
+                      calib={"bins": 15, "interval_draws": 500, "reference_draws": 500})
+    ece = {g: _metric(res, "group_ece", attribute="g", group=g) for g in ("small", "big")}
+    ref = {g: _metric(res, "group_ece_reference", attribute="g", group=g) for g in ("small", "big")}
+    deb = {g: _metric(res, "group_ece_debiased", attribute="g", group=g) for g in ("small", "big")}
+    assert ece["small"].value > 3 * ece["big"].value                 # the plug-in tracks group size ...
+    assert ref["small"].value > 3 * ref["big"].value                 # ... and so does its reference
+    for g in ("small", "big"):
+        assert ref[g].ci_low <= ece[g].value <= ref[g].ci_high       # within its own noise
+        assert ece[g].ci_low == 0.0 and deb[g].value < ece[g].value and deb[g].ci_high == ece[g].ci_high
+    records = [m.to_json() for m in res.metrics]
+    gate = {"id": "ece-big", "suite": "fairness", "name": "group_ece", "params": {"attribute": "g", "group": "big"},
+            "op": "<=", "threshold": 0.05, "use": "ci_high", "severity": "error"}
+    assert evaluate_gate(gate, records, ["fairness"])["status"] == "pass"
+    assert evaluate_gate(dict(gate, name="group_ece_debiased", use="value"), records, ["fairness"])["status"] == "pass"
+    # "miscalibrated beyond doubt" (ci_low > 0) holds for neither group, the small one included
+    for g in ("small", "big"):
+        doubt = dict(gate, params={"attribute": "g", "group": g}, op=">", threshold=0.0, use="ci_low")
+        assert evaluate_gate(doubt, records, ["fairness"])["status"] == "fail"
+    row = res.tables["attributes"][0]["crossing"]["rows"][0]
+    assert row["ece_reference_range"] and row["ece_beyond_noise"] is False

@@ -471,6 +471,52 @@ def _project(name: str, bands: dict[str, tuple[np.ndarray, np.ndarray]]) -> tupl
     raise KeyError(name)
 
 
+def _pairwise(draws: np.ndarray, point: np.ndarray, log: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Draws and estimates of every pairwise difference ``x_g - x_h`` (g < h) of per-group values, or of
+    ``log x_g - log x_h`` with ``log`` (a 0 rate gives -inf: a ratio of 0; two 0 rates give NaN: 0/0)."""
+    i, j = np.triu_indices(point.shape[-1], 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d, p = (np.log(draws), np.log(point)) if log else (draws, point)
+        return d[:, i] - d[:, j], p[i] - p[j]
+
+
+def pairwise_disparity_interval(draws: list[np.ndarray], points: list[np.ndarray], kind: str,
+                                confidence: float = 0.95) -> tuple[float, float]:
+    """Interval of a largest-minus-smallest difference (``kind="difference"``) or smallest-over-largest
+    ratio (``"ratio"``) of per-group rates, from their draws ``(B, G)`` and estimates ``(G,)`` (several
+    rates at once for equalized odds: the max of the differences, the min of the ratios).
+
+    ``max_g x_g - min_g x_g = max_{g<h} |x_g - x_h|`` and ``min_g x_g / max_g x_g = exp(-max_{g<h} |log x_g -
+    log x_h|)``, so a simultaneous band over the pairwise differences (or log ratios), from the same
+    draws (:func:`simultaneous_band`), bounds the disparity: each |d_gh| lies in [0, max(|L|, |U|)] when its
+    band [L, U] contains 0 and in [min(|L|, |U|), max(|L|, |U|)] otherwise, and the disparity is the max of
+    them. It covers whenever the band covers every pair (its simultaneous level), contains the estimate,
+    and, unlike the band over the group rates projected onto max - min (the earlier method, which adds the
+    two groups' half-widths instead of combining them, 1.5-2.6 x the needed width), it is as wide as a
+    plain interval of one difference when there are two groups. A pair whose estimate is undefined (0/0)
+    is left out. (Tukey-style simultaneous pairwise comparisons: Hsu, Multiple Comparisons, 1996, ch. 5;
+    for fairness audits: Cherian & Candes, "Statistical inference for fairness auditing", 2023.)
+    """
+    pairs = [_pairwise(np.asarray(d, dtype=np.float64), np.asarray(p, dtype=np.float64), kind == "ratio")
+             for d, p in zip(draws, points)]
+    d = np.concatenate([a for a, _ in pairs], axis=1)
+    p = np.concatenate([b for _, b in pairs])
+    if p.size == 0:                       # one group: its range is 0 and its ratio 1 in every draw
+        return (0.0, 0.0) if kind == "difference" else (1.0, 1.0)
+    if np.all(np.isnan(p)):
+        return float("nan"), float("nan")
+    lo, hi = simultaneous_band(np.where(np.isnan(d), np.nan, d), p, confidence)
+    ok = ~np.isnan(lo)
+    lo, hi = lo[ok], hi[ok]
+    with np.errstate(invalid="ignore"):
+        far = np.fmax(np.abs(lo), np.abs(hi))
+        near = np.where((lo <= 0) & (hi >= 0), 0.0, np.fmin(np.abs(lo), np.abs(hi)))
+    a, b = float(np.max(near)), float(np.max(far))
+    if kind == "difference":
+        return a, b
+    return float(np.exp(-b)), float(np.exp(-a))
+
+
 # ------------------------------------------------------------------------------------------- results
 
 
@@ -591,7 +637,20 @@ def fairness_from_counts(counts: np.ndarray, *, min_group_size: int = 30,
                 bands[key] = simultaneous_band(np.concatenate([boot[c] for c in cols], axis=1),
                                                np.concatenate([rates[c] for c in cols]), confidence)
             for k in DISPARITIES:
-                disp_ci[k] = _project(k, bands)
+                cols = _DEPENDS[k]
+                if max(int(np.sum(~np.isnan(rates[c]))) for c in cols) == 2:
+                    # Two groups: the interval of their one difference (or log ratio), sized like a plain
+                    # interval of a difference; the band over the rates would add the two half-widths.
+                    disp_ci[k] = pairwise_disparity_interval([boot[c] for c in cols], [rates[c] for c in cols],
+                                                             "ratio" if k.endswith("ratio") else "difference",
+                                                             confidence)
+                else:
+                    # More groups: a simultaneous band over all pairs needs many more draws than pairs to
+                    # find its level (24 groups, 276 pairs: 50-80% coverage at 300-2000 draws), so the band
+                    # over the G group rates, projected, is used (conservative: about 1.5-2.6 x the width).
+                    disp_ci[k] = _project(k, bands)
+                if np.isfinite(point[k]):  # contains its estimate (both constructions do; guard rounding)
+                    disp_ci[k] = (min(disp_ci[k][0], float(point[k])), max(disp_ci[k][1], float(point[k])))
         for k in DISPARITIES:
             if np.isnan(point[k]):  # undefined (e.g. 0/0 ratio): so is its interval
                 disp_ci[k] = (float("nan"), float("nan"))
@@ -670,5 +729,5 @@ __all__ = [
     "intersect_groups", "group_confusion", "group_rates", "rate_denominators", "range_difference",
     "range_ratio", "reference_group", "disparate_impact_ratios", "disparate_impact_min_ratio",
     "disparities", "bootstrap_group_counts", "posterior_group_counts", "simultaneous_band", "small_groups",
-    "fairness_from_counts", "fairness_audit", "undefined_rates", "UNDEFINED_BECAUSE",
+    "fairness_from_counts", "fairness_audit", "pairwise_disparity_interval", "undefined_rates", "UNDEFINED_BECAUSE",
 ]
