@@ -1,8 +1,18 @@
 """Performance suite: accuracy and the numbers that do not mislead under class imbalance, PR/ROC.
 
 Reads only the core columns of the per-example table (label, logits). All count metrics come from one
-confusion matrix; their bootstrap intervals come from multinomial replicate confusion matrices (no row
-resampling), AUROC/AP intervals from a row bootstrap.
+confusion matrix. Their intervals come from posterior draws of that matrix, Dirichlet(cm + a Jeffreys-type
+prior) (``audit.metrics.bootstrap.dirichlet_draws``: a Bayesian bootstrap that does not collapse at 0 or 1;
+no row is resampled), widened to contain the estimate, and for proportions (accuracy, per-class precision
+and recall) to the Clopper-Pearson interval where that is wider. A class's AUROC interval is a Jeffreys
+interval on its effective n (DeLong and Hanley-McNeil; ``audit.metrics.classification.auroc_interval``);
+AP and the averages use a row bootstrap (one vectorised pass per class) joined with a Jeffreys interval on
+their effective n. Coverage of each: bench/coverage.py.
+
+Each record's n is the count its precision rests on: all rows for accuracy, MCC and micro averages; a
+class's examples for its recall, its predictions for its precision, the smaller of the two for its F1;
+the thinnest class for balanced accuracy and macro/weighted averages; min(positives, negatives) for AUROC
+and AP.
 """
 
 from __future__ import annotations
@@ -26,12 +36,14 @@ SECTION = Section(
     "Accuracy, balanced accuracy, MCC, precision/recall/F1, confusion matrix, ROC and PR curves with AUROC "
     "and average precision (binary, or one-vs-rest for multiclass), with seeded bootstrap intervals.",
     (
-        Field("bootstrap", "integer >= 0", "Bootstrap replicates for the count metrics' 95% intervals (0: none). Accuracy's and "
-              "per-class precision/recall's intervals are widened to the Clopper-Pearson exact interval where "
-              "that is wider (near 0 and 1, where the bootstrap is too narrow or collapses to a point).",
+        Field("bootstrap", "integer >= 0", "Posterior draws of the confusion matrix for the count metrics' 95% "
+              "intervals (0: none): Dirichlet over its cells with a Jeffreys-type prior (1/2 on the diagonal, "
+              "1/(2(K-1)) off it), so a metric at exactly 0 or 1 still gets an interval. Accuracy's and per-class "
+              "precision/recall's intervals are also never narrower than the Clopper-Pearson exact interval.",
               default=1000, parse=p_int(0), example="1000"),
         Field("bootstrap_ranking", "integer >= 0",
-              "Bootstrap replicates for AUROC and average precision (each replicate re-sorts the scores).",
+              "Row-bootstrap replicates for average precision and the macro/weighted AUROC and AP (0: no ranking "
+              "intervals). A class's own AUROC interval is analytic (Jeffreys on DeLong/Hanley-McNeil effective n).",
               default=200, parse=p_int(0), example="200"),
         Field("confidence", "number in [0.5, 0.999]", "Level of the bootstrap intervals.", default=0.95,
               parse=p_float(0.5, 0.999), example="0.95"),
@@ -53,17 +65,22 @@ _AVGS = ("macro", "weighted", "micro")
 _AVGS_RANK = ("macro", "weighted")
 
 METRICS = {
-    "accuracy": MetricSpec("Fraction of examples predicted correctly."),
-    "balanced_accuracy": MetricSpec("Mean recall over the classes present (robust to imbalance)."),
-    "mcc": MetricSpec("Matthews correlation coefficient (multiclass form), in [-1, 1]."),
+    "accuracy": MetricSpec("Fraction of examples predicted correctly. n: all examples."),
+    "balanced_accuracy": MetricSpec("Mean recall over the classes present (robust to imbalance). n: the smallest "
+                                    "class's examples."),
+    "mcc": MetricSpec("Matthews correlation coefficient (multiclass form), in [-1, 1]. n: all examples."),
     "majority_baseline": MetricSpec("Accuracy of always predicting the most frequent class."),
-    "precision": MetricSpec("Precision.", {"average": _AVG, "class": _CLASS}, choices={"average": _AVGS}),
-    "recall": MetricSpec("Recall (true positive rate).", {"average": _AVG, "class": _CLASS}, choices={"average": _AVGS}),
-    "f1": MetricSpec("F1 score.", {"average": _AVG, "class": _CLASS}, choices={"average": _AVGS}),
-    "auroc": MetricSpec("Area under the ROC curve (binary: of positive_class; multiclass: one-vs-rest).",
+    "precision": MetricSpec("Precision. n: a class's predictions (macro/weighted: the fewest of any class; micro: "
+                            "all examples).", {"average": _AVG, "class": _CLASS}, choices={"average": _AVGS}),
+    "recall": MetricSpec("Recall (true positive rate). n: a class's examples (macro/weighted: the smallest class; "
+                         "micro: all examples).", {"average": _AVG, "class": _CLASS}, choices={"average": _AVGS}),
+    "f1": MetricSpec("F1 score. n: the smaller of a class's examples and predictions (averages: the smallest such).",
+                     {"average": _AVG, "class": _CLASS}, choices={"average": _AVGS}),
+    "auroc": MetricSpec("Area under the ROC curve (binary: of positive_class; multiclass: one-vs-rest). n: the smaller "
+                        "of the class's positives and negatives (averages: the smallest over classes).",
                         {"average": _AVG_RANK, "class": _CLASS}, choices={"average": _AVGS_RANK}),
     "average_precision": MetricSpec("Average precision (area under the PR curve); its chance level is the "
-                                    "prevalence.", {"average": _AVG_RANK, "class": _CLASS},
+                                    "prevalence. n: as for auroc.", {"average": _AVG_RANK, "class": _CLASS},
                                     choices={"average": _AVGS_RANK}),
     "prevalence": MetricSpec("Share of examples in a class: the average precision of a random scorer.",
                              {"class": _CLASS}),
@@ -183,7 +200,13 @@ def evaluate(y: np.ndarray, pred: np.ndarray, probs: np.ndarray, names: list[str
     res.config = {"num_classes": k, "class_names": names, "bootstrap": cfg["bootstrap"],
                   "bootstrap_ranking": cfg["bootstrap_ranking"], "confidence": conf,
                   "positive_class": names[cfg["positive_class"]] if k == 2 else None,
-                  "interval": "percentile bootstrap; count metrics via multinomial confusion-matrix replicates"}
+                  "interval": "count metrics: central interval of Dirichlet posterior draws of the confusion matrix "
+                              "(Jeffreys-type prior), at least Clopper-Pearson for proportions; AUROC: Jeffreys interval "
+                              "on the DeLong / Hanley-McNeil effective n; AP and averages: row bootstrap joined with a "
+                              "Jeffreys interval on their effective n",
+                  "n_rule": "n = the count a record's precision rests on: predictions for a precision, the class's "
+                            "examples for a recall, min(positives, negatives) for AUROC and AP, the thinnest class "
+                            "for balanced accuracy and macro/weighted averages, all rows otherwise"}
     present = support[support > 0]
     ratio = float(present.max() / present.min()) if len(present) else 1.0
     res.tables["class_balance"] = {"support": support.tolist(), "imbalance_ratio": ratio}
