@@ -10,20 +10,32 @@ Labels and predictions are binarised on ``positive_class``: the positive class o
 multiclass task the class audited one-vs-rest (a prediction is "positive" when the argmax is that class).
 
 Every number is computed by ``audit.metrics.fairness`` from per-group confusion counts (one bincount);
-intervals are stratified by group (groups keep their sizes), seeded. Disparity intervals are by default a
-simultaneous band over the group rates projected onto the disparity (see that module: the percentile
-bootstrap of a max-minus-min is biased upwards).
+intervals come from posterior draws stratified by group (groups keep their sizes; Dirichlet with the Jeffreys
+prior, so nothing collapses at 0 or 1), seeded. Disparity intervals are by default simultaneous: for two
+groups the interval of their one difference, for more a band over the group rates projected onto the
+disparity (see that module: the percentile bootstrap of a max-minus-min is biased upwards). Coverage:
+bench/coverage.py.
+
+An undefined rate in a present group (0/0, e.g. no positives for a TPR) makes every disparity that needs it
+inconclusive, naming the group. The four-fifths rule compares each group with the highest selection rate.
+Multiclass tasks: group_accuracy / group_error_rate are multiclass; every binarised record carries
+``class = <positive_class>`` and the one-vs-rest accuracy is group_ovr_accuracy.
 
 Metric records and how a gate names them (``attribute`` is an attribute name or the ``&``-joined
 intersection; ``group`` a value of it, as listed in the report):
 
   group_selection_rate, group_accuracy, group_tpr, group_fpr, group_fnr, group_precision,
   group_fdr, group_for, group_base_rate          {attribute, group}; n = the rate's denominator
-  group_impact_ratio                              {attribute, group}: selection rate / the reference's
+                                                  (multiclass: + class, except group_accuracy)
+  group_error_rate                                {attribute, group}: 1 - group_accuracy
+  group_ovr_accuracy                              {attribute, group, class}: multiclass tasks only
+  group_impact_ratio                              {attribute, group}: selection rate / the highest one
+  group_reference_ratio                           {attribute, group}: selection rate / [fairness] reference's
+                                                  (when reference is not "highest")
   demographic_parity_difference, demographic_parity_ratio, equalized_odds_difference,
   equalized_odds_ratio, equal_opportunity_difference, predictive_parity_difference,
-  disparate_impact_ratio (the four-fifths statistic)                       {attribute}
-  group_ece                                       {attribute, group} top-label ECE (crossing with calibration)
+  disparate_impact_ratio (the four-fifths statistic)                       {attribute} (multiclass: + class)
+  group_ece, group_ece_debiased, group_ece_reference  {attribute, group} (crossing with calibration)
   group_robust_accuracy                           {attribute, group, norm, eps} (when robustness ran)
   group_noise_accuracy                            {attribute, group, noise, level} (when robustness ran noise)
   postprocessed_accuracy, postprocessed_demographic_parity_difference,
@@ -100,15 +112,17 @@ SECTION = Section(
         Field("min_group_size", "integer >= 1",
               "Groups (or rate denominators, e.g. a group's positives for its TPR) below this size are shown "
               "but make the gates that rest on them inconclusive.", default=30, parse=p_int(1), example="30"),
-        Field("bootstrap", "integer >= 0", "Stratified bootstrap replicates for the intervals (0: none). Group rates' intervals are widened "
-              "to the Clopper-Pearson exact interval on their denominator where that is wider (near 0 and 1, "
-              "where the bootstrap is too narrow or collapses to a point).",
+        Field("bootstrap", "integer >= 0", "Posterior draws per group for the intervals (0: none): each group's "
+              "confusion cells from Dirichlet(counts + 1/2), group sizes fixed, so a rate at exactly 0 or 1 still "
+              "gets an interval. Group rates' intervals are also never narrower than the Clopper-Pearson exact "
+              "interval on their denominator.",
               default=1000, parse=p_int(0), example="1000"),
         Field("confidence", "number in [0.5, 0.999]", "Level of the intervals.", default=0.95,
               parse=p_float(0.5, 0.999), example="0.95"),
         Field("interval", "'simultaneous' | 'percentile'",
-              "Disparity intervals: the projection of a simultaneous band over the group rates (contains its "
-              "estimate; default), or the plain percentile bootstrap (biased upwards for max-minus-min).",
+              "Disparity intervals: simultaneous (default; contains its estimate): with two groups the interval of "
+              "their one difference or log ratio, with more the projection of a simultaneous band over the group "
+              "rates; or the plain percentile interval of the disparity's draws (biased upwards for max-minus-min).",
               default="simultaneous", parse=p_str(("simultaneous", "percentile"))),
         Field("four_fifths_threshold", "number in (0, 1]", "Threshold of the disparate impact ratio.",
               default=0.8, parse=p_float(0.0, 1.0, lo_open=True), example="0.8"),
@@ -196,9 +210,10 @@ METRICS.update({
 
 INTERVAL_SENTENCE = (
     "Disparity intervals are simultaneous: the bootstrap of a largest-minus-smallest gap is biased upwards "
-    "(with truly equal groups its percentile interval often excludes its own estimate), so each interval is "
-    "instead the range the disparity takes when every group's rate moves within a band that holds all "
-    "groups' rates at once with 95% confidence.")
+    "(with truly equal groups its percentile interval often excludes its own estimate), so with two groups "
+    "each interval is that of their one difference (or ratio), and with more groups the range the disparity "
+    "takes when every group's rate moves within a band that holds all groups' rates at once with 95% "
+    "confidence (conservative).")
 UNDEFINED_SENTENCE = (
     "A rate that is 0/0 in a group (e.g. a TPR where the group has no positives) is reported as undefined and "
     "left out of the disparities; fairlearn reports 0 there, which would make that group the worst one.")
@@ -488,7 +503,8 @@ def evaluate(y: np.ndarray, pred: np.ndarray, probs: np.ndarray, attrs: list[tup
         "Disparity intervals are percentile bootstrap intervals; for a largest-minus-smallest gap they are biased "
         "upwards and may exclude their own estimate.",
         "undefined_note": UNDEFINED_SENTENCE,
-        "group_intervals": "pointwise percentile intervals of a bootstrap stratified by group (group sizes fixed)",
+        "group_intervals": "central intervals of posterior draws per group (Dirichlet(counts + 1/2), group sizes "
+                           "fixed), at least Clopper-Pearson on each rate's denominator",
         "ece_bins": ece_bins,
         "threshold_optimizer": bool(binary and cfg["threshold_optimizer"]), "constraint": cfg["constraint"],
     }
