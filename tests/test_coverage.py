@@ -44,12 +44,12 @@ def test_the_cases_issue_10_found_are_fixed(rows):
 
 
 def test_intervals_are_sized_to_the_data(rows):
-    """Not wider than the width target where the estimate varies and n per group is 100 or more, and never a
-    point. Named exceptions (BENCHMARKS.md): the simultaneous disparity intervals, and the ECE of a calibrated
-    model, whose true value 0 sits on the boundary (the interval is [0, U]; the oracle is two-sided)."""
+    """Not wider than the width target where the estimate varies and n per group is 100 or more (two-group
+    disparities included: they were 1.5 x before), and never a point. Named exception here (BENCHMARKS.md):
+    the ECE of a calibrated model, whose true value 0 sits on the boundary (the interval is [0, U]; the oracle
+    is two-sided). Disparities over three or more groups, the other exception, are not in the fast subset."""
     for r in rows:
         assert r.width > 0, (r.metric, r.scenario)
-        exception = r.metric.endswith(("_difference", "_ratio")) or (r.metric.startswith("ece") and
-                                                                     r.scenario == "calibrated")
+        exception = r.metric.startswith("ece") and r.scenario == "calibrated"
         if r.n_min >= 100 and r.oracle > 0 and not exception:
             assert r.ratio <= 1.4, (r.metric, r.scenario, r.ratio)
