@@ -251,3 +251,36 @@ def test_temperature_scaling_diagnostic_on_an_overconfident_model():
     assert m.nll_before == pytest.approx(C.nll_from_logits(z[~mask], y[~mask]))
     with pytest.raises(ValueError):
         C.temperature_scaling_diagnostic(z, y)            # a random split needs a seeded Generator
+
+
+def test_ece_estimate_debiases_and_covers_a_calibrated_model():
+    """Regression (issue #10): a perfectly calibrated model at n = 500 failed `ece <= 0.05` about one time in
+    five, because the plug-in ECE is biased upwards, and ECE had no interval. The plug-in value is unchanged
+    (equal to C.ece); the debiased estimate is smaller; the interval for the true ECE (0 here) reaches 0."""
+    r = np.random.default_rng(0)
+    plug, deb, covers = [], [], 0
+    for _ in range(60):
+        c = 0.5 + r.beta(2.0, 2.0, 500) / 2
+        y = (r.random(500) < c).astype(int)             # right with probability = confidence
+        p = np.stack([1 - c, c], 1)
+        est = C.ece_estimate(p, y, 15, n_draws=400, rng=r)
+        assert est.ece == pytest.approx(C.ece(p, y, 15), abs=1e-15)
+        assert 0.0 <= est.ci_low <= est.ci_high <= 1.0 and est.debiased <= est.ece
+        plug.append(est.ece)
+        deb.append(est.debiased)
+        covers += est.ci_low == 0.0
+    assert np.mean(deb) < 0.7 * np.mean(plug)
+    plug, deb = np.array(plug), np.array(deb)
+    # a gate ece <= 0.05 fails a calibrated model about one time in five on the plug-in value, far less on this
+    assert (plug > 0.05).mean() > 0.15 and (deb > 0.05).mean() <= 0.1
+    assert covers >= 55
+    # a clearly overconfident model: the interval excludes 0 and contains the population ECE
+    c = 0.5 + r.beta(5.0, 1.5, 4000) / 2
+    y = (r.random(4000) < c - 0.3 * (c - 0.5)).astype(int)
+    p = np.stack([1 - c, c], 1)
+    est = C.ece_estimate(p, y, 15, n_draws=1000, rng=r)
+    cp = 0.5 + r.beta(5.0, 1.5, 1_000_000) / 2
+    truth = C.ece(np.stack([1 - cp, cp], 1), (r.random(1_000_000) < cp - 0.3 * (cp - 0.5)).astype(int), 15)
+    assert 0 < est.ci_low <= truth <= est.ci_high
+    with pytest.raises(ValueError, match="seeded"):
+        C.ece_estimate(p, y, 15)

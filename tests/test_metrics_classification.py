@@ -177,7 +177,8 @@ def test_proportion_intervals_are_never_narrower_than_the_exact_interval():
     y = np.repeat(np.arange(3), 10)
     res = evaluate(y, y, np.eye(3)[y], ["a", "b", "c"], CFG, seed=0)
     acc = _get(res, "accuracy")
-    assert acc.value == 1.0 and (acc.ci_low, acc.ci_high) == pytest.approx((beta.ppf(0.025, 30, 1), 1.0))
+    # (the posterior over a 3-class confusion matrix is wider still than Clopper-Pearson here: the union)
+    assert acc.value == 1.0 and acc.ci_high == 1.0 and acc.ci_low <= beta.ppf(0.025, 30, 1) + 1e-12
     rec = _get(res, "recall", **{"class": "b"})
     assert (rec.ci_low, rec.ci_high) == pytest.approx((beta.ppf(0.025, 10, 1), 1.0))
     # ... robust accuracy and attack success rate, noise accuracy, and per-group fairness rates
@@ -191,3 +192,110 @@ def test_proportion_intervals_are_never_narrower_than_the_exact_interval():
     x1 = fr.rates["selection_rate"][1] * 20
     cp = clopper_pearson(x1, 20)
     assert sel_lo[1] <= cp[0] + 1e-12 and sel_hi[1] >= cp[1] - 1e-12
+
+
+# ------------------------------------------------------------------------ boundary-safe intervals (#10)
+
+
+def test_a_perfect_model_on_20_examples_gets_no_point_interval():
+    """Regression (issue #10): 20 examples, all right. Accuracy's interval was [0.83, 1] but balanced accuracy,
+    MCC, F1, AUROC and AP said [1, 1], so a gate ci_low >= 0.95 passed on them. Every interval now reaches
+    below what 20 examples can show (10 per class: a Jeffreys lower end near 0.89 for a recall), and the gate
+    does not pass (on n = 20 it is also inconclusive by the default min_n)."""
+    from audit.report.gates import evaluate_gate
+
+    y = np.repeat([0, 1], 10)
+    p1 = np.where(y == 1, np.linspace(0.6, 0.99, 20), np.linspace(0.01, 0.4, 20))
+    res = evaluate(y, y, np.stack([1 - p1, p1], 1), ["0", "1"], CFG, seed=0)
+    picks = [("accuracy", {}), ("balanced_accuracy", {}), ("mcc", {}), ("f1", {"average": "macro"}),
+             ("f1", {"class": "1"}), ("precision", {"class": "1"}), ("recall", {"class": "1"}),
+             ("auroc", {"class": "1"}), ("average_precision", {"class": "1"}), ("auroc", {"average": "macro"})]
+    records = [r.to_json() for r in res.metrics]
+    for name, params in picks:
+        rec = _get(res, name, **params)
+        assert rec.value == 1.0 and rec.ci_high == 1.0, name
+        assert rec.ci_low < 0.95, (name, params, rec.ci_low)
+        gate = {"id": name, "suite": "performance", "name": name, "params": params, "op": ">=", "threshold": 0.95,
+                "use": "ci_low", "severity": "error", "min_n": 1}
+        assert evaluate_gate(gate, records, ["performance"])["status"] == "fail", name
+        assert evaluate_gate(dict(gate, min_n=None), records, ["performance"])["status"] == "inconclusive", name
+    # records say what they rest on: AUROC / AP on min(positives, negatives), precision on predictions
+    assert _get(res, "auroc", **{"class": "1"}).n == 10 and _get(res, "average_precision", **{"class": "1"}).n == 10
+    assert _get(res, "balanced_accuracy").n == 10 and _get(res, "accuracy").n == 20
+
+
+def test_record_n_is_what_the_metric_rests_on():
+    """Per-class precision rests on the predictions of that class (not its size), recall on its size, AUROC and
+    AP on the smaller of its positives and negatives (issue #10, item 6)."""
+    y = np.r_[np.zeros(90, int), np.ones(10, int)]
+    pred = np.r_[np.zeros(60, int), np.ones(30, int), np.ones(10, int)]    # class 1 predicted 40 times
+    p1 = np.where(pred == 1, 0.8, 0.2)
+    res = evaluate(y, pred, np.stack([1 - p1, p1], 1), ["0", "1"], CFG, seed=0)
+    assert _get(res, "precision", **{"class": "1"}).n == 40 and _get(res, "recall", **{"class": "1"}).n == 10
+    assert _get(res, "precision", **{"class": "0"}).n == 60 and _get(res, "recall", **{"class": "0"}).n == 90
+    assert _get(res, "auroc", **{"class": "1"}).n == 10 and _get(res, "average_precision", average="macro").n == 10
+    assert _get(res, "precision", average="macro").n == 40 and _get(res, "recall", average="macro").n == 10
+    assert _get(res, "precision", average="micro").n == 100
+
+
+def test_delong_variance_and_hanley_mcneil_against_their_definitions():
+    """DeLong's variance from mid-ranks equals its definition from the pairwise kernel psi(x, y) = 1[x > y] +
+    1/2 1[x = y] (DeLong et al. 1988); Hanley & McNeil's effective n equals A(1 - A) / Var_HM with Q1, Q2."""
+    r = np.random.default_rng(3)
+    y = r.random(120) < 0.35
+    s = np.round(r.normal(y * 1.2, 1.0), 1)           # rounded: ties
+    x1, x0 = s[y], s[~y]
+    psi = (x1[:, None] > x0[None, :]) + 0.5 * (x1[:, None] == x0[None, :])
+    v10, v01 = psi.mean(1), psi.mean(0)
+    brute = v10.var(ddof=1) / len(x1) + v01.var(ddof=1) / len(x0)
+    assert C.delong_variance(y, s) == pytest.approx(brute, rel=1e-12)
+    assert C.auroc_binary(y, s) == pytest.approx(psi.mean(), abs=1e-12)
+    a, n1, n0 = 0.83, 40, 70
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    var = (a * (1 - a) + (n1 - 1) * (q1 - a * a) + (n0 - 1) * (q2 - a * a)) / (n1 * n0)
+    assert C.hanley_mcneil_n(a, n1, n0) == pytest.approx(a * (1 - a) / var, rel=1e-12)
+    assert np.isfinite(C.hanley_mcneil_n(1.0, n1, n0))
+
+
+def test_posterior_draws_give_the_jeffreys_interval_of_a_recall():
+    """Under Dirichlet(cm + jeffreys_cell_prior) each row's recall is Beta(tp + 1/2, fn + 1/2): its central
+    interval is the Jeffreys interval (scipy's beta quantiles), for K = 2 and K = 5."""
+    from scipy.stats import beta
+
+    from audit.metrics.bootstrap import dirichlet_draws, jeffreys_cell_prior, jeffreys_interval, posterior_interval
+
+    rng = np.random.default_rng(0)
+    for k in (2, 5):
+        cm = np.diag(np.arange(10, 10 + k)) + 1
+        cm[0] = [12] + [0] * (k - 1)                    # class 0: 12 of 12 right
+        draws = dirichlet_draws(cm, jeffreys_cell_prior(k), 40000, rng, axes=2)
+        np.testing.assert_allclose(draws.sum((1, 2)), cm.sum())
+        rec = C.per_class_recall(draws)
+        for c in (0, 1):
+            tp, row = cm[c, c], cm[c].sum()
+            lo, hi = posterior_interval(rec[:, c], tp / row)
+            jl, jh = jeffreys_interval(tp, row)
+            assert lo == pytest.approx(beta.ppf(0.025, tp + 0.5, row - tp + 0.5), abs=0.006)
+            assert hi == pytest.approx(jh if tp < row else 1.0, abs=0.006)
+            assert jl == pytest.approx(beta.ppf(0.025, tp + 0.5, row - tp + 0.5), rel=1e-12)
+    lo, hi = jeffreys_interval(np.array([0, 5]), np.array([5, 5]))
+    assert lo[0] == 0.0 and hi[1] == 1.0            # the modified Jeffreys ends at x = 0 and x = n
+
+
+def test_ranking_replicates_equal_the_metrics_of_the_resampled_rows():
+    """The vectorised weighted AUROC / AP equal the row-resampled scikit-learn-equal functions exactly, ties
+    and replicates without a positive included."""
+    r = np.random.default_rng(2)
+    n = 80
+    y = r.random(n) < 0.15
+    s = np.round(r.normal(y * 1.0, 1.0), 1)
+    idx = r.integers(0, n, size=(60, n))
+    w = np.stack([np.bincount(i, minlength=n) for i in idx])
+    au, ap = C.ranking_replicates(y, s, w, max_elements=500)      # small chunks: chunking is exercised
+    for b in range(60):
+        yy, ss = y[idx[b]], s[idx[b]]
+        np.testing.assert_allclose(au[b], C.auroc_binary(yy, ss), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(ap[b], C.average_precision_binary(yy, ss), rtol=1e-12, atol=1e-12)
+    w0 = np.zeros((1, n))
+    w0[0, ~y] = 1                                   # no positive in the replicate
+    assert np.isnan(C.ranking_replicates(y, s, w0)[0][0]) and np.isnan(C.ranking_replicates(y, s, w0)[1][0])

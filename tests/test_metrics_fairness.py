@@ -69,14 +69,13 @@ def assert_matches_metricframe(y, yhat, sf: pd.DataFrame | np.ndarray, codes, n_
     assert d["equal_opportunity_difference"] == pytest.approx(
         flm.equal_opportunity_difference(y, yhat, **kw), abs=TOL)
     assert d["predictive_parity_difference"] == pytest.approx(mf.difference()["precision"], abs=TOL)
-    # Four-fifths against the largest group, from MetricFrame's selection rates.
+    # Four-fifths against the group with the highest selection rate (29 CFR 1607.4(D)), from MetricFrame's
+    # selection rates: the demographic parity ratio.
     sr = by["selection_rate"].to_numpy(dtype=float)
-    ref = int(np.argmax(res.n))
-    assert res.four_fifths.reference == ref
-    assert d["disparate_impact_ratio"] == pytest.approx(min(1.0, np.nanmin(sr / sr[ref])), abs=TOL)
-    # With the highest-rate group as reference (29 CFR 1607.4(D)) it is the demographic parity ratio.
-    hi = F.fairness_audit(y, yhat, codes, n_groups, pos_label=pos_label, n_boot=0, reference="highest")
-    assert hi.four_fifths.min_ratio == pytest.approx(flm.demographic_parity_ratio(y, yhat, **kw), abs=TOL)
+    assert res.four_fifths.reference == int(np.nanargmax(sr))
+    np.testing.assert_allclose(res.four_fifths.ratios, sr / np.nanmax(sr), atol=TOL)
+    assert d["disparate_impact_ratio"] == pytest.approx(np.nanmin(sr) / np.nanmax(sr), abs=TOL)
+    assert d["disparate_impact_ratio"] == pytest.approx(flm.demographic_parity_ratio(y, yhat, **kw), abs=TOL)
     return res
 
 
@@ -104,7 +103,7 @@ def test_rates_work_over_a_leading_bootstrap_axis():
         single = F.group_rates(counts[b])
         for k in F.RATES:
             np.testing.assert_array_equal(batched[k][b], single[k])
-    d = F.disparities(batched, reference=0)
+    d = F.disparities(batched)
     assert d["demographic_parity_difference"].shape == (7,)
 
 
@@ -266,8 +265,8 @@ def test_small_groups_are_flagged_by_the_metrics_own_denominator():
     assert big.disparities["equal_opportunity_difference"].small_group_involved         # group 1's TPR rests on ~12
 
 
-def test_four_fifths_against_the_largest_group():
-    # Group sizes 100, 300, 50; selection rates 0.30, 0.50, 0.45.
+def test_four_fifths_against_the_highest_selection_rate():
+    # Group sizes 100, 300, 50; selection rates 0.30, 0.50, 0.44: every group against the highest (0.50).
     n = np.array([100, 300, 50])
     sel = np.array([30, 150, 22])
     counts = np.stack([n - sel, sel, np.zeros(3, int), np.zeros(3, int)], axis=1)   # all negatives
@@ -276,7 +275,27 @@ def test_four_fifths_against_the_largest_group():
     assert ff.reference == 1
     np.testing.assert_allclose(ff.ratios, [0.6, 1.0, 0.88])
     assert ff.min_ratio == pytest.approx(0.6) and ff.worst_group == 0 and not ff.passed
-    assert F.fairness_from_counts(counts, n_boot=0, reference=2).four_fifths.min_ratio == pytest.approx(0.3 / 0.44)
+    # A named comparison group changes only the reference ratios, never the rule.
+    named = F.fairness_from_counts(counts, n_boot=0, reference=2)
+    assert named.four_fifths.min_ratio == pytest.approx(0.6)
+    np.testing.assert_allclose(named.reference_ratios, [0.3 / 0.44, 0.5 / 0.44, 1.0])
+
+
+def test_four_fifths_sees_adverse_impact_against_the_largest_group():
+    """Regression (issue #10): the majority selected at 0.32, a minority at 0.62. Against the largest group
+    with ratios capped at 1 the rule read 1.0 with interval [1, 1] and passed; the EEOC rule compares with
+    the highest selection rate: 0.32 / 0.62 = 0.516, a failure with an interval that excludes 0.8."""
+    n = np.array([800, 200])
+    sel = np.array([256, 124])
+    counts = np.stack([n - sel, sel, np.zeros(2, int), np.zeros(2, int)], axis=1)
+    for reference in ("largest", "highest", 0):
+        res = F.fairness_from_counts(counts, n_boot=1000, rng=np.random.default_rng(0), reference=reference)
+        ff = res.four_fifths
+        assert ff.reference == 1 and ff.worst_group == 0
+        assert ff.min_ratio == pytest.approx(0.32 / 0.62) and not ff.passed
+        assert ff.ci_low < ff.min_ratio < ff.ci_high < 0.8
+        assert res.disparities["disparate_impact_ratio"].value == pytest.approx(
+            res.disparities["demographic_parity_ratio"].value)
 
 
 # --------------------------------------------------------------------------------------- bootstrap
@@ -431,3 +450,55 @@ def test_projected_intervals_contain_every_point_estimate():
     assert res.four_fifths.ci_low <= res.four_fifths.min_ratio <= res.four_fifths.ci_high
     with pytest.raises(ValueError):
         F.fairness_audit(y, yhat, g, 8, n_boot=10)          # a bootstrap needs a seeded Generator
+
+
+def test_equalized_odds_interval_does_not_collapse_at_tpr_1_and_fpr_0():
+    """Regression (issue #10): two groups with TPR 60/60 and FPR 0/60 got an equalized-odds interval of [0, 0]
+    (every multinomial replicate sits at the boundary, and so does the band). The posterior draws keep the
+    width 60 positives and 60 negatives allow: a Jeffreys-like 0.04 or so, and never a point."""
+    counts = np.array([[60, 0, 0, 60], [60, 0, 0, 60]])
+    res = F.fairness_from_counts(counts, n_boot=1000, rng=stream(0, "fairness"))
+    for name in ("equalized_odds_difference", "equal_opportunity_difference"):
+        d = res.disparities[name]
+        assert d.value == 0.0 and d.ci_low == 0.0 and 0.02 < d.ci_high < 0.15, (name, d.ci_high)
+    assert res.disparities["equalized_odds_ratio"].ci_low < 0.97
+    tpr_lo, tpr_hi = res.rate_ci["tpr"]
+    assert np.all(tpr_hi == 1.0) and np.all(tpr_lo < 0.97)
+    # the percentile option is built from the same non-collapsing draws
+    pct = F.fairness_from_counts(counts, n_boot=1000, rng=stream(0, "fairness"), interval="percentile")
+    assert pct.disparities["equal_opportunity_difference"].ci_high > 0
+
+
+def test_posterior_group_draws_keep_group_sizes_and_give_jeffreys_tprs():
+    from scipy.stats import beta
+
+    counts = np.array([[50, 10, 5, 35], [0, 0, 0, 0], [10, 0, 0, 20]])
+    draws = F.posterior_group_counts(counts, 20000, stream(1, "fairness"))
+    np.testing.assert_allclose(draws.sum(-1), np.broadcast_to(counts.sum(-1), (20000, 3)))
+    tpr = F.group_rates(draws)["tpr"]
+    assert np.all(np.isnan(tpr[:, 1]))                      # an empty group stays undefined
+    lo, hi = percentile_interval(tpr[:, 0])
+    assert (lo, hi) == pytest.approx(beta.ppf([0.025, 0.975], 35.5, 5.5), abs=0.005)
+    assert percentile_interval(tpr[:, 2])[0] == pytest.approx(beta.ppf(0.025, 20.5, 0.5), abs=0.005)
+
+
+def test_two_group_disparity_interval_is_the_interval_of_one_difference():
+    """With two groups the default interval is that of their one difference (projected onto |d|): at large
+    n and a clear gap it matches the closed-form Wald interval d +- 1.96 sqrt(v1 + v2), where the band over
+    the two rates, projected, was about 1.4 times as wide (bench/coverage.py)."""
+    n = np.array([4000, 3000])
+    sel = np.array([1600, 900])                         # 0.40 vs 0.30
+    counts = np.stack([n - sel, sel, np.zeros(2, int), np.zeros(2, int)], axis=1)
+    res = F.fairness_from_counts(counts, n_boot=4000, rng=stream(3, "fairness"))
+    d = res.disparities["demographic_parity_difference"]
+    p = sel / n
+    half = 1.959964 * np.sqrt((p * (1 - p) / n).sum())
+    assert (d.ci_low, d.ci_high) == pytest.approx((0.1 - half, 0.1 + half), abs=0.003)
+    r = res.disparities["demographic_parity_ratio"]       # log-ratio scale: delta method
+    se_log = np.sqrt(((1 - p) / (n * p)).sum())
+    assert (r.ci_low, r.ci_high) == pytest.approx(tuple(0.75 * np.exp([-1.959964 * se_log, 1.959964 * se_log])),
+                                                  abs=0.004)
+    # equal rates: the interval of |d| starts at 0 and contains the estimate
+    same = F.fairness_from_counts(np.array([[60, 40, 0, 0], [61, 39, 0, 0]]), n_boot=1000, rng=stream(0, "f"))
+    dd = same.disparities["demographic_parity_difference"]
+    assert dd.ci_low == 0.0 and dd.ci_low <= dd.value <= dd.ci_high

@@ -106,11 +106,10 @@ def test_group_metrics_and_disparities_equal_fairlearn(credit_run, attr):
     ppv = by["precision"].dropna()
     assert _rec(report, "predictive_parity_difference", attribute=attr)["value"] == pytest.approx(
         ppv.max() - ppv.min(), abs=TOL)
-    # four-fifths: selection-rate ratio to the largest group
+    # four-fifths: selection-rate ratio to the highest selection rate (29 CFR 1607.4(D))
     sr = by["selection_rate"].to_numpy()
-    ref = int(np.argmax(by["count"].to_numpy()))
     assert _rec(report, "disparate_impact_ratio", attribute=attr)["value"] == pytest.approx(
-        min(1.0, np.nanmin(sr / sr[ref])), abs=TOL)
+        np.nanmin(sr) / np.nanmax(sr), abs=TOL)
 
 
 def test_small_groups_make_gates_inconclusive(credit_run, credit_checkpoint, write_recipe, tmp_path):
@@ -214,10 +213,25 @@ def test_multiclass_one_vs_rest_on_a_named_class(digits_checkpoint, write_recipe
     yb, pb = (t["label"] == 3).astype(int), (t["pred"] == 3).astype(int)
     sf = np.asarray(t.categories["grp"])[t["group:grp"]]
     by = flm.MetricFrame(metrics=FL, y_true=yb, y_pred=pb, sensitive_features=sf).by_group
+    from sklearn.metrics import accuracy_score
+
     for group, row in by.iterrows():
+        # the binarised rates say which class they are one-vs-rest for ...
         for rate in ("selection_rate", "tpr", "fpr", "precision"):
-            assert _rec(r, f"group_{rate}", attribute="grp", group=group)["value"] == pytest.approx(row[rate], abs=TOL)
-    assert _rec(r, "equalized_odds_difference", attribute="grp")["value"] == pytest.approx(
+            rec = _rec(r, f"group_{rate}", attribute="grp", group=group, **{"class": "3"})
+            assert rec["value"] == pytest.approx(row[rate], abs=TOL)
+        ovr = _rec(r, "group_ovr_accuracy", attribute="grp", group=group, **{"class": "3"})
+        assert ovr["value"] == pytest.approx(accuracy_score(yb[sf == group], pb[sf == group]), abs=TOL)
+        # ... and group_accuracy is the multiclass accuracy (regression, issue #10: it was the one-vs-rest one,
+        # far above the real accuracy, so a gate group_accuracy >= 0.95 passed on a worse group)
+        m = sf == group
+        acc = _rec(r, "group_accuracy", attribute="grp", group=group)
+        assert acc["value"] == pytest.approx(accuracy_score(t["label"][m], t["pred"][m]), abs=TOL)
+        assert acc["value"] <= ovr["value"] and acc["n"] == m.sum()
+        assert acc["ci_low"] < acc["value"] <= acc["ci_high"]
+        err = _rec(r, "group_error_rate", attribute="grp", group=group)
+        assert err["value"] == pytest.approx(1 - acc["value"], abs=TOL)
+    assert _rec(r, "equalized_odds_difference", attribute="grp", **{"class": "3"})["value"] == pytest.approx(
         flm.equalized_odds_difference(yb, pb, sensitive_features=sf), abs=TOL)
     s = r["suites"]["fairness"]
     assert s["config"]["positive_class"] == "3" and s["config"]["threshold_optimizer"] is False
@@ -268,8 +282,12 @@ def test_reference_table_names_a_group_per_attribute_and_typos_are_errors(credit
     assert res.exit_code in (0, 1), res.stderr
     tables = json.loads((tmp_path / "ok" / "report.json").read_text())["suites"]["fairness"]["tables"]
     by_attr = {t["attribute"]: t for t in tables["attributes"]}
-    assert by_attr["sex"]["four_fifths"]["reference"] == "female"  # the named group, not the largest (male)
-    assert by_attr["age"]["reference_rule"] == "largest"  # attributes the table leaves out keep the default
+    assert by_attr["sex"]["reference"] == "female"  # the named group, not the largest (male) ...
+    assert by_attr["sex"]["reference_shown"] and "reference_ratio" in by_attr["sex"]["groups"][0]
+    # ... while the four-fifths rule compares with the highest selection rate whatever the reference says
+    top = max(by_attr["sex"]["groups"], key=lambda g: g["selection_rate"]["value"])["group"]
+    assert by_attr["sex"]["four_fifths"]["reference"] == top
+    assert by_attr["age"]["reference_rule"] == "highest"  # attributes the table leaves out keep the default
     for ref, fragment in [('{ sex = "femal" }', "'femal' is not a group of 'sex' (groups: female, male)"),
                           ('{ gender = "female" }', "'gender' is not an analysed attribute (analysed: sex, age, sex&age)")]:
         res = run_cli("run", credit_checkpoint, "--recipe",
@@ -287,3 +305,117 @@ def test_intersectional_with_one_attribute_says_so(credit_checkpoint, write_reci
     assert res.exit_code in (0, 1), res.stderr
     notes = json.loads((tmp_path / "o" / "report.json").read_text())["suites"]["fairness"]["notes"]
     assert any(n.startswith("intersectional = true has nothing to intersect: only one attribute (sex)") for n in notes)
+
+
+def _fair_cfg(**kw):
+    from audit.suites.fairness import SECTION
+
+    return {**SECTION.defaults(), "threshold_optimizer": False, **kw}
+
+
+def _metric(res, name, **params):
+    found = [m for m in res.metrics if m.name == name and m.params == params]
+    assert len(found) == 1, (name, params, [m.params for m in res.metrics if m.name == name])
+    return found[0]
+
+
+def test_multiclass_group_accuracy_is_the_multiclass_accuracy():
+    """Regression (issue #10): 4 classes, group 'b' 90.5% accurate. Binarised on one class, its 'accuracy' was
+    about 0.99 and a gate group_accuracy >= 0.95 passed; now group_accuracy is the multiclass accuracy (equal to
+    scikit-learn's accuracy_score per group) and the one-vs-rest one is group_ovr_accuracy."""
+    from sklearn.metrics import accuracy_score
+
+    from audit.report.gates import evaluate_gate
+    from audit.suites import fairness as FS
+
+    r = np.random.default_rng(0)
+    n = 2000
+    codes = np.repeat([0, 1], n // 2)
+    y = r.integers(0, 4, n)
+    wrong = np.r_[r.random(n // 2) < 0.02, np.arange(n // 2) < 95]      # group b: 95 of 1000 wrong
+    pred = np.where(wrong, (y + 1 + r.integers(0, 3, n)) % 4, y)
+    res = FS.evaluate(y, pred, np.eye(4)[pred], [("g", codes, ["a", "b"])], ["0", "1", "2", "3"], 3, _fair_cfg(), 0)
+    acc = _metric(res, "group_accuracy", attribute="g", group="b")
+    assert acc.value == pytest.approx(accuracy_score(y[codes == 1], pred[codes == 1])) == pytest.approx(0.905)
+    ovr = _metric(res, "group_ovr_accuracy", attribute="g", group="b", **{"class": "3"})
+    assert ovr.value > 0.95
+    gate = {"id": "g", "suite": "fairness", "name": "group_accuracy", "params": {"attribute": "g", "group": "b"},
+            "op": ">=", "threshold": 0.95, "use": "value", "severity": "error"}
+    assert evaluate_gate(gate, [m.to_json() for m in res.metrics], ["fairness"])["status"] == "fail"
+    assert any("group_accuracy and group_error_rate are the multiclass accuracy" in x for x in res.notes)
+
+
+def test_a_group_with_no_positives_makes_tpr_disparities_inconclusive():
+    """Regression (issue #10): group 'c' has no positives, so its TPR is undefined. Over the other groups the
+    equal-opportunity difference is 0.02 (fairlearn, filling 0 for c, says 0.82); a gate on it passed. Every
+    disparity that needs the TPR is now inconclusive and names the group; the others still decide."""
+    import fairlearn.metrics as flm
+
+    from audit.report.gates import evaluate_gate
+    from audit.suites import fairness as FS
+
+    sizes = [(100, 100), (100, 100), (0, 200)]         # (positives, negatives) per group
+    y, pred, codes = [], [], []
+    for g, (pos, neg) in enumerate(sizes):
+        hits = (80, 82, 0)[g]                          # TPR 0.80 and 0.82; c has no positives
+        y += [1] * pos + [0] * neg
+        pred += [1] * hits + [0] * (pos - hits)
+        pred += [1] * (neg // 10) + [0] * (neg - neg // 10)
+        codes += [g] * (pos + neg)
+    y, pred, codes = map(np.asarray, (y, pred, codes))
+    res = FS.evaluate(y, pred, np.eye(2)[pred], [("g", codes, ["a", "b", "c"])], ["0", "1"], 1, _fair_cfg(), 0)
+    eo = _metric(res, "equal_opportunity_difference", attribute="g")
+    assert eo.value == pytest.approx(0.02)
+    assert flm.equal_opportunity_difference(y, pred, sensitive_features=codes) == pytest.approx(0.82)
+    assert eo.inconclusive and "TPR of group 'c' of 'g' is undefined (no positives)" in eo.inconclusive
+    for name in ("equalized_odds_difference", "equalized_odds_ratio"):
+        assert "group 'c'" in _metric(res, name, attribute="g").inconclusive
+    assert _metric(res, "demographic_parity_difference", attribute="g").inconclusive is None
+    gate = {"id": "eo", "suite": "fairness", "name": "equal_opportunity_difference", "params": {"attribute": "g"},
+            "op": "<=", "threshold": 0.1, "use": "value", "severity": "error"}
+    out = evaluate_gate(gate, [m.to_json() for m in res.metrics], ["fairness"])
+    assert out["status"] == "inconclusive" and "'c'" in out["message"]
+    # one positive: defined, but resting on 1 < min_group_size positives: inconclusive as before
+    y2 = y.copy()
+    y2[np.flatnonzero(codes == 2)[0]] = 1
+    res2 = FS.evaluate(y2, pred, np.eye(2)[pred], [("g", codes, ["a", "b", "c"])], ["0", "1"], 1, _fair_cfg(), 0)
+    assert "rests on 1 < 30 positives" in _metric(res2, "equal_opportunity_difference", attribute="g").inconclusive
+
+
+def test_group_ece_has_an_interval_a_debiased_value_and_its_own_calibrated_reference():
+    """Regression (issue #10): a perfectly calibrated model shows a group ECE of about 0.14 on 40 examples and
+    0.02 on 2000, so group ECEs compared group sizes. Each group now has the ECE a perfectly calibrated model
+    would show on its own examples (consistency resampling), a debiased ECE, and an interval for its true ECE,
+    which reaches 0 for both groups here; gates can use any of them."""
+    from audit.report.gates import evaluate_gate
+    from audit.suites import fairness as FS
+
+    r = np.random.default_rng(1)
+    n = 2040
+    codes = np.r_[np.zeros(40, int), np.ones(2000, int)]
+    c = 0.5 + r.beta(2.0, 2.0, n) / 2
+    pred = r.integers(0, 2, n)
+    y = np.where(r.random(n) < c, pred, 1 - pred)            # right with probability = confidence
+    probs = np.where(pred[:, None] == 1, np.stack([1 - c, c], 1), np.stack([c, 1 - c], 1))
+    cfg = _fair_cfg(bootstrap=200)
+    res = FS.evaluate(y, pred, probs, [("g", codes, ["small", "big"])], ["0", "1"], 1, cfg, 0,
+                      calib={"bins": 15, "interval_draws": 500, "reference_draws": 500})
+    ece = {g: _metric(res, "group_ece", attribute="g", group=g) for g in ("small", "big")}
+    ref = {g: _metric(res, "group_ece_reference", attribute="g", group=g) for g in ("small", "big")}
+    deb = {g: _metric(res, "group_ece_debiased", attribute="g", group=g) for g in ("small", "big")}
+    assert ece["small"].value > 3 * ece["big"].value                 # the plug-in tracks group size ...
+    assert ref["small"].value > 3 * ref["big"].value                 # ... and so does its reference
+    for g in ("small", "big"):
+        assert ref[g].ci_low <= ece[g].value <= ref[g].ci_high       # within its own noise
+        assert ece[g].ci_low == 0.0 and deb[g].value < ece[g].value and deb[g].ci_high == ece[g].ci_high
+    records = [m.to_json() for m in res.metrics]
+    gate = {"id": "ece-big", "suite": "fairness", "name": "group_ece", "params": {"attribute": "g", "group": "big"},
+            "op": "<=", "threshold": 0.05, "use": "ci_high", "severity": "error"}
+    assert evaluate_gate(gate, records, ["fairness"])["status"] == "pass"
+    assert evaluate_gate(dict(gate, name="group_ece_debiased", use="value"), records, ["fairness"])["status"] == "pass"
+    # "miscalibrated beyond doubt" (ci_low > 0) holds for neither group, the small one included
+    for g in ("small", "big"):
+        doubt = dict(gate, params={"attribute": "g", "group": g}, op=">", threshold=0.0, use="ci_low")
+        assert evaluate_gate(doubt, records, ["fairness"])["status"] == "fail"
+    row = res.tables["attributes"][0]["crossing"]["rows"][0]
+    assert row["ece_reference_range"] and row["ece_beyond_noise"] is False

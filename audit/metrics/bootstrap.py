@@ -114,3 +114,79 @@ def bootstrap_rows(stat: Callable[[np.ndarray], float], n: int, n_boot: int, rng
         vals[b] = stat(rng.integers(0, n, size=n))
     lo, hi = percentile_interval(vals, confidence)
     return float(lo), float(hi)
+
+
+# ------------------------------------------------------------------ posterior draws (boundary-safe)
+
+
+def jeffreys_cell_prior(k: int) -> np.ndarray:
+    """The prior pseudo-counts of a K x K confusion matrix: 1/2 on each diagonal cell and 1/(2(K-1)) on
+    each off-diagonal cell (1/2 per cell when K = 2; [[1/2]] when K = 1).
+
+    Why this shape. Under a Dirichlet(cm + prior) posterior each row's recall is
+    Beta(tp_k + 1/2, (n_k - tp_k) + 1/2): the Jeffreys posterior of a proportion, whose central interval is
+    the Jeffreys interval (Brown, Cai & DasGupta, "Interval estimation for a binomial proportion",
+    Statistical Science 16, 2001), for every K. A flat 1/2 on all K^2 cells would put K(K-1)/2 pseudo-errors
+    into the accuracy and pull a 10-class model's interval far towards chance at small n.
+    """
+    if k < 1:
+        raise ValueError("k must be >= 1")
+    if k == 1:
+        return np.full((1, 1), 0.5)
+    prior = np.full((k, k), 0.5 / (k - 1))
+    np.fill_diagonal(prior, 0.5)
+    return prior
+
+
+def dirichlet_draws(counts: np.ndarray, prior: np.ndarray | float, n_draws: int, rng: np.random.Generator,
+                    axes: int = 1) -> np.ndarray:
+    """``n_draws`` posterior draws of cell counts: ``m * Dirichlet(counts + prior)`` over the last ``axes``
+    axes (each leading index, e.g. a group, is its own Dirichlet with its own total m), shape
+    ``(n_draws,) + counts.shape``, float.
+
+    A Bayesian bootstrap over the cells (Rubin, "The Bayesian bootstrap", Annals of Statistics 9, 1981: with
+    prior 0 it is the Dirichlet(counts) weighting of the observed rows) with a Jeffreys-type prior added, so
+    that a cell observed empty still has mass: metrics at exactly 0 or 1 (a perfect classifier, a group
+    with TPR 60/60) get an interval as wide as the data allow instead of a point. Drawn as normalised
+    Gamma(counts + prior) variates, one call for every group. A slice with total 0 draws zeros (its
+    rates stay 0/0, undefined). Every metric of the counts is a ratio, so the scale m only keeps the
+    draws readable as counts.
+    """
+    c = np.asarray(counts, dtype=np.float64)
+    alpha = c + np.asarray(prior, dtype=np.float64)
+    g = rng.standard_gamma(np.broadcast_to(alpha, (int(n_draws),) + c.shape))
+    red = tuple(range(-axes, 0))
+    total = c.sum(axis=red, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        draws = g / g.sum(axis=red, keepdims=True) * total
+    return np.where(total > 0, draws, 0.0)
+
+
+def posterior_interval(draws: np.ndarray, point: np.ndarray | float, confidence: float = 0.95, axis: int = 0
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Central interval of posterior draws (:func:`percentile_interval`), widened to contain the point
+    estimate: at an estimate of exactly 0 or 1 the data are consistent with the boundary itself (the
+    modified Jeffreys interval of Brown, Cai & DasGupta 2001, sec. 4.1.2, sets L = 0 at x = 0 and U = 1 at
+    x = n), and an interval that excludes its own estimate would be read as an error. NaN where the point
+    is NaN."""
+    lo, hi = percentile_interval(draws, confidence, axis)
+    p = np.asarray(point, dtype=np.float64)
+    bad = np.isnan(p)
+    return np.where(bad, np.nan, np.fmin(lo, p))[()], np.where(bad, np.nan, np.fmax(hi, p))[()]
+
+
+def jeffreys_interval(x: np.ndarray | float, n: np.ndarray | float, confidence: float = 0.95
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Jeffreys interval of a proportion x/n: the alpha/2 and 1 - alpha/2 quantiles of Beta(x + 1/2,
+    n - x + 1/2), with L = 0 at x = 0 and U = 1 at x = n (Brown, Cai & DasGupta, Statistical Science 16,
+    2001, sec. 4.1.2). ``x`` and ``n`` may be fractional (an effective sample size). NaN where n <= 0."""
+    from scipy.stats import beta
+
+    x_a = np.asarray(x, dtype=np.float64)
+    n_a = np.asarray(n, dtype=np.float64)
+    a = 1.0 - confidence
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lo = np.where(x_a <= 0, 0.0, beta.ppf(a / 2, x_a + 0.5, np.maximum(n_a - x_a, 0) + 0.5))
+        hi = np.where(x_a >= n_a, 1.0, beta.ppf(1 - a / 2, x_a + 0.5, np.maximum(n_a - x_a, 0) + 0.5))
+    bad = ~(n_a > 0) | ~np.isfinite(x_a)
+    return np.where(bad, np.nan, lo)[()], np.where(bad, np.nan, hi)[()]

@@ -66,7 +66,8 @@ def mcc(cm: np.ndarray) -> np.ndarray:
     c = np.trace(cm, axis1=-2, axis2=-1)
     s = cm.sum(axis=(-2, -1))
     num = c * s - (t * p).sum(axis=-1)
-    den = np.sqrt((s**2 - (p * p).sum(axis=-1)) * (s**2 - (t * t).sum(axis=-1)))
+    # clipped at 0: on fractional (posterior-draw) counts rounding can leave a -1e-13 where the exact value is 0
+    den = np.sqrt(np.maximum((s**2 - (p * p).sum(axis=-1)) * (s**2 - (t * t).sum(axis=-1)), 0.0))
     return _div(num, den, 0.0)
 
 
@@ -149,6 +150,135 @@ def average_precision_binary(y: np.ndarray, score: np.ndarray) -> float:
     recall = tp / n1
     recall_prev = np.r_[0.0, recall[:-1]]
     return float(np.sum((recall - recall_prev) * precision))
+
+
+def delong_variance(y: np.ndarray, score: np.ndarray) -> float:
+    """DeLong's variance estimate of the AUROC (DeLong, DeLong & Clarke-Pearson, Biometrics 44, 1988),
+    computed from mid-ranks (Sun & Xu, IEEE Signal Processing Letters 21, 2014):
+
+        V10_i = (R_i - R1_i) / n0   for each positive i,   V01_j = 1 - (R_j - R0_j) / n1   for each negative j
+        Var = s2(V10) / n1 + s2(V01) / n0
+
+    with R the rank among all scores, R1/R0 the rank among the positives/negatives and s2 the sample
+    variance (ddof = 1). NaN with fewer than two positives or negatives."""
+    from scipy.stats import rankdata
+
+    y = np.asarray(y).astype(bool)
+    s = np.asarray(score, dtype=np.float64)
+    n1 = int(y.sum())
+    n0 = y.size - n1
+    if n1 < 2 or n0 < 2:
+        return float("nan")
+    r = rankdata(s)
+    v10 = (r[y] - rankdata(s[y])) / n0
+    v01 = 1.0 - (r[~y] - rankdata(s[~y])) / n1
+    return float(v10.var(ddof=1) / n1 + v01.var(ddof=1) / n0)
+
+
+def effective_n(value: float, variance: float, floor: float) -> float:
+    """The sample size at which a proportion ``value`` would have this ``variance``:
+    ``value (1 - value) / variance``, never below ``floor``; ``floor`` itself where the variance is 0 or
+    undefined or the value is 0 or 1 (nothing measured the spread there).
+
+    For the AUROC the floor ``min(n1, n0)`` is safe: Var(AUROC) <= A (1 - A) / min(n1, n0) for every pair
+    of score distributions (van Dantzig 1951; Birnbaum & Klose, Annals of Mathematical Statistics 28, 1957),
+    so a proportion on min(n1, n0) trials is never surer than the AUROC."""
+    if not (np.isfinite(value) and np.isfinite(variance)) or variance <= 0 or value <= 0 or value >= 1:
+        return float(floor)
+    return float(max(floor, value * (1.0 - value) / variance))
+
+
+def hanley_mcneil_n(a: float, n1: int, n0: int) -> float:
+    """Effective number of trials of an AUROC ``a`` under Hanley & McNeil's variance (Radiology 143, 1982,
+    eq. 2, with Q1 = A / (2 - A), Q2 = 2 A^2 / (1 + A)), i.e. ``A (1 - A) / Var_HM``, which simplifies to
+
+        n_eff = n1 n0 / (1 + (n1 - 1)(1 - A) / (2 - A) + (n0 - 1) A / (1 + A)).
+
+    A smooth function of A that stays finite at A = 1 (about 2 n1 n0 / (n0 + 1)), unlike the variance
+    estimated from the data, which is 0 there."""
+    a = min(max(float(a), 0.0), 1.0)
+    return float(n1 * n0 / (1.0 + (n1 - 1) * (1.0 - a) / (2.0 - a) + (n0 - 1) * a / (1.0 + a)))
+
+
+def auroc_effective_n(y: np.ndarray, score: np.ndarray) -> float:
+    """The number of independent trials the AUROC of (y, score) is worth: the geometric mean of DeLong's
+    ``A (1 - A) / Var_DeLong`` (:func:`delong_variance`; :func:`effective_n`) and Hanley & McNeil's
+    (:func:`hanley_mcneil_n`), each at least min(n1, n0). NaN when a class is absent.
+
+    Why both. DeLong's variance is unbiased on average but too small exactly when the estimate is too
+    high (few discordant pairs; 0 at a perfect separation), which cost 86% coverage at a 4% class of 300
+    rows (bench/coverage.py). Hanley & McNeil's is a smooth function of A that stays positive at A = 1 but
+    assumes exponential-like score distributions and is 2-3 times too large for a near-perfect rare
+    class. Their geometric mean covers at least 95% in every scenario of bench/coverage.py with more than
+    two positives, at 1.1-1.4 times the oracle width. The floor is the van Dantzig bound Var(AUROC) <=
+    A (1 - A) / min(n1, n0), true for every pair of score distributions (Birnbaum & Klose, Annals of
+    Mathematical Statistics 28, 1957)."""
+    y = np.asarray(y).astype(bool)
+    n1 = int(y.sum())
+    n0 = y.size - n1
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    a = auroc_binary(y, score)
+    m = min(n1, n0)
+    return float(np.sqrt(effective_n(a, delong_variance(y, score), m) * max(hanley_mcneil_n(a, n1, n0), m)))
+
+
+def auroc_interval(y: np.ndarray, score: np.ndarray, confidence: float = 0.95) -> tuple[float, float] | None:
+    """Interval of the AUROC that does not collapse at 0 or 1: the Jeffreys interval
+    (:func:`audit.metrics.bootstrap.jeffreys_interval`) of a proportion A on ``n_eff`` trials
+    (:func:`auroc_effective_n`), widened to contain A. The AUROC is a proportion of correctly ordered
+    (positive, negative) pairs; the Beta shape carries the skew near 1 that a percentile bootstrap misses,
+    and at a perfect separation (every bootstrap replicate 1: [1, 1]) it still says what the data can show.
+    A logit-scale DeLong interval (Pepe, The Statistical Evaluation of Medical Tests, 2003, sec. 5.2) has
+    the same aim but no answer at A = 1. None when a class is absent."""
+    from audit.metrics.bootstrap import jeffreys_interval
+
+    m = auroc_effective_n(y, score)
+    if not np.isfinite(m):
+        return None
+    a = auroc_binary(y, score)
+    lo, hi = jeffreys_interval(a * m, m, confidence)
+    return float(min(lo, a)), float(max(hi, a))
+
+
+def ranking_replicates(y: np.ndarray, score: np.ndarray, weights: np.ndarray,
+                       max_elements: int = 4_000_000) -> tuple[np.ndarray, np.ndarray]:
+    """AUROC and average precision of B weighted copies of the data at once, shape ``(B,)`` each.
+
+    ``weights[b, i]`` is how often row i occurs in replicate b (a row bootstrap's counts), so each value
+    equals :func:`auroc_binary` / :func:`average_precision_binary` of the resampled rows exactly: with the
+    scores sorted once (descending) and tied scores forming one threshold t, the weighted counts of
+    positives P_t and negatives N_t at each threshold give
+
+        AUROC = sum_t P_t (N_below_t + N_t / 2) / (W1 W0)        (Mann-Whitney with mid-ranks)
+        AP    = sum_t (P_t / W1) * TP_t / (TP_t + FP_t)           (TP, FP cumulative down to t)
+
+    and a threshold whose rows are all absent from a replicate adds nothing, as in the resample. NaN where
+    a replicate lacks positives (AP, AUROC) or negatives (AUROC). Replaces a Python loop of B sorts;
+    processed in chunks of at most ``max_elements`` weights."""
+    y = np.asarray(y).astype(bool)
+    s = np.asarray(score, dtype=np.float64)
+    w_all = np.asarray(weights, dtype=np.float64)
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    last = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1] if len(s) else np.zeros(0, np.int64)
+    b_total = w_all.shape[0]
+    au = np.full(b_total, np.nan)
+    ap = np.full(b_total, np.nan)
+    step = max(1, max_elements // max(len(s), 1))
+    for start in range(0, b_total, step):
+        w = w_all[start:start + step][:, order]
+        tp = np.cumsum(w * y, axis=1)[:, last]
+        fp = np.cumsum(w * ~y, axis=1)[:, last]
+        w1, w0 = tp[:, -1], fp[:, -1]
+        p_t = np.diff(tp, axis=1, prepend=0.0)
+        n_t = np.diff(fp, axis=1, prepend=0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            prec = np.where(p_t > 0, tp / (tp + fp), 0.0)
+            ap[start:start + step] = np.where(w1 > 0, (p_t * prec).sum(1) / w1, np.nan)
+            au[start:start + step] = np.where((w1 > 0) & (w0 > 0),
+                                              (p_t * ((w0[:, None] - fp) + 0.5 * n_t)).sum(1) / (w1 * w0), np.nan)
+    return au, ap
 
 
 def one_vs_rest(y: np.ndarray, probs: np.ndarray, fn) -> np.ndarray:

@@ -264,7 +264,10 @@ GATE = Section(
               parse=p_str(("value", "ci_low", "ci_high"))),
         Field("severity", "'error' | 'warn'", "A failed 'warn' gate is reported but does not fail the run.",
               default="error", parse=p_str(("error", "warn"))),
-        Field("min_n", "integer >= 1", "Below this many examples the gate is inconclusive.", parse=p_int(1),
+        Field("min_n", "integer >= 1", "Below this many examples the gate is inconclusive. n is the count the "
+              "metric's precision rests on (see each metric's entry: a precision's predictions, a TPR's positives, "
+              "the smaller of positives and negatives for AUROC and AP). Default 30 for every metric of `audit run` "
+              "(repro metrics, whose n counts seeds, have none); min_n = 1 turns it off.", parse=p_int(1),
               example="100"),
         Field("inconclusive", "'fail' | 'pass'", "How an inconclusive gate counts.", default="fail",
               parse=p_str(("fail", "pass"))),

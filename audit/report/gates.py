@@ -13,6 +13,21 @@ from audit.errors import ExitCode
 
 _OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
 
+# A gate that sets no min_n is inconclusive below this many examples: a metric of a handful of examples
+# (one example: accuracy 1.0) says nothing a release could stand on. Applies where a record's n counts
+# examples (every suite of `audit run`; not repro, whose n counts seeds). `min_n = 1` turns it off.
+DEFAULT_MIN_N = 30
+
+
+def default_min_n(suite: str) -> int | None:
+    """The min_n of a gate on ``suite`` that sets none: DEFAULT_MIN_N where the suite's records count
+    examples in ``n`` (its ``Suite.n_counts``), else None."""
+    from audit.suites import get_suite, suite_names
+
+    if suite in suite_names() and get_suite(suite).n_counts != "examples":
+        return None
+    return DEFAULT_MIN_N
+
 
 def _as_number(v: Any) -> float | None:
     if isinstance(v, bool):
@@ -58,7 +73,8 @@ def evaluate_gate(gate: dict[str, Any], metrics: list[dict[str, Any]], suites_ru
                   excused: Collection[str] = ()) -> dict[str, Any]:
     """One gate record ``{id, metric, params, op, threshold, use, value, status, ...}``.
 
-    status: pass | fail | inconclusive (value undefined or n < min_n) | not_run (its suite did not run)
+    status: pass | fail | inconclusive (value undefined or n < min_n; min_n defaults to DEFAULT_MIN_N for
+    records that count examples) | not_run (its suite did not run)
     | error (the recipe's params do not pick exactly one record). A not_run gate blocks like a failed one
     (a gate that cannot be checked must not pass silently) unless its suite is ``excused``: left out on
     purpose (--suite, [run] suites) or produced by another command (repro).
@@ -66,7 +82,8 @@ def evaluate_gate(gate: dict[str, Any], metrics: list[dict[str, Any]], suites_ru
     out = {
         "id": gate["id"], "metric": f"{gate['suite']}.{gate['name']}", "params": dict(gate["params"]),
         "op": gate["op"], "threshold": gate["threshold"], "use": gate["use"], "severity": gate["severity"],
-        "min_n": gate.get("min_n"), "inconclusive_counts_as": gate.get("inconclusive", "fail"),
+        "min_n": gate.get("min_n") if gate.get("min_n") is not None else default_min_n(gate["suite"]),
+        "inconclusive_counts_as": gate.get("inconclusive", "fail"),
         "value": None, "n": None, "status": "pass", "message": "",
     }
     # The suite whose records the gate needs: its own, or for repro.seed_std of "robustness.robust_accuracy"
@@ -104,8 +121,9 @@ def evaluate_gate(gate: dict[str, Any], metrics: list[dict[str, Any]], suites_ru
     if rec.get("inconclusive"):
         out.update(status="inconclusive", message=rec["inconclusive"])
         return out
-    if gate.get("min_n") is not None and rec["n"] < gate["min_n"]:
-        out.update(status="inconclusive", message=f"n = {rec['n']} < min_n = {gate['min_n']}")
+    if out["min_n"] is not None and rec["n"] < out["min_n"]:
+        default = "" if gate.get("min_n") is not None else " (the default for a gate that sets none)"
+        out.update(status="inconclusive", message=f"n = {rec['n']} < min_n = {out['min_n']}{default}")
         return out
     ok = _OPS[gate["op"]](value, gate["threshold"])
     label = gate["use"] if gate["use"] != "value" else "value"

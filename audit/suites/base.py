@@ -70,3 +70,6 @@ class Suite:
     # A suite with its own command (``audit repro``): it declares a recipe section and metrics (so gates
     # can name them) but `audit run` never runs it; ``run`` is not called.
     command_only: bool = False
+    # What its records' ``n`` counts. Gates that set no min_n get the default one (audit.report.gates
+    # DEFAULT_MIN_N) only where n counts examples; a count of runs (repro: seeds) is not a sample size.
+    n_counts: str = "examples"

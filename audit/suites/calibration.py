@@ -9,6 +9,10 @@ Metric records and how a gate names them:
 
   ece, mce                     {binning, kind}: binning = "equal_width" | "equal_mass",
                                kind = "top_label" | "classwise" (a gate must give both)
+  ece                          ci = an interval for the population ECE of these bins (bias-corrected: it
+                               may lie below the plug-in value, which is biased upwards)
+  ece_debiased                 {binning, kind}: the plug-in ECE minus its estimated upward bias, at least 0;
+                               ci = the same interval as ece
   ece_reference                {binning, kind}: mean ECE of a perfectly calibrated model with these
                                probabilities at this n; ci = its 95% range (labels drawn from the model's
                                own probabilities, seeded)
@@ -75,6 +79,9 @@ SECTION = Section(
               "classwise: every class's probability against that class's frequency, averaged over classes "
               "(Kull et al. 2019).", default=["top_label", "classwise"], parse=_p_choices(KINDS, "kinds"),
               example='["top_label"]'),
+        Field("interval_draws", "integer >= 0",
+              "Posterior draws for the ECE interval and the debiased ECE (0: neither is computed).", default=1000,
+              parse=p_int(0), example="1000"),
         Field("reference_draws", "integer >= 0",
               "Label draws for the perfectly-calibrated reference ECE (0: not computed).", default=1000,
               parse=p_int(0), example="1000"),
@@ -100,9 +107,15 @@ _BIN = "'equal_width' | 'equal_mass'"
 _KIND = "'top_label' | 'classwise'"
 _BIN_KIND = {"binning": ("equal_width", "equal_mass"), "kind": ("top_label", "classwise")}
 METRICS = {
-    "ece": MetricSpec("Expected calibration error (sum over bins of bin share times |accuracy - confidence|); "
-                      "read it next to ece_reference, the ECE of a perfectly calibrated model at this n.",
+    "ece": MetricSpec("Expected calibration error (sum over bins of bin share times |accuracy - confidence|): the "
+                      "plug-in value, biased upwards by noise; read it next to ece_reference, the ECE of a perfectly "
+                      "calibrated model at this n. Its interval is for the population ECE of these bins (bias-"
+                      "corrected, so it may lie below the value); gate on ci_high to bound the miscalibration.",
                       {"binning": _BIN, "kind": _KIND}, choices=_BIN_KIND),
+    "ece_debiased": MetricSpec("The ECE with its upward bias removed (2 x plug-in - mean of posterior draws, at least 0; "
+                               "Kumar, Liang & Ma 2019): the better point estimate of the population ECE, and the "
+                               "fair one to gate with use = 'value'. Interval: the same as ece's.",
+                               {"binning": _BIN, "kind": _KIND}, choices=_BIN_KIND),
     "mce": MetricSpec("Maximum calibration error: the largest |accuracy - confidence| over non-empty bins "
                       "(class-wise: the largest over every class's bins; driven by the thinnest bin).", {"binning": _BIN, "kind": _KIND}, choices=_BIN_KIND),
     "ece_reference": MetricSpec("Mean ECE a perfectly calibrated model with these probabilities would show "
@@ -218,9 +231,16 @@ def evaluate(logits: np.ndarray, y: np.ndarray, cfg: dict[str, Any], seed: int, 
         for kind in cfg["kind"]:
             e = K.ece(p, y, m, strategy, kind)
             mc = K.mce(p, y, m, strategy, kind)
-            res.metric("ece", _v(e), n, None, binning=binning, kind=kind)
+            est = K.ece_estimate(p, y, m, strategy, kind, cfg["interval_draws"],
+                                 rng(seed, "calibration", "ece-interval", binning, kind), conf_level)
+            ci = (est.ci_low, est.ci_high) if np.isfinite(est.ci_low) and np.isfinite(est.ci_high) else None
+            res.metric("ece", _v(e), n, ci, binning=binning, kind=kind)
+            if cfg["interval_draws"] > 0:
+                res.metric("ece_debiased", _v(est.debiased), n, ci, binning=binning, kind=kind)
             res.metric("mce", _v(mc), n, None, binning=binning, kind=kind)
             row = {"binning": binning, "kind": kind, "ece": _r(e), "mce": _r(mc), "n": n,
+                   "ece_debiased": _r(est.debiased), "ci_low": _r(ci[0]) if ci else None,
+                   "ci_high": _r(ci[1]) if ci else None,
                    "reference_mean": None, "reference_low": None, "reference_high": None, "p_value": None,
                    "verdict": None}
             if draws > 0 and n > 0:
@@ -298,6 +318,11 @@ def evaluate(logits: np.ndarray, y: np.ndarray, cfg: dict[str, Any], seed: int, 
                         "equal-mass bins of floor(n/bins) or ceil(n/bins) examples sorted by confidence",
         "reference_rule": "labels drawn from the model's own probabilities (a perfectly calibrated model by "
                           "construction), seeded; interval = central range of the drawn ECEs",
+        "interval_draws": cfg["interval_draws"],
+        "interval_rule": "ECE interval: for the population ECE of these bins, from posterior draws of each bin's mass and "
+                         "accuracy (Dirichlet, Jeffreys-type prior), reflected around the estimate so that the upward "
+                         "bias of the plug-in ECE is subtracted, and reaching 0 whenever a perfectly calibrated model "
+                         "could show this ECE; debiased ECE = 2 x plug-in - mean of the draws (at least 0)",
     }
     return res
 

@@ -10,20 +10,32 @@ Labels and predictions are binarised on ``positive_class``: the positive class o
 multiclass task the class audited one-vs-rest (a prediction is "positive" when the argmax is that class).
 
 Every number is computed by ``audit.metrics.fairness`` from per-group confusion counts (one bincount);
-intervals are stratified by group (groups keep their sizes), seeded. Disparity intervals are by default a
-simultaneous band over the group rates projected onto the disparity (see that module: the percentile
-bootstrap of a max-minus-min is biased upwards).
+intervals come from posterior draws stratified by group (groups keep their sizes; Dirichlet with the Jeffreys
+prior, so nothing collapses at 0 or 1), seeded. Disparity intervals are by default simultaneous: for two
+groups the interval of their one difference, for more a band over the group rates projected onto the
+disparity (see that module: the percentile bootstrap of a max-minus-min is biased upwards). Coverage:
+bench/coverage.py.
+
+An undefined rate in a present group (0/0, e.g. no positives for a TPR) makes every disparity that needs it
+inconclusive, naming the group. The four-fifths rule compares each group with the highest selection rate.
+Multiclass tasks: group_accuracy / group_error_rate are multiclass; every binarised record carries
+``class = <positive_class>`` and the one-vs-rest accuracy is group_ovr_accuracy.
 
 Metric records and how a gate names them (``attribute`` is an attribute name or the ``&``-joined
 intersection; ``group`` a value of it, as listed in the report):
 
   group_selection_rate, group_accuracy, group_tpr, group_fpr, group_fnr, group_precision,
   group_fdr, group_for, group_base_rate          {attribute, group}; n = the rate's denominator
-  group_impact_ratio                              {attribute, group}: selection rate / the reference's
+                                                  (multiclass: + class, except group_accuracy)
+  group_error_rate                                {attribute, group}: 1 - group_accuracy
+  group_ovr_accuracy                              {attribute, group, class}: multiclass tasks only
+  group_impact_ratio                              {attribute, group}: selection rate / the highest one
+  group_reference_ratio                           {attribute, group}: selection rate / [fairness] reference's
+                                                  (when reference is not "highest")
   demographic_parity_difference, demographic_parity_ratio, equalized_odds_difference,
   equalized_odds_ratio, equal_opportunity_difference, predictive_parity_difference,
-  disparate_impact_ratio (the four-fifths statistic)                       {attribute}
-  group_ece                                       {attribute, group} top-label ECE (crossing with calibration)
+  disparate_impact_ratio (the four-fifths statistic)                       {attribute} (multiclass: + class)
+  group_ece, group_ece_debiased, group_ece_reference  {attribute, group} (crossing with calibration)
   group_robust_accuracy                           {attribute, group, norm, eps} (when robustness ran)
   group_noise_accuracy                            {attribute, group, noise, level} (when robustness ran noise)
   postprocessed_accuracy, postprocessed_demographic_parity_difference,
@@ -43,6 +55,7 @@ import numpy as np
 from audit.errors import RecipeError
 from audit.metrics import calibration as CAL
 from audit.metrics import fairness as F
+from audit.metrics.bootstrap import clopper_pearson
 from audit.recipe.fields import Field, FieldError, Section, p_bool, p_float, p_int, p_list, p_str
 # _v: full precision for metric records; _r: rounded, for tables shown to people
 from audit.report.records import SuiteResult, finite_or_none as _v, rounded as _r
@@ -85,10 +98,12 @@ SECTION = Section(
               "(e.g. \"sex&age\") and its groups by joining values with ' & ' (e.g. \"female & <25\").",
               default=False, parse=p_bool, example="true"),
         Field("reference", "'largest' | 'highest' | group name | table attribute -> group",
-              "Reference group of the four-fifths ratios: the largest group, the group with the highest "
-              "selection rate (the EEOC rule's wording), or a named group: a plain name applies to every "
-              "attribute that has such a group (the others fall back to the largest group, with a note); a table "
-              "names one group per attribute, and a name that is not a group of its attribute is an error.", default="largest",
+              "A comparison group for group_reference_ratio (each group's selection rate over this group's, not "
+              "capped): the largest group, the group with the highest selection rate, or a named group: a plain "
+              "name applies to every attribute that has such a group (the others fall back to the highest, with a "
+              "note); a table names one group per attribute, and a name that is not a group of its attribute is an "
+              "error. The four-fifths rule (disparate_impact_ratio, group_impact_ratio) always compares with the "
+              "highest selection rate, as 29 CFR 1607.4(D) states it, whatever this says.", default="highest",
               parse=_p_reference, example='{ sex = "male" }'),
         Field("positive_class", "class index or class name",
               "The favourable outcome. Binary tasks: default 1. Multiclass tasks must name the class to audit "
@@ -97,15 +112,17 @@ SECTION = Section(
         Field("min_group_size", "integer >= 1",
               "Groups (or rate denominators, e.g. a group's positives for its TPR) below this size are shown "
               "but make the gates that rest on them inconclusive.", default=30, parse=p_int(1), example="30"),
-        Field("bootstrap", "integer >= 0", "Stratified bootstrap replicates for the intervals (0: none). Group rates' intervals are widened "
-              "to the Clopper-Pearson exact interval on their denominator where that is wider (near 0 and 1, "
-              "where the bootstrap is too narrow or collapses to a point).",
+        Field("bootstrap", "integer >= 0", "Posterior draws per group for the intervals (0: none): each group's "
+              "confusion cells from Dirichlet(counts + 1/2), group sizes fixed, so a rate at exactly 0 or 1 still "
+              "gets an interval. Group rates' intervals are also never narrower than the Clopper-Pearson exact "
+              "interval on their denominator.",
               default=1000, parse=p_int(0), example="1000"),
         Field("confidence", "number in [0.5, 0.999]", "Level of the intervals.", default=0.95,
               parse=p_float(0.5, 0.999), example="0.95"),
         Field("interval", "'simultaneous' | 'percentile'",
-              "Disparity intervals: the projection of a simultaneous band over the group rates (contains its "
-              "estimate; default), or the plain percentile bootstrap (biased upwards for max-minus-min).",
+              "Disparity intervals: simultaneous (default; contains its estimate): with two groups the interval of "
+              "their one difference or log ratio, with more the projection of a simultaneous band over the group "
+              "rates; or the plain percentile interval of the disparity's draws (biased upwards for max-minus-min).",
               default="simultaneous", parse=p_str(("simultaneous", "percentile"))),
         Field("four_fifths_threshold", "number in (0, 1]", "Threshold of the disparate impact ratio.",
               default=0.8, parse=p_float(0.0, 1.0, lo_open=True), example="0.8"),
@@ -117,14 +134,15 @@ SECTION = Section(
               default="demographic_parity", parse=p_str(CONSTRAINTS), example='"equalized_odds"'),
     ),
     example='[fairness]\nattributes = ["sex", "age"]\nintersectional = true\nmin_group_size = 30\n'
-            'reference = "largest"',
+            'reference = "highest"',
 )
 
 _ATTR = "a sensitive attribute, or the intersection \"a&b\" (with intersectional = true)"
 _GROUP = "a group of that attribute (\"female\"; intersections \"female & <25\")"
 _RATE_DOC = {
     "selection_rate": "Share predicted positive.",
-    "accuracy": "Share predicted correctly (binarised on positive_class).",
+    "accuracy": "Share predicted correctly (multiclass tasks: the multiclass accuracy, argmax == label; the "
+                "one-vs-rest one is group_ovr_accuracy).",
     "tpr": "True positive rate (recall) among the group's positives.",
     "fpr": "False positive rate among the group's negatives.",
     "fnr": "False negative rate among the group's positives.",
@@ -140,19 +158,40 @@ _DISP_DOC = {
     "equalized_odds_ratio": "The smaller of the TPR and FPR min-over-max ratios.",
     "equal_opportunity_difference": "Largest minus smallest group TPR.",
     "predictive_parity_difference": "Largest minus smallest group precision.",
-    "disparate_impact_ratio": "The four-fifths statistic: min(1, smallest group selection rate over the "
-                              "reference group's); the rule flags adverse impact below four_fifths_threshold.",
+    "disparate_impact_ratio": "The four-fifths statistic: the smallest group selection rate over the highest one "
+                              "(29 CFR 1607.4(D)); the rule flags adverse impact below four_fifths_threshold.",
 }
 METRICS: dict[str, MetricSpec] = {}
+_OVR = ("Multiclass tasks: one-vs-rest for positive_class, and the record carries class = that class.")
 for _k, _d in _RATE_DOC.items():
-    METRICS[f"group_{_k}"] = MetricSpec(_d + " n is the rate's denominator.", {"attribute": _ATTR, "group": _GROUP})
-METRICS["group_impact_ratio"] = MetricSpec("Group selection rate over the reference group's.",
+    METRICS[f"group_{_k}"] = MetricSpec(_d + " n is the rate's denominator." + ("" if _k == "accuracy" else " " + _OVR),
+                                        {"attribute": _ATTR, "group": _GROUP} |
+                                        ({} if _k == "accuracy" else {"class": "positive_class (multiclass tasks)"}))
+METRICS["group_impact_ratio"] = MetricSpec("Four-fifths ratio: the group's selection rate over the highest group "
+                                           "selection rate (29 CFR 1607.4(D)); n is the group's size.",
                                            {"attribute": _ATTR, "group": _GROUP})
+METRICS["group_reference_ratio"] = MetricSpec("The group's selection rate over the [fairness] reference group's "
+                                              "(not capped at 1; only when reference is not 'highest').",
+                                              {"attribute": _ATTR, "group": _GROUP})
+METRICS["group_error_rate"] = MetricSpec("Share predicted wrongly (multiclass: argmax != label; binary: 1 - "
+                                         "group_accuracy). n is the group's size.", {"attribute": _ATTR, "group": _GROUP})
+METRICS["group_ovr_accuracy"] = MetricSpec("Multiclass tasks only: the one-vs-rest accuracy for positive_class "
+                                           "(is / is not that class). n is the group's size.",
+                                           {"attribute": _ATTR, "group": _GROUP, "class": "positive_class"})
 for _k, _d in _DISP_DOC.items():
-    METRICS[_k] = MetricSpec(_d + " Over the groups where the rate is defined.", {"attribute": _ATTR})
+    METRICS[_k] = MetricSpec(_d + " Inconclusive when a group's rate is undefined (0/0; the group is named). " + _OVR,
+                             {"attribute": _ATTR, "class": "positive_class (multiclass tasks)"})
 METRICS.update({
-    "group_ece": MetricSpec("Top-label equal-width ECE within the group ([calibration] bins).",
+    "group_ece": MetricSpec("Top-label equal-width ECE within the group ([calibration] bins): the plug-in value, "
+                            "which grows as the group shrinks; its interval is for the group's true ECE (bias-"
+                            "corrected, may lie below the value; [calibration] interval_draws).",
                             {"attribute": _ATTR, "group": _GROUP}),
+    "group_ece_debiased": MetricSpec("The group's ECE with its upward bias removed (at least 0); interval as "
+                                     "group_ece's.", {"attribute": _ATTR, "group": _GROUP}),
+    "group_ece_reference": MetricSpec("Mean ECE a perfectly calibrated model would show on this group's examples "
+                                      "(interval: its 95% range; [calibration] reference_draws). A group ECE "
+                                      "above this range is miscalibration beyond the group's noise.",
+                                      {"attribute": _ATTR, "group": _GROUP}),
     "group_robust_accuracy": MetricSpec("Worst-case robust accuracy within the group (when robustness ran).",
                                         {"attribute": _ATTR, "group": _GROUP, "norm": "'linf' | 'l2'",
                                          "eps": "an epsilon as [robustness] writes it"}),
@@ -171,9 +210,10 @@ METRICS.update({
 
 INTERVAL_SENTENCE = (
     "Disparity intervals are simultaneous: the bootstrap of a largest-minus-smallest gap is biased upwards "
-    "(with truly equal groups its percentile interval often excludes its own estimate), so each interval is "
-    "instead the range the disparity takes when every group's rate moves within a band that holds all "
-    "groups' rates at once with 95% confidence.")
+    "(with truly equal groups its percentile interval often excludes its own estimate), so with two groups "
+    "each interval is that of their one difference (or ratio), and with more groups the range the disparity "
+    "takes when every group's rate moves within a band that holds all groups' rates at once with 95% "
+    "confidence (conservative).")
 UNDEFINED_SENTENCE = (
     "A rate that is 0/0 in a group (e.g. a TPR where the group has no positives) is reported as undefined and "
     "left out of the disparities; fairlearn reports 0 there, which would make that group the worst one.")
@@ -226,7 +266,7 @@ def _reference(cfg: dict[str, Any], attr: str, names: list[str], notes: list[str
     named = isinstance(ref, dict)
     if named:
         if attr not in ref:
-            return "largest"
+            return "highest"
         ref = ref[attr]
     if ref in ("largest", "highest"):
         return ref
@@ -234,9 +274,9 @@ def _reference(cfg: dict[str, Any], attr: str, names: list[str], notes: list[str
         return names.index(ref)
     if named:  # a table names one attribute's group: a name that is not one of its groups is a typo
         raise RecipeError(f"[fairness] reference: {ref!r} is not a group of '{attr}' (groups: {', '.join(names)})")
-    notes.append(f"Reference group {ref!r} is not a group of '{attr}' ({', '.join(names)}): the largest group is "
-                 "the reference instead.")
-    return "largest"
+    notes.append(f"Reference group {ref!r} is not a group of '{attr}' ({', '.join(names)}): the group with the "
+                 "highest selection rate is the reference instead.")
+    return "highest"
 
 
 # ------------------------------------------------------------------------------------------------ run
@@ -272,7 +312,8 @@ def run(ctx: RunContext, cfg: dict[str, Any]) -> SuiteResult:
     calib = ctx.recipe.section("calibration") if "calibration" in ctx.recipe.sections else {"bins": 15}
     extra = crossing_columns(table, ctx.results.get("robustness"))
     return evaluate(table["label"], table["pred"], table.probs, groups,
-                    names, pos, cfg, ctx.seed, ece_bins=int(calib.get("bins", 15)), extra=extra, res=res)
+                    names, pos, cfg, ctx.seed, ece_bins=int(calib.get("bins", 15)), extra=extra, res=res,
+                    calib=calib)
 
 
 def _check_reference_table(ref: Any, groups: list[tuple[str, np.ndarray, list[str]]], where: str) -> None:
@@ -332,8 +373,10 @@ _DENOM_WORD = {"selection_rate": "examples", "accuracy": "examples", "base_rate"
 
 def evaluate(y: np.ndarray, pred: np.ndarray, probs: np.ndarray, attrs: list[tuple[str, np.ndarray, list[str]]],
              class_names: list[str], pos: int, cfg: dict[str, Any], seed: int, *, ece_bins: int = 15,
-             extra: list[dict[str, Any]] | None = None, res: SuiteResult | None = None) -> SuiteResult:
-    """The whole suite as a pure function of labels, predictions, probabilities and group codes."""
+             extra: list[dict[str, Any]] | None = None, res: SuiteResult | None = None,
+             calib: dict[str, Any] | None = None) -> SuiteResult:
+    """The whole suite as a pure function of labels, predictions, probabilities and group codes (``calib``:
+    the [calibration] settings for the ECE per group; default 15 bins or ``ece_bins``, 1000 draws)."""
     res = res or SuiteResult("fairness")
     m = cfg["min_group_size"]
     k = len(class_names)
@@ -348,6 +391,11 @@ def evaluate(y: np.ndarray, pred: np.ndarray, probs: np.ndarray, attrs: list[tup
                               rng=rng(seed, "fairness", "bootstrap", attr), confidence=cfg["confidence"],
                               interval=cfg["interval"])
         den = F.rate_denominators(fr.counts)
+        # Multiclass: the binarised rates are one-vs-rest for the audited class and say so (class = ...);
+        # group_accuracy is the multiclass accuracy, so no name means two things.
+        ovr = {} if binary else {"class": class_names[pos]}
+        mc_acc = None if binary else _multiclass_accuracy(y, pred, codes, G, cfg["confidence"])
+        show_ref = fr.reference >= 0 and ref != "highest"
         groups = []
         for g, gname in enumerate(gnames):
             row: dict[str, Any] = {"group": gname, "n": int(fr.n[g]), "small": bool(fr.small[g]),
@@ -361,14 +409,27 @@ def evaluate(y: np.ndarray, pred: np.ndarray, probs: np.ndarray, attrs: list[tup
                     why = _small_msg(gname, attr, int(fr.n[g]), m) if fr.n[g] < m else \
                         f"the {rate.replace('_', ' ')} of group '{gname}' of '{attr}' rests on {d} < {m} {_DENOM_WORD[rate]}"
                 ci = (float(lo), float(hi)) if np.isfinite(lo) and np.isfinite(hi) else None
-                res.metric(f"group_{rate}", _v(v), d, ci, why, attribute=attr, group=gname)
+                if rate == "accuracy" and not binary:
+                    res.metric("group_ovr_accuracy", _v(v), d, ci, why, attribute=attr, group=gname, **ovr)
+                    v, lo, hi = mc_acc[0][g], mc_acc[1][g], mc_acc[2][g]
+                    ci = (float(lo), float(hi)) if np.isfinite(lo) and np.isfinite(hi) else None
+                    res.metric("group_accuracy", _v(v), d, ci, why, attribute=attr, group=gname)
+                else:
+                    res.metric(f"group_{rate}", _v(v), d, ci, why, attribute=attr, group=gname,
+                               **({} if rate == "accuracy" else ovr))
                 row[rate] = {"value": _r(v), "ci_low": _r(lo) if ci else None, "ci_high": _r(hi) if ci else None,
                              "n": d}
+                if rate == "accuracy":
+                    err_ci = None if ci is None else (1.0 - ci[1], 1.0 - ci[0])
+                    res.metric("group_error_rate", _v(1.0 - v), d, err_ci, why, attribute=attr, group=gname)
             ratio = fr.four_fifths.ratios[g]
-            res.metric("group_impact_ratio", _v(ratio), int(fr.n[g]), None,
-                       _small_msg(gname, attr, int(fr.n[g]), m) if fr.small[g] or fr.n[g] == 0 else None,
-                       attribute=attr, group=gname)
+            thin = _small_msg(gname, attr, int(fr.n[g]), m) if fr.small[g] or fr.n[g] == 0 else None
+            res.metric("group_impact_ratio", _v(ratio), int(fr.n[g]), None, thin, attribute=attr, group=gname, **ovr)
             row["impact_ratio"] = _r(ratio)
+            if show_ref:
+                res.metric("group_reference_ratio", _v(fr.reference_ratios[g]), int(fr.n[g]), None, thin,
+                           attribute=attr, group=gname, **ovr)
+                row["reference_ratio"] = _r(fr.reference_ratios[g])
             groups.append(row)
             if fr.small[g]:
                 any_small.append(f"'{gname}' of '{attr}' (n = {int(fr.n[g])})")
@@ -378,15 +439,20 @@ def evaluate(y: np.ndarray, pred: np.ndarray, probs: np.ndarray, attrs: list[tup
         for name in F.DISPARITIES:
             d = fr.disparities[name]
             why = None
+            undefined_why = [f"the {r.upper() if len(r) == 3 else r.replace('_', ' ')} of group '{gnames[g]}' of "
+                             f"'{attr}' is undefined ({because})" for g, r, because in F.undefined_rates(fr, name)]
             if n_present < 2:
                 # One group compares with nothing: a ratio of 1 here is not evidence of parity.
                 only = gnames[int(np.flatnonzero(fr.present)[0])] if n_present else "none"
                 why = f"'{attr}' has a single group in the data ('{only}'): there is nothing to compare"
+            elif undefined_why:
+                # Left out, the group can only make the disparity look smaller than it is.
+                why = "; ".join(undefined_why) + ": the disparity over the other groups may understate it"
             elif d.small_group_involved:
                 thin = _thin_groups(fr, name, gnames, m)
                 why = "; ".join(thin) if thin else f"a group of '{attr}' has fewer than {m} examples"
             ci = (d.ci_low, d.ci_high) if np.isfinite(d.ci_low) and np.isfinite(d.ci_high) else None
-            res.metric(name, _v(d.value), d.n, ci, why, attribute=attr)
+            res.metric(name, _v(d.value), d.n, ci, why, attribute=attr, **ovr)
             undefined = [gnames[g] for g in d.undefined_groups]
             if undefined:
                 any_undefined.append(f"{name.replace('_', ' ')} of '{attr}' leaves out {', '.join(undefined)}")
@@ -398,19 +464,21 @@ def evaluate(y: np.ndarray, pred: np.ndarray, probs: np.ndarray, attrs: list[tup
                 "inconclusive": why, "undefined_groups": undefined,
                 "kind": "ratio" if name.endswith("ratio") else "difference"})
         ff = fr.four_fifths
-        ff_status = ("inconclusive" if ff.small_group_involved else "pass" if ff.passed else "fail") \
+        ff_status = ("inconclusive" if ff.small_group_involved or n_present < 2 else "pass" if ff.passed else "fail") \
             if np.isfinite(ff.min_ratio) else "undefined"
         entry = {
             "attribute": attr, "groups": groups, "disparities": disp_rows,
-            "reference": gnames[ff.reference], "reference_rule": ref if isinstance(ref, str) else "named",
-            "four_fifths": {"reference": gnames[ff.reference], "threshold": ff.threshold,
+            "reference": gnames[fr.reference] if fr.reference >= 0 else None,
+            "reference_rule": ref if isinstance(ref, str) else "named", "reference_shown": show_ref,
+            "four_fifths": {"reference": gnames[ff.reference] if ff.reference >= 0 else None, "threshold": ff.threshold,
                             "min_ratio": _r(ff.min_ratio), "ci_low": _r(ff.ci_low), "ci_high": _r(ff.ci_high),
                             "worst_group": gnames[ff.worst_group] if ff.worst_group >= 0 else None,
                             "status": ff_status},
             "small_groups": [gnames[g] for g in np.flatnonzero(fr.small)],
             "empty_groups": [gnames[g] for g in np.flatnonzero(~fr.present)],
         }
-        entry["crossing"] = _crossing(res, y, probs, codes, gnames, attr, fr, m, ece_bins, extra or [])
+        entry["crossing"] = _crossing(res, y, probs, codes, gnames, attr, fr, m, calib or {"bins": ece_bins},
+                                      extra or [], seed, cfg["confidence"])
         if binary and cfg["threshold_optimizer"]:
             entry["optimizer"] = _threshold_optimizer(res, y, pred, probs, codes, gnames, attr, pos, cfg, seed)
         tables.append(entry)
@@ -422,8 +490,11 @@ def evaluate(y: np.ndarray, pred: np.ndarray, probs: np.ndarray, attrs: list[tup
     if any_undefined:
         res.notes.append(UNDEFINED_SENTENCE + " Here: " + "; ".join(any_undefined) + ".")
     if not binary:
-        res.notes.append(f"Multiclass task: audited one-vs-rest for class '{class_names[pos]}' (positive = predicted "
-                         "as that class). The ThresholdOptimizer diagnostic needs a binary task and was skipped.")
+        res.notes.append(f"Multiclass task: group_accuracy and group_error_rate are the multiclass accuracy (argmax = "
+                         f"label) per group; every other rate and disparity is one-vs-rest for class "
+                         f"'{class_names[pos]}' (positive = predicted as that class) and its record says "
+                         f"class = '{class_names[pos]}'; the one-vs-rest accuracy is group_ovr_accuracy. The "
+                         "ThresholdOptimizer diagnostic needs a binary task and was skipped.")
     res.config = {
         "attributes": [a for a, _, _ in attrs], "positive_class": class_names[pos], "binary": binary,
         "min_group_size": m, "bootstrap": cfg["bootstrap"], "confidence": cfg["confidence"],
@@ -432,11 +503,25 @@ def evaluate(y: np.ndarray, pred: np.ndarray, probs: np.ndarray, attrs: list[tup
         "Disparity intervals are percentile bootstrap intervals; for a largest-minus-smallest gap they are biased "
         "upwards and may exclude their own estimate.",
         "undefined_note": UNDEFINED_SENTENCE,
-        "group_intervals": "pointwise percentile intervals of a bootstrap stratified by group (group sizes fixed)",
+        "group_intervals": "central intervals of posterior draws per group (Dirichlet(counts + 1/2), group sizes "
+                           "fixed), at least Clopper-Pearson on each rate's denominator",
         "ece_bins": ece_bins,
         "threshold_optimizer": bool(binary and cfg["threshold_optimizer"]), "constraint": cfg["constraint"],
     }
     return res
+
+
+def _multiclass_accuracy(y: np.ndarray, pred: np.ndarray, codes: np.ndarray, n_groups: int, confidence: float
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-group multiclass accuracy ``#{argmax = label} / n_g`` and its Clopper-Pearson interval (the
+    exact interval of a proportion of n_g examples; Clopper & Pearson, Biometrika 1934). NaN for an empty
+    group."""
+    correct = np.bincount(codes, weights=(np.asarray(pred) == np.asarray(y)).astype(np.float64), minlength=n_groups)
+    n = np.bincount(codes, minlength=n_groups).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc = np.where(n > 0, correct / np.maximum(n, 1), np.nan)
+    lo, hi = clopper_pearson(correct, n, confidence)
+    return acc, lo, hi
 
 
 def _thin_groups(fr: F.FairnessResult, name: str, gnames: list[str], m: int) -> list[str]:
@@ -459,9 +544,20 @@ def _thin_groups(fr: F.FairnessResult, name: str, gnames: list[str], m: int) -> 
 
 
 def _crossing(res: SuiteResult, y: np.ndarray, probs: np.ndarray, codes: np.ndarray, gnames: list[str], attr: str,
-              fr: F.FairnessResult, m: int, bins: int, extra: list[dict[str, Any]]) -> dict[str, Any]:
-    """ECE per group (always) and robust / noise accuracy per group (when the robustness suite ran)."""
-    cols = [{"label": "ECE (top-label)", "metric": "group_ece", "params": {}}] + \
+              fr: F.FairnessResult, m: int, calib: dict[str, Any], extra: list[dict[str, Any]], seed: int,
+              confidence: float) -> dict[str, Any]:
+    """ECE per group (always: plug-in with its interval, debiased, and the ECE a perfectly calibrated model
+    would show on this group's examples) and robust / noise accuracy per group (when robustness ran).
+
+    The calibrated reference matters most here: a plug-in ECE grows as a group shrinks (0.14 at n = 40,
+    0.02 at n = 2000 for the same perfectly calibrated model), so group ECEs compare group sizes more than
+    calibration unless read against their own reference."""
+    bins = int(calib.get("bins", 15))
+    draws = int(calib.get("interval_draws", 1000))
+    ref_draws = int(calib.get("reference_draws", 1000))
+    cols = [{"label": "ECE (top-label)", "metric": "group_ece", "params": {}},
+            {"label": "debiased ECE", "metric": "group_ece_debiased", "params": {}},
+            {"label": "calibrated reference", "metric": "group_ece_reference", "params": {}}] + \
         [{"label": e["label"], "metric": e["metric"], "params": e["params"]} for e in extra]
     rows = []
     n_g = np.bincount(codes, minlength=len(gnames))
@@ -470,14 +566,30 @@ def _crossing(res: SuiteResult, y: np.ndarray, probs: np.ndarray, codes: np.ndar
         mask = codes == g
         n = int(n_g[g])
         why = _small_msg(gname, attr, n, m) if n < m else None
-        e = CAL.ece(probs[mask], y[mask], bins) if n else float("nan")
-        res.metric("group_ece", _v(e), n, None, why, attribute=attr, group=gname)
-        vals = [_r(e)]
+        ref_mean = ref_lo = ref_hi = float("nan")
+        if n:
+            est = CAL.ece_estimate(probs[mask], y[mask], bins, n_draws=draws, confidence=confidence,
+                                   rng=rng(seed, "fairness", "ece-interval", attr, gname))
+            if ref_draws > 0:
+                ref = CAL.calibrated_reference(probs[mask], bins, n_draws=ref_draws, confidence=confidence,
+                                               rng=rng(seed, "fairness", "ece-reference", attr, gname))
+                ref_mean, ref_lo, ref_hi = ref.mean, ref.ci_low, ref.ci_high
+        else:
+            est = CAL.ECEEstimate(float("nan"), float("nan"), float("nan"), float("nan"), 0, draws)
+        ci = (est.ci_low, est.ci_high) if np.isfinite(est.ci_low) and np.isfinite(est.ci_high) else None
+        res.metric("group_ece", _v(est.ece), n, ci, why, attribute=attr, group=gname)
+        res.metric("group_ece_debiased", _v(est.debiased), n, ci, why, attribute=attr, group=gname)
+        ref_ci = (ref_lo, ref_hi) if np.isfinite(ref_lo) and np.isfinite(ref_hi) else None
+        res.metric("group_ece_reference", _v(ref_mean), n, ref_ci, why, attribute=attr, group=gname)
+        vals = [_r(est.ece), _r(est.debiased), _r(ref_mean)]
         for spec, s in zip(extra, sums):
             v = s[g] / n if n else float("nan")
             res.metric(spec["metric"], _v(v), n, None, why, attribute=attr, group=gname, **spec["params"])
             vals.append(_r(v))
-        rows.append({"group": gname, "n": n, "values": vals, "small": bool(n < m)})
+        rows.append({"group": gname, "n": n, "values": vals, "small": bool(n < m),
+                     "ece_ci": [_r(ci[0]), _r(ci[1])] if ci else None,
+                     "ece_reference_range": [_r(ref_lo), _r(ref_hi)] if ref_ci else None,
+                     "ece_beyond_noise": bool(np.isfinite(ref_hi) and est.ece > ref_hi)})
     return {"columns": cols, "rows": rows}
 
 
@@ -549,8 +661,7 @@ def _threshold_optimizer(res: SuiteResult, y: np.ndarray, pred: np.ndarray, prob
     for label, counts in (("model", base_counts.astype(np.float64)), ("thresholds", exp_counts)):
         rates = F.group_rates(counts)
         present = counts.sum(1) > 0
-        ref = int(np.argmax(counts.sum(1)))
-        disp = F.disparities(rates, ref)
+        disp = F.disparities(rates)
         acc = float((counts[:, 0].sum() + counts[:, 3].sum()) / max(counts.sum(), 1))
         full[label] = {"accuracy": acc, **{d: float(disp[d]) for d in ("demographic_parity_difference",
                                                                        "equalized_odds_difference")}}

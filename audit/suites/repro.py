@@ -124,4 +124,4 @@ def run(ctx: RunContext, cfg: dict[str, Any]) -> SuiteResult:  # pragma: no cove
     raise RecipeError("the repro suite is run by `audit repro`, not `audit run`")
 
 
-SUITE = Suite("repro", SECTION.doc, SECTION, METRICS, run, command_only=True)
+SUITE = Suite("repro", SECTION.doc, SECTION, METRICS, run, command_only=True, n_counts="runs")

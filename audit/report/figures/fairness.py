@@ -46,6 +46,6 @@ def figures(report: dict[str, Any]) -> dict[str, str]:
             {"ratio": ([d[n]["value"] for n in ratios], [d[n]["ci_low"] for n in ratios],
                        [d[n]["ci_high"] for n in ratios])},
             f"Ratios by {attr} (1 = parity; hatched: inconclusive)", f"fair-ratios-{i}",
-            xlabel="smallest over largest (DI: over the reference)", vlines=[(thr, f"{thr:g}")],
+            xlabel="smallest over largest (DI: over the highest selection rate)", vlines=[(thr, f"{thr:g}")],
             muted=[bool(d[n]["inconclusive"]) for n in ratios], width=4.4)
     return out
