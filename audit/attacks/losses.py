@@ -45,8 +45,7 @@ LOSS_DOC = {
 
 def _others(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The logits with the true class set to -inf (its gradient through this path is zero)."""
-    mask = F.one_hot(y, z.shape[1]).bool()
-    return z.masked_fill(mask, float("-inf"))
+    return z.scatter(1, y[:, None], float("-inf"))
 
 
 def ce_log_space(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
