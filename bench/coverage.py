@@ -206,7 +206,7 @@ def fairness_rows(scenario: str, pop: GroupPopulation, ns: list[int], datasets: 
         rng = np.random.default_rng([seed, n, 7])
         est: dict[str, tuple[list, list, list]] = {}
 
-        def put(key: str, v: float, lo: float, hi: float) -> None:
+        def put(key: str, v: float, lo: float, hi: float, est: dict = est) -> None:
             e, a, b = est.setdefault(key, ([], [], []))
             e.append(v)
             a.append(lo)

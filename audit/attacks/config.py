@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from audit.attacks.losses import LOSS_DOC, LOSSES
 from audit.recipe.fields import FieldError, p_number_or_fraction
@@ -76,32 +76,34 @@ def to_eps(raw: list[Any]) -> list[Eps]:
     return sorted(parse_eps(v) for v in raw)
 
 
+def by_norm(v: Any, parse: Callable[[Any], Any]) -> Any:
+    """``parse(v)`` for one value that applies to every norm, or a table norm -> value, each parsed (an
+    error names the norm)."""
+    if not isinstance(v, dict):
+        return parse(v)
+    out = {}
+    for k, x in v.items():
+        if k not in NORMS:
+            raise FieldError(f"unknown norm {k!r} (allowed: {', '.join(NORMS)})")
+        try:
+            out[k] = parse(x)
+        except FieldError as e:
+            raise FieldError(f"{k}: {e}") from None
+    return out
+
+
 def parse_eps_by_norm(v: Any) -> dict[str, list[str | float]] | list[str | float]:
     """A list (for the single norm given in ``norm``) or a table norm -> list."""
-    if isinstance(v, dict):
-        out = {}
-        for k, lst in v.items():
-            if k not in NORMS:
-                raise FieldError(f"unknown norm {k!r} (allowed: {', '.join(NORMS)})")
-            try:
-                out[k] = parse_eps_list(lst)
-            except FieldError as e:
-                raise FieldError(f"{k}: {e}") from None
-        return out
-    return parse_eps_list(v)
+    return by_norm(v, parse_eps_list)
+
+
+def _one_eps(x: Any) -> str | float:
+    parse_eps(x)
+    return _raw(x)
 
 
 def parse_one_eps_by_norm(v: Any) -> dict[str, str | float] | str | float:
-    if isinstance(v, dict):
-        out = {}
-        for k, x in v.items():
-            if k not in NORMS:
-                raise FieldError(f"unknown norm {k!r} (allowed: {', '.join(NORMS)})")
-            parse_eps(x)
-            out[k] = _raw(x)
-        return out
-    parse_eps(v)
-    return _raw(v)
+    return by_norm(v, _one_eps)
 
 
 def parse_noise(v: Any) -> dict[str, list[str | float]]:
@@ -175,17 +177,7 @@ def parse_step_size(v: Any) -> str | float | None:
 
 def parse_step_size_by_norm(v: Any) -> dict[str, str | float | None] | str | float | None:
     """One step size for every norm, or a table by norm (``{ linf = "eps / 4", l2 = 0.1 }``)."""
-    if isinstance(v, dict):
-        out = {}
-        for k, x in v.items():
-            if k not in NORMS:
-                raise FieldError(f"unknown norm {k!r} (allowed: {', '.join(NORMS)})")
-            try:
-                out[k] = parse_step_size(x)
-            except FieldError as e:
-                raise FieldError(f"{k}: {e}") from None
-        return out
-    return parse_step_size(v)
+    return by_norm(v, parse_step_size)
 
 
 def to_step_size(raw: str | float | None) -> StepSize:

@@ -35,6 +35,10 @@ def loss_input_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, los
     return torch.zeros_like(xr) if g is None else g.detach()
 
 
+def _cat(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype)
+
+
 def loss_gradient_stats(model: nn.Module, x: np.ndarray, y: np.ndarray, device: torch.device, batch_size: int,
                         losses: Iterable[str]) -> dict[str, dict[str, Any]]:
     """Per loss: boolean arrays ``zero`` (the whole input gradient is exactly 0) and ``nonfinite`` (some
@@ -50,9 +54,8 @@ def loss_gradient_stats(model: nn.Module, x: np.ndarray, y: np.ndarray, device: 
             nonfinite.append((~fin).cpu().numpy())
             zero.append(((g == 0).all(dim=1) & fin).cpu().numpy())
             l1.append(g.abs().sum(dim=1)[fin].cpu().numpy())
-        cat = (lambda parts, dt: np.concatenate(parts) if parts else np.zeros(0, dt))
-        norms = cat(l1, np.float32)
-        out[loss] = {"zero": cat(zero, bool), "nonfinite": cat(nonfinite, bool),
+        norms = _cat(l1, np.float32)
+        out[loss] = {"zero": _cat(zero, bool), "nonfinite": _cat(nonfinite, bool),
                      "median_l1": float(np.median(norms)) if len(norms) else float("nan")}
     return out
 

@@ -63,7 +63,7 @@ from audit.attacks.config import (
 from audit.attacks.losses import LOSS_DOC
 from audit.errors import RecipeError
 from audit.metrics import robustness as R
-from audit.recipe.fields import Field, FieldError, Section, p_bool, p_float, p_int, p_list, p_number_or_fraction, p_str
+from audit.recipe.fields import Field, FieldError, Section, p_bool, p_float, p_int, p_list, p_str
 # _v: full precision for metric records; _r: rounded, for tables shown to people
 from audit.report.records import SuiteResult, finite_or_none as _v, rounded as _r
 from audit.seeding import rng
