@@ -247,8 +247,8 @@ ADV_TOLERANCE = 0.03  # the stated tolerance: default PGD vs the 100-step, 5-res
 
 @pytest.mark.slow
 def test_adversarially_trained_cnn_is_measured_within_tolerance_or_declared_invalid(tmp_path, write_recipe):
-    """An adversarially trained digits CNN, against 100 steps x 5 restarts x (CE, margin) computed here
-    (the reference: the per-example worst case of everything that ran). Through the whole audit with the
+    """An adversarially trained digits CNN, against 100 steps x 5 restarts x (CE, margin) and APGD-CE +
+    APGD-T computed here (the reference: the per-example worst case of everything that ran). Through the whole audit with the
     default attacks, either the reported robust accuracy is within ADV_TOLERANCE of the reference at every
     eps, or the evaluation is declared invalid (exit 4) by the convergence or the reference check; after
     the fix those checks name (more steps and restarts), it is within the tolerance and passes. The old
@@ -272,6 +272,13 @@ def test_adversarially_trained_cnn_is_measured_within_tolerance_or_declared_inva
         cc = model(torch.from_numpy(x)).argmax(1).numpy() == y
     runs = [S.pgd_sweep(model, AttackConfig("pgd", "linf", eps, steps=100, restarts=5, random_start=True, losses=(loss,)),
                         x, y, idx, cc, 256, CPU, BOX, seed=1, stream="reference").eps_broken for loss in ("ce", "margin")]
+    # and AutoAttack's APGD-CE + APGD-T (cheap preset budget), an attack of another family
+    from audit.attacks.config import AUTOATTACK_PRESETS
+
+    comps = [c for c in AUTOATTACK_PRESETS["cheap"] if c["class"] in ("APGD", "APGDT")]
+    runs.append(S.autoattack_sweep(model, AttackConfig("autoattack", "linf", eps, preset="cheap", components=comps,
+                                                       chunk=128), x, y, idx, cc, CPU, BOX, seed=2,
+                                   num_classes=10).eps_broken)
     old = S.pgd_sweep(model, AttackConfig("pgd", "linf", eps, steps=10, random_start=True, losses=("float32_ce",),
                                           step_size=StepSize(0.25, True), schedule="constant"),
                       x, y, idx, cc, 256, CPU, BOX, seed=0)
@@ -421,6 +428,80 @@ def test_relative_step_size_per_norm_is_what_runs(digits_checkpoint, write_recip
                       + 'step_size = { linf = "eps / 2", l2 = 0.05 }\nsteps = 4\n')
     res, report, checks, _ = _robust_report(recipe, digits_checkpoint, tmp_path / "o")
     cfg = {(a["attack"], a["norm"]): a for a in report["suites"]["robustness"]["config"]["attacks"]}
-    assert cfg[("pgd", "linf")]["step_sizes"] == {"0.1": pytest.approx([0.05, 0.05, 0.025, 0.0125])}
-    assert cfg[("pgd", "l2")]["step_sizes"] == {"0.5": pytest.approx([0.05, 0.05, 0.025, 0.0125])}
+    assert cfg[("pgd", "linf")]["step_sizes"] == ["0.1: 0.05, 0.05, 0.025, 0.0125"]
+    assert cfg[("pgd", "l2")]["step_sizes"] == ["0.5: 0.05, 0.05, 0.025, 0.0125"]
     assert cfg[("pgd", "l2")]["step_size"] == "0.05" and cfg[("pgd", "linf")]["step_size"] == "0.5 * eps"
+
+
+BINARY_DATA = '''
+import numpy as np
+from audit.loading.data import sklearn_split
+
+
+def load():
+    x, y, _, _ = sklearn_split("digits", "test", 0.25, 0)
+    return x.reshape(len(x), -1), (y >= 5).astype(np.int64)
+'''
+
+
+def _confident_binary(tmp_path, write_recipe, extra: str = ""):
+    """A two-class logistic regression (digits 0-4 vs 5-9), weights x30: float32 cross-entropy is blind on
+    most examples. Returns the checkpoint, the recipe, the data and the weights."""
+    from safetensors.torch import save_file
+    from sklearn.linear_model import LogisticRegression
+
+    xtr, ytr, _, _ = sklearn_split("digits", "train", 0.25, 0)
+    lr = LogisticRegression(C=1e4, max_iter=3000).fit(xtr.reshape(len(xtr), -1), (ytr >= 5).astype(int))
+    w = np.concatenate([-lr.coef_, lr.coef_]) / 2 * 30.0
+    b = np.concatenate([-lr.intercept_, lr.intercept_]) / 2 * 30.0
+    (tmp_path / "linear.py").write_text(LINEAR_FACTORY)
+    (tmp_path / "binary.py").write_text(BINARY_DATA)
+    ckpt = tmp_path / "bin.safetensors"
+    save_file({"fc.weight": torch.tensor(w, dtype=torch.float32).contiguous(),
+               "fc.bias": torch.tensor(b, dtype=torch.float32).contiguous()}, str(ckpt))
+    recipe = write_recipe(f'''
+[model]
+factory = "linear.py:Linear"
+kwargs = {{ d = 64, k = 2 }}
+num_classes = 2
+input_bounds = [0.0, 1.0]
+
+[data]
+source = "python"
+callable = "binary.py:load"
+
+[robustness]
+attacks = ["fgsm", "pgd"]
+eps = [0.02, 0.05, 0.1]
+noise = {{}}
+bootstrap = 0
+check_examples = 200
+{extra}
+''')
+    x, y, _, _ = sklearn_split("digits", "test", 0.25, 0)
+    return ckpt, recipe, x, (y >= 5).astype(np.int64), w, b
+
+
+def test_confident_binary_model_with_the_default_losses_is_exact(tmp_path, write_recipe):
+    """Two classes, the default losses (the targeted margin has one target: the other class) and input
+    bounds: the audit runs (no internal error) and reports the exact robust accuracy at every eps."""
+    ckpt, recipe, x, y, w, b = _confident_binary(tmp_path, write_recipe)
+    res, report, checks, got = _robust_report(recipe, ckpt, tmp_path / "o")
+    assert res.exit_code == 0, (res.stderr, [c for c in checks.values() if c["status"] == "fail"])
+    for e in (0.02, 0.05, 0.1):
+        exact = _exact_linf_robust(x, y, w, b, e).mean()
+        assert abs(got[str(e)] - exact) * len(y) <= 1.0, (e, got, exact)
+    assert "softmax saturated to 1" in checks["gradients_not_masked"]["message"]
+
+
+def test_reference_check_is_not_blind_on_a_confident_binary_model(tmp_path, write_recipe):
+    """APGD-CE alone (APGD-T needs 4 classes) would be blind where float32 cross-entropy saturates; on the
+    tamed logits it is not: a deliberately weak configured attack is caught."""
+    ckpt, recipe, *_ = _confident_binary(tmp_path, write_recipe, extra='attacks = ["pgd"]\nsteps = 1\n'
+                                          'step_size = 0.001\nrandom_start = false\nlosses = ["ce"]\n')
+    recipe.write_text(recipe.read_text().replace('attacks = ["fgsm", "pgd"]\n', ""))
+    res, report, checks, got = _robust_report(recipe, ckpt, tmp_path / "o")
+    assert "reference_attack_agrees" in checks, (res.stderr, report.get("error"), list(checks))
+    ref = checks["reference_attack_agrees"]
+    assert ref["status"] == "fail" and "APGD-T needs at least 4 classes" in ref["message"], ref
+    assert res.exit_code == 4

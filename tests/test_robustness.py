@@ -205,8 +205,8 @@ def test_check_decisions_on_synthetic_numbers():
     assert st == "fail" and "non-differentiable layer" in msg and "BPDA" in msg
     st, msg, _ = K.gradients_not_masked(100, {"pgd": 0}, {"pgd": 0}, pgd, 80)
     assert st == "pass" and "80 of them (a softmax saturated to 1)" in msg and "ce, margin" in msg
-    assert K.pgd_converged(0.05, "linf eps 0.1", 0.5, 0.45, 10, 1, ["ce", "margin"], 0.03, 100)[0] == "fail"
-    assert K.pgd_converged(0.01, "linf eps 0.1", 0.5, 0.49, 10, 1, ["ce", "margin"], 0.03, 100)[0] == "pass"
+    assert K.pgd_converged(0.05, "linf eps 0.1", 0.5, 0.45, 10, 1, ["ce", "targeted"], 3, 0.03, 100)[0] == "fail"
+    assert K.pgd_converged(0.01, "linf eps 0.1", 0.5, 0.49, 10, 1, ["ce", "targeted"], 3, 0.03, 100)[0] == "pass"
     assert K.reference_attack_agrees(0.05, "linf eps 0.1", 0.5, 0.45, "APGD", 0.02, 100)[0] == "fail"
     assert K.eps_within_input_range(["linf eps 1.5"], (0.0, 1.0))[0] == "warn"
     assert K.eps_within_input_range([], (0.0, 1.0))[0] == "pass"

@@ -19,9 +19,9 @@ steps exact-arithmetic cross-entropy would take.
 ``margin``: the Carlini-Wagner margin (Carlini & Wagner, "Towards Evaluating the Robustness of Neural
 Networks", 2017): max_{j != y} z_j - z_y. It is positive exactly when the example is misclassified, does
 not saturate at all, and its gradient direction does not change when the logits are scaled. AutoAttack's
-DLR loss (Croce & Hein, 2020) is this margin divided by a logit spread; with sign or normalised steps the
-division only rescales the step of each example at the start, so we use the plain margin, which also
-works for two classes (DLR needs three).
+DLR loss (Croce & Hein, 2020) is this margin divided by a logit spread D, which makes it scale-invariant
+too, but its gradient grad m / D - m grad D / D^2 has another direction; we use the plain margin, which is
+simpler, works for two classes (DLR needs three), and is what the targeted loss below generalises.
 
 Both are summed over the batch: each example's gradient is its own (the model is in eval mode).
 """
@@ -67,8 +67,8 @@ def targeted_margin(z: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.
 
 
 def top_targets(z: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
-    """The k classes other than y with the highest logits, best first: shape (n, k)."""
-    return _others(z, y).topk(k, dim=1).indices
+    """The k classes other than y with the highest logits, best first: shape (n, min(k, classes - 1))."""
+    return _others(z, y).topk(min(k, z.shape[1] - 1), dim=1).indices
 
 
 def float32_ce(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

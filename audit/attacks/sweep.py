@@ -174,6 +174,7 @@ def pgd_attack_fn(model: torch.nn.Module, cfg: AttackConfig, seed: int, bounds: 
     restarts = restarts or cfg.restarts
     runs = [(r, loss, j) for r in range(restarts) for loss in cfg.losses
             for j in (range(cfg.targets) if loss == "targeted" else [None])]
+    # (a model with fewer classes gets fewer targets: top_targets caps them, the runs past it are skipped)
 
     def attack_batch(xb: torch.Tensor, yb: torch.Tensor, rows: np.ndarray, e: Eps) -> torch.Tensor:
         idx = index[rows]
@@ -189,6 +190,8 @@ def pgd_attack_fn(model: torch.nn.Module, cfg: AttackConfig, seed: int, bounds: 
             sel = todo.nonzero().squeeze(1)
             if len(sel) == 0:
                 break
+            if j is not None and j >= targets.shape[1]:
+                continue
             atk = PGDAttack(model, eps=e.value, alpha=alphas, steps=steps, norm=cfg.norm,
                             random_start=cfg.random_start, bounds=bounds, early_stop=early_stop, counter=counter,
                             loss=loss)

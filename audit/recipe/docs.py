@@ -55,6 +55,11 @@ def _section(s: Section) -> str:
     return "\n".join(lines)
 
 
+def _cell(text: str) -> str:
+    """A "|" inside a table cell, even within backticks, splits the cell on GitHub: escape it."""
+    return text.replace("|", "\\|")
+
+
 def render() -> str:
     from pathlib import Path
 
@@ -73,7 +78,7 @@ def render() -> str:
         lines += [f"### {suite}", "", "| metric | params | meaning |", "|---|---|---|"]
         for name, spec in metrics.items():
             params = "<br>".join(f"`{k}`: {v}" for k, v in spec.params.items()) or "—"
-            lines.append(f"| `{name}` | {params} | {spec.doc} |")
+            lines.append(f"| `{name}` | {_cell(params)} | {_cell(spec.doc)} |")
         lines.append("")
     parts.append("\n".join(lines).rstrip())
     parts.append(_checks())
@@ -87,7 +92,9 @@ def _checks() -> str:
 
     lines = ["## Validity checks", "",
              "Checks of the evaluation itself, recorded as `{id, suite, status, message}`. A `fail` makes the run "
-             "invalid (exit 4) unless `[validity] downgrade` names the check.", "",
+             "invalid (exit 4) unless `[validity] downgrade` names the check; a `warn` is shown and does not change "
+             "the exit code. `eps_within_input_range` only ever warns; `reference_attack_agrees` warns (skipped) "
+             "when the model has no `[model] input_bounds`.", "",
              "| suite | check ids |", "|---|---|",
              f"| core (every run) | {', '.join(f'`{c}`' for c in CORE_CHECK_IDS)} |"]
     for suite in all_suites():

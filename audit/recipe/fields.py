@@ -146,7 +146,7 @@ def p_number_or_fraction(lo: float = 0.0, lo_open: bool = True) -> Parser:
             if not m:
                 try:
                     v = float(Fraction(v.strip()))
-                except (ValueError, ZeroDivisionError):
+                except (ValueError, ZeroDivisionError, OverflowError):
                     raise FieldError('expected a number or a fraction string like "8/255"') from None
             else:
                 num, den = float(m.group(1)), float(m.group(2))

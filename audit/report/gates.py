@@ -94,8 +94,10 @@ def evaluate_gate(gate: dict[str, Any], metrics: list[dict[str, Any]], suites_ru
         target = of.split(".", 1)[0]
     if target not in suites_run:
         if target in excused:
+            why = ("it is checked by `audit repro`, not by `audit run`" if target == "repro"
+                   else "left out on purpose")
             out.update(status="not_run", excused=True, missing_suite=target,
-                       message=f"suite {target!r} was not part of this run (left out on purpose)")
+                       message=f"suite {target!r} was not part of this run ({why})")
         else:
             out.update(status="not_run", excused=False, missing_suite=target,
                        message=f"suite {target!r} did not run, so this gate cannot be checked: add a "

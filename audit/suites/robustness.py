@@ -30,8 +30,9 @@ the recipe writes it: "8/255" for a fraction string, 0.1 or "0.1" for a number; 
 e.g. ``metric = "robust_accuracy"``, ``params = { norm = "linf", eps = "8/255" }``.
 
 Validity checks (suite "robustness"; a failure exits 4 unless [validity] downgrade lists it):
-perturbation_within_eps, adversarial_within_bounds, gradients_not_masked, accuracy_non_increasing_in_eps,
-pgd_stronger_than_fgsm, large_eps_reaches_chance, attack_stronger_than_noise, pgd_converged. The core
+perturbation_within_eps, adversarial_within_bounds, eps_within_input_range (warns only),
+gradients_not_masked, accuracy_non_increasing_in_eps, pgd_stronger_than_fgsm, large_eps_reaches_chance,
+attack_stronger_than_noise, pgd_converged, reference_attack_agrees. The core
 checks logits_not_probabilities and inference_deterministic (``audit.runner``) run for every suite.
 """
 
@@ -137,9 +138,11 @@ SECTION = Section(
     "robustness",
     "Adversarial robustness (FGSM, PGD-Linf/L2, AutoAttack, via torchattacks) over an epsilon sweep on nested "
     "balls, noise robustness (Gaussian, uniform, salt-and-pepper), per class and per sensitive group, and "
-    "validity checks of the evaluation (perturbation size and bounds measured, gradient masking, monotone "
-    "curves, PGD vs FGSM, large-epsilon sanity, attack vs random noise, PGD convergence). Attacks see "
-    "inputs in their natural bounds ([model] input_bounds); normalisation stays inside the model.",
+    "validity checks of the evaluation (perturbation size and bounds measured, eps beyond the input range "
+    "(a warning only), the input gradients of the losses the attacks use, monotone curves, PGD vs FGSM, "
+    "large-epsilon sanity, attack vs random noise, PGD against a stronger PGD, and the configured attacks "
+    "against AutoAttack's APGD-CE + APGD-T, skipped with a warning without input_bounds). Attacks see inputs "
+    "in their natural bounds ([model] input_bounds); normalisation stays inside the model.",
     (
         Field("attacks", "list of 'fgsm' | 'pgd' | 'autoattack'",
               "Attacks to run; robust accuracy is the per-example worst case over them. fgsm is Linf only. "
@@ -177,8 +180,9 @@ SECTION = Section(
               parse=parse_step_size_by_norm, example='"auto"'),
         Field("step_schedule", "'decay' | 'constant'",
               "decay: the step is halved after half of the steps and again after three quarters (10 steps: "
-              "5 x step, 2 x step/2, 3 x step/4), so that more steps mean a finer search, not the same walk in "
-              "smaller strides. constant: every step the same.", default="decay", parse=p_str(SCHEDULES),
+              "5 x step, 2 x step/2, 3 x step/4; 20 steps: 10, 5 and 5), so the strides stay fractions of eps and "
+              "more steps mean more iterations at each stride, not the same walk in smaller strides (as with "
+              "2.5 * eps / steps). constant: every step the same.", default="decay", parse=p_str(SCHEDULES),
               example='"decay"'),
         Field("restarts", "integer >= 1",
               "PGD random restarts per loss (only examples still unbroken are restarted). More than 1 needs "
@@ -223,13 +227,16 @@ SECTION = Section(
               "large_eps_reaches_chance passes when accuracy at large_eps <= largest class share + this margin.",
               default=0.1, parse=p_float(0.0, 1.0)),
         Field("convergence_tolerance", "number in [0, 1]",
-              "pgd_converged fails when a stronger PGD (twice the steps on the same schedule, from as many "
-              "fresh random restarts with each loss) breaks more than this share of the checked examples that "
-              "the configured PGD left standing.", default=0.03, parse=p_float(0.0, 1.0)),
+              "pgd_converged fails when a stronger PGD (twice the steps on the same schedule, one restart more, "
+              "fresh random starts, every loss including those not in losses) breaks, among the "
+              "examples the configured PGD left standing, more than this share of all checked examples.",
+              default=0.03, parse=p_float(0.0, 1.0)),
         Field("reference_tolerance", "number in [0, 1]",
-              "reference_attack_agrees fails when a stronger reference attack (APGD-CE + APGD-T, AutoAttack's "
-              "gradient components, 20 steps each) breaks more than this share of the checked examples that "
-              "the configured attacks reported robust.", default=0.02, parse=p_float(0.0, 1.0)),
+              "reference_attack_agrees fails when a reference attack (AutoAttack's gradient components at the "
+              "cheap preset's budget: APGD-CE 20 steps, on logits divided by their spread + 1 so that it cannot "
+              "saturate, and APGD-T 20 steps x 3 targets, or APGD-DLR with 3 classes) breaks, among the examples "
+              "the configured attacks reported robust, more than this share of all checked examples.",
+              default=0.02, parse=p_float(0.0, 1.0)),
         Field("monotone_tolerance", "number in [0, 1]",
               "accuracy_non_increasing_in_eps fails when accuracy of independent (non-nested) PGD runs rises "
               "with eps by more than this.", default=0.02, parse=p_float(0.0, 1.0)),
@@ -311,11 +318,19 @@ def pgd_config(cfg: dict[str, Any], norm: str, eps: list[Eps]) -> AttackConfig:
                         schedule=cfg["step_schedule"], targets=cfg["targets"])
 
 
+def stronger_pgd(cfg: AttackConfig) -> AttackConfig:
+    """What pgd_converged compares with (at twice the steps): random starts, the same restarts, and every
+    loss, the configured ones first."""
+    losses = tuple(cfg.losses) + tuple(x for x in LOSSES if x not in cfg.losses)
+    return replace(cfg, random_start=True, losses=losses)
+
+
 def attack_configs(c: _Ctx) -> list[AttackConfig]:
     cfg = c.cfg
-    if "targeted" in cfg["losses"] and cfg["targets"] > c.k - 1:
-        c.res.notes.append(f"PGD targeted loss: {c.k - 1} target classes (all the model has) instead of "
-                           f"targets = {cfg['targets']}.")
+    if cfg["targets"] > c.k - 1:  # also for the checks' stronger PGD, which adds the targeted loss
+        if "targeted" in cfg["losses"]:
+            c.res.notes.append(f"PGD targeted loss: {c.k - 1} target classes (all the model has) instead of "
+                               f"targets = {cfg['targets']}.")
         cfg["targets"] = c.k - 1
     out = []
     for norm in cfg["norm"]:
@@ -550,7 +565,8 @@ def _attack_losses(configs: list[AttackConfig]) -> dict[str, list[str]]:
         elif a.name == "pgd":
             ls = list(a.losses)
         else:
-            ls = (["float32_ce"] if any(comp["class"] == "APGD" for comp in a.components) else []) + ["margin"]
+            ls = (["float32_ce"] if any(comp["class"] == "APGD" for comp in a.components) else []) + \
+                (["margin"] if any(comp["class"] != "APGD" for comp in a.components) else [])
         out.setdefault(a.name, [])
         out[a.name] += [x for x in ls if x not in out[a.name]]
     return out
@@ -614,10 +630,11 @@ def _checks(c: _Ctx, sweeps: list, worst: dict[str, np.ndarray], configs: list[A
             one = pgd_config(cfg, norm, [e])
             r1 = S.pgd_sweep(c.model, one, xs, ys, ids, ones, c.bs, c.device, c.bounds, c.seed)
             alive = r1.eps_broken > e.value
-            # the stronger PGD: twice the steps from fresh random starts, on what the configured one left
-            # standing; with the configured run it makes 2 x restarts runs of each loss, half at twice the steps
-            r2 = S.pgd_sweep(c.model, replace(one, random_start=True), xs, ys, ids, alive, c.bs, c.device, c.bounds,
-                             c.seed, steps=2 * cfg["steps"], stream="pgd-stronger")
+            # the stronger PGD: twice the steps at each stride, one restart more, from fresh random starts, with
+            # every loss (those the recipe left out too), on what the configured one left standing. On robust
+            # models fresh restarts move more than extra steps do (BENCHMARKS.md), so both are added.
+            r2 = S.pgd_sweep(c.model, stronger_pgd(one), xs, ys, ids, alive, c.bs, c.device, c.bounds, c.seed,
+                             steps=2 * cfg["steps"], restarts=cfg["restarts"] + 1, stream="pgd-stronger")
             indep.append(float(np.mean(alive)))
             strong.append(float(np.mean(alive & (r2.eps_broken > e.value))))
         details[f"pgd_independent_{norm}"] = {"eps": labels, "steps": cfg["steps"], "accuracy": indep,
@@ -625,7 +642,8 @@ def _checks(c: _Ctx, sweeps: list, worst: dict[str, np.ndarray], configs: list[A
         mono[norm] = (labels, indep)
         diffs = [a - b for a, b in zip(indep, strong)]
         j = int(np.argmax(diffs))
-        conv.append((diffs[j], f"{norm} eps {labels[j]}", indep[j], strong[j]))
+        conv.append((diffs[j], f"{norm} eps {labels[j]}" if diffs[j] > 0 else f"{norm}, every eps", indep[j],
+                     strong[j]))
         if norm == "linf":
             f = S.fgsm_sweep(c.model, AttackConfig("fgsm", norm, eps), xs, ys, ids, ones, c.bs, c.device, c.bounds)
             f_acc = R.robust_accuracy(f.eps_broken, [e.value for e in eps])
@@ -655,8 +673,9 @@ def _checks(c: _Ctx, sweeps: list, worst: dict[str, np.ndarray], configs: list[A
         record("attack_stronger_than_noise", K.attack_stronger_than_noise(*max(rnd), cfg["strength_tolerance"]))
     if conv:
         d, where, a, b = max(conv)
-        record("pgd_converged", K.pgd_converged(d, where, a, b, cfg["steps"], cfg["restarts"], cfg["losses"],
-                                                cfg["convergence_tolerance"], n))
+        strong = stronger_pgd(pgd_config(cfg, norms[0], cfg["eps"][norms[0]]))
+        record("pgd_converged", K.pgd_converged(d, where, a, b, cfg["steps"], cfg["restarts"], list(strong.losses),
+                                                cfg["targets"], cfg["convergence_tolerance"], n))
     if ref:
         d, where, a, b, name = max(ref)
         record("reference_attack_agrees", K.reference_attack_agrees(d, where, a, b, name, cfg["reference_tolerance"], n))
@@ -666,6 +685,26 @@ def _checks(c: _Ctx, sweeps: list, worst: dict[str, np.ndarray], configs: list[A
                   "input_bounds. Nothing stronger than the configured attacks was compared; treat robust accuracy as "
                   "an upper bound.")
     c.res.tables["checks_detail"] = details
+
+
+class _Tamed:
+    """The model with logits z / (max z - min z + 1): every argmax unchanged, every logit in (-1, 1), so
+    torchattacks' APGD-CE (plain float32 cross-entropy) keeps a gradient on confident examples. Built
+    lazily as a torch module (torch is imported only when the suite runs)."""
+
+    def __new__(cls, model: Any) -> Any:
+        from torch import nn
+
+        class Tamed(nn.Module):
+            def __init__(self, m: nn.Module):
+                super().__init__()
+                self.m = m
+
+            def forward(self, x):  # type: ignore[no-untyped-def]
+                z = self.m(x)
+                return z / (z.amax(1, keepdim=True) - z.amin(1, keepdim=True) + 1.0)
+
+        return Tamed(model)
 
 
 def _eps_too_large(c: _Ctx) -> list[str]:
@@ -693,12 +732,20 @@ def _reference(c: _Ctx, norm: str, eps: list[Eps], reported: np.ndarray, xs: np.
         return None
     comps, _ = autoattack_components("cheap", c.k)
     comps = [comp for comp in comps if comp["component"] in REFERENCE_COMPONENTS]
+    if c.k == 3:  # APGD-T needs 4 classes; the untargeted DLR loss works from 3
+        comps.append({"component": "apgd-dlr", "class": "APGD", "loss": "dlr", "steps": 20, "n_restarts": 1,
+                      "rho": 0.75})
     names = [comp["component"] for comp in comps]
     desc = " + ".join(f"{comp['component'].upper()} {comp['steps']} steps"
                       + (f", {comp['n_target_classes']} targets" if "n_target_classes" in comp else "") for comp in comps)
     if c.k < 4:
         desc += " (APGD-T needs at least 4 classes)"
-    runner = AutoAttackRunner(c.model, comps, norm, c.bounds, c.k)
+    desc += ("; APGD-CE on the logits divided by their spread + 1 (the same decisions; its cross-entropy cannot "
+             "saturate)")
+    # APGD-CE on the tamed logits (plain float32 cross-entropy is blind on confident examples); the others on
+    # the model's own logits (taming would bend APGD-T's scale-invariant DLR loss and weaken it)
+    runners = [AutoAttackRunner(_Tamed(c.model) if comp["component"] == "apgd-ce" else c.model, [comp], norm,
+                                c.bounds, c.k) for comp in comps]
     chunk = 128
     out, before, after = [], [], []
     for e in eps:
@@ -706,13 +753,17 @@ def _reference(c: _Ctx, norm: str, eps: list[Eps], reported: np.ndarray, xs: np.
         broken = np.zeros(len(reported), dtype=bool)
         for start in range(0, len(alive), chunk):
             b = alive[start:start + chunk]
-            xb = torch.from_numpy(xs[b]).to(c.device)
-            yb = torch.from_numpy(ys[b]).to(c.device)
-            seeds = [stream_key(c.seed, "reference", nm, norm, e.label, int(ids[b[0]])) >> 1 for nm in names]
-            adv, _, _ = runner.run(xb, yb, e.value, seeds)
-            with torch.no_grad(), fp32_decisions():
-                wrong = (c.model(adv).argmax(1) != yb).cpu().numpy()
-            broken[b[wrong]] = True
+            for nm, runner in zip(names, runners):
+                b = b[~broken[b]]
+                if len(b) == 0:
+                    break
+                xb = torch.from_numpy(xs[b]).to(c.device)
+                yb = torch.from_numpy(ys[b]).to(c.device)
+                seed = stream_key(c.seed, "reference", nm, norm, e.label, int(ids[b[0]])) >> 1
+                adv, _, _ = runner.run(xb, yb, e.value, [seed])
+                with torch.no_grad(), fp32_decisions():
+                    wrong = (c.model(adv).argmax(1) != yb).cpu().numpy()
+                broken[b[wrong]] = True
         n = len(reported)
         before.append(float(np.mean(reported > e.value)))
         after.append(float(np.mean((reported > e.value) & ~broken)))
@@ -720,7 +771,7 @@ def _reference(c: _Ctx, norm: str, eps: list[Eps], reported: np.ndarray, xs: np.
     details[f"reference_{norm}"] = {"attack": desc, "eps": [e.label for e in eps], "reported": before,
                                     "with_reference": after, "n": int(len(reported))}
     j = int(np.argmax(out))
-    return out[j], f"{norm} eps {eps[j].label}", before[j], after[j], desc
+    return out[j], f"{norm} eps {eps[j].label}" if out[j] > 0 else f"{norm}, every eps", before[j], after[j], desc
 
 
 def _large_eps(c: _Ctx, sub: np.ndarray, details: dict[str, Any], record: Any) -> None:
@@ -745,7 +796,8 @@ def _large_eps(c: _Ctx, sub: np.ndarray, details: dict[str, Any], record: Any) -
                       f"Skipped for {norm}: no input_bounds and no [robustness] large_eps, so no epsilon is known to be "
                       "large enough. Set large_eps to one at which any input can be moved onto any other.")
             continue
-        one = AttackConfig("pgd", norm, [e], steps=steps, restarts=1, random_start=True, losses=tuple(cfg["losses"]))
+        one = AttackConfig("pgd", norm, [e], steps=steps, restarts=1, random_start=True, losses=tuple(cfg["losses"]),
+                           targets=cfg["targets"])
         r = S.pgd_sweep(c.model, one, xs, ys, ids, np.ones(len(sub), bool), c.bs, c.device, c.bounds, c.seed,
                         stream="large-eps")
         acc = float(np.mean(r.eps_broken > e.value))

@@ -48,8 +48,8 @@ def gradients_not_masked(n: int, blind: dict[str, int], nonfinite: dict[str, int
     what = "; ".join(f"{a}: {', '.join(ls)}" for a, ls in losses.items())
     sat = (f" Plain float32 cross-entropy would have an exactly zero gradient on {saturated} of them (a softmax "
            "saturated to 1); the losses above do not underflow, so that does not blind these attacks"
-           + (" (AutoAttack's APGD-CE does use plain cross-entropy: APGD-T's margin-type loss covers those "
-              "examples)" if "autoattack" in losses else "") + "." if saturated else "")
+           + (" (AutoAttack's APGD-CE does use plain cross-entropy: its other components, margin-type or "
+              "gradient-free, cover those examples)" if "autoattack" in losses else "") + "." if saturated else "")
     bad_nf = {a: k for a, k in nonfinite.items() if k}
     if bad_nf:
         a, k = max(bad_nf.items(), key=lambda t: t[1])
@@ -129,12 +129,12 @@ def attack_stronger_than_noise(gap: float, where: str, attack: float, noise: flo
 
 
 def pgd_converged(diff: float, where: str, before: float, after: float, steps: int, restarts: int,
-                  losses: Sequence[str], tol: float, n: int) -> Decision:
+                  losses: Sequence[str], targets: int, tol: float, n: int) -> Decision:
     """``diff`` = the largest share of the n checked examples that the configured PGD left standing and a
     stronger PGD (2 x steps on the same schedule, as many fresh random restarts per loss) breaks, over eps,
     at ``where``; ``before``/``after`` = robust accuracy there without/with the stronger attack's breaks."""
-    strong = (f"{2 * steps} steps on the same step schedule, {restarts} more random restart(s) with each loss "
-              f"({', '.join(losses)})")
+    names = [f"targeted to {targets} classes" if x == "targeted" else x for x in losses]
+    strong = (f"{2 * steps} steps, {restarts + 1} fresh random restart(s) with each of {', '.join(names)}")
     if diff > tol:
         return ("fail", f"A stronger PGD ({strong}) breaks {diff:.3f} of the {n} checked examples that the configured "
                         f"PGD ({steps} steps, {restarts} restart(s) per loss) left standing, at {where} (robust accuracy "
@@ -142,8 +142,8 @@ def pgd_converged(diff: float, where: str, before: float, after: float, steps: i
                         "robust accuracy overstates robustness. Raise [robustness] steps and restarts until this passes, "
                         "or add 'autoattack' to attacks.", diff)
     return ("pass", f"A stronger PGD ({strong}) breaks at most {diff:.3f} of the {n} checked examples beyond what the "
-                    f"configured PGD broke (at {where}: {before:.3f} -> {after:.3f}; tolerance {tol}): the attack has "
-                    "converged.", diff)
+                    f"configured PGD broke (at {where}: {before:.3f} -> {after:.3f}; tolerance {tol}): no sign that "
+                    "more PGD would lower robust accuracy.", diff)
 
 
 def reference_attack_agrees(diff: float, where: str, before: float, after: float, reference: str, tol: float,
@@ -169,6 +169,7 @@ def eps_within_input_range(too_large: Sequence[str], bounds: Sequence[float] | N
     if too_large:
         return ("warn", f"{', '.join(too_large)}: an eps this large (at least the whole input range "
                         f"{list(bounds)}) lets an attack replace the input by any other valid input, so robust "
-                        "accuracy there is 0 by definition and says nothing about the model. Check the units of eps "
+                        "accuracy there is at most the largest class share (a constant model's) and says nothing "
+                        "about the model. Check the units of eps "
                         "(fractions of the input range, e.g. \"8/255\" for [0, 1] images).", float(len(too_large)))
     return ("pass", f"Every eps is smaller than the input range {list(bounds)}.", 0.0)
