@@ -531,7 +531,8 @@ class Disparity:
     value: float
     ci_low: float
     ci_high: float
-    n: int                      # rows in the groups it was computed over
+    n: int                      # the thinnest denominator among the rates that entered it (what its precision
+    #                             rests on: min_n on a disparity guards its smallest group)
     groups: np.ndarray          # bool (G,): groups whose value entered the max/min
     high_group: int             # group holding the max (or, for ratios, the max of the denominator); -1 if none
     low_group: int              # group holding the min; -1 if none
@@ -664,9 +665,12 @@ def fairness_from_counts(counts: np.ndarray, *, min_group_size: int = 30,
         entered = np.zeros(n_groups, dtype=bool)
         undefined: set[int] = set()
         thin = False
+        thinnest = []
         for c in deps:
             ok = ~np.isnan(rates[c])
             entered |= ok
+            if ok.any():
+                thinnest.append(int(denominators[c][ok].min()))
             undefined.update(np.flatnonzero(present & ~ok).tolist())
             thin |= bool(np.any(ok & (denominators[c] < min_group_size)))
         if k == "equalized_odds_difference" or k == "equalized_odds_ratio":
@@ -680,7 +684,7 @@ def fairness_from_counts(counts: np.ndarray, *, min_group_size: int = 30,
             hi_g, lo_g = _extremes(rates[deps[0]])
         result[k] = Disparity(
             name=k, value=float(point[k]), ci_low=disp_ci[k][0], ci_high=disp_ci[k][1],
-            n=int(n[entered].sum()), groups=entered, high_group=hi_g, low_group=lo_g,
+            n=min(thinnest) if thinnest else 0, groups=entered, high_group=hi_g, low_group=lo_g,
             small_group_involved=thin, undefined_groups=tuple(sorted(undefined)))
 
     dir_ = result["disparate_impact_ratio"]

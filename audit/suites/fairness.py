@@ -179,7 +179,9 @@ METRICS["group_ovr_accuracy"] = MetricSpec("Multiclass tasks only: the one-vs-re
                                            "(is / is not that class). n is the group's size.",
                                            {"attribute": _ATTR, "group": _GROUP, "class": "positive_class"})
 for _k, _d in _DISP_DOC.items():
-    METRICS[_k] = MetricSpec(_d + " Inconclusive when a group's rate is undefined (0/0; the group is named). " + _OVR,
+    METRICS[_k] = MetricSpec(_d + " Inconclusive when a group's rate is undefined (0/0; the group is named). n is "
+                             "the thinnest denominator among the group rates it compares, so min_n guards its "
+                             "smallest group. " + _OVR,
                              {"attribute": _ATTR, "class": "positive_class (multiclass tasks)"})
 METRICS.update({
     "group_ece": MetricSpec("Top-label equal-width ECE within the group ([calibration] bins): the plug-in value, "
