@@ -118,11 +118,21 @@ class Linear(nn.Module):
 '''
 
 
+def _save_linear(tmp_path, w: np.ndarray, b: np.ndarray, name: str):
+    """The linear factory beside the test's recipe and its weights as safetensors."""
+    from safetensors.torch import save_file
+
+    (tmp_path / "linear.py").write_text(LINEAR_FACTORY)
+    ckpt = tmp_path / name
+    save_file({"fc.weight": torch.tensor(w, dtype=torch.float32).contiguous(),
+               "fc.bias": torch.tensor(b, dtype=torch.float32).contiguous()}, str(ckpt))
+    return ckpt
+
+
 def test_confident_logistic_regression_matches_the_exact_robust_accuracy(tmp_path, write_recipe):
     """Through the whole audit: a logistic regression whose float32 cross-entropy gradient is exactly zero
     on most examples reports the exact robust accuracy within one example at every eps (or says the
     evaluation is invalid). Plain-CE PGD (torchattacks.PGD) is shown to overstate it on the same model."""
-    from safetensors.torch import save_file
 
     w, b = _confident_logistic_regression(scale=30.0)
     x, y, _, _ = sklearn_split("digits", "test", 0.25, 0)
@@ -144,10 +154,7 @@ def test_confident_logistic_regression_matches_the_exact_robust_accuracy(tmp_pat
         plain_acc = float((model(adv).argmax(1) == yt).float().mean())
     assert plain_acc > exact[2] + 0.05, (plain_acc, exact)
 
-    (tmp_path / "linear.py").write_text(LINEAR_FACTORY)
-    ckpt = tmp_path / "lr.safetensors"
-    save_file({"fc.weight": torch.tensor(w, dtype=torch.float32).contiguous(),
-               "fc.bias": torch.tensor(b, dtype=torch.float32).contiguous()}, str(ckpt))
+    ckpt = _save_linear(tmp_path, w, b, "lr.safetensors")
     recipe = write_recipe(f'''
 [model]
 factory = "linear.py:Linear"
@@ -447,18 +454,14 @@ def load():
 def _confident_binary(tmp_path, write_recipe, extra: str = ""):
     """A two-class logistic regression (digits 0-4 vs 5-9), weights x30: float32 cross-entropy is blind on
     most examples. Returns the checkpoint, the recipe, the data and the weights."""
-    from safetensors.torch import save_file
     from sklearn.linear_model import LogisticRegression
 
     xtr, ytr, _, _ = sklearn_split("digits", "train", 0.25, 0)
     lr = LogisticRegression(C=1e4, max_iter=3000).fit(xtr.reshape(len(xtr), -1), (ytr >= 5).astype(int))
     w = np.concatenate([-lr.coef_, lr.coef_]) / 2 * 30.0
     b = np.concatenate([-lr.intercept_, lr.intercept_]) / 2 * 30.0
-    (tmp_path / "linear.py").write_text(LINEAR_FACTORY)
     (tmp_path / "binary.py").write_text(BINARY_DATA)
-    ckpt = tmp_path / "bin.safetensors"
-    save_file({"fc.weight": torch.tensor(w, dtype=torch.float32).contiguous(),
-               "fc.bias": torch.tensor(b, dtype=torch.float32).contiguous()}, str(ckpt))
+    ckpt = _save_linear(tmp_path, w, b, "bin.safetensors")
     recipe = write_recipe(f'''
 [model]
 factory = "linear.py:Linear"
