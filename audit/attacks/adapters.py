@@ -102,7 +102,8 @@ class PGDAttack(torchattacks.PGD):
     """PGD (Madry et al., 2018), Linf (sign steps, box projection) or L2 (normalised steps, ball
     projection, as torchattacks.PGDL2), inside ``bounds``, with a supplied per-example random start.
 
-    ``loss`` is one of ``audit.attacks.losses.LOSSES`` (log-space cross-entropy or the CW margin).
+    ``loss`` is one of ``audit.attacks.losses.LOSSES`` (log-space cross-entropy, the CW margin, or
+    "targeted": the margin towards ``target`` given to ``forward``), or "float32_ce" (tests, benchmarks).
     ``alpha`` is one step size, or one per step (a schedule, ``audit.attacks.config.step_schedule``).
 
     ``forward(images, labels, start)`` returns ``(adv, found)``: ``start`` is a unit draw shaped like the
@@ -302,6 +303,20 @@ class AutoAttackRunner:
         return adv.detach(), which >= 0, which
 
 
+class TamedLogits(nn.Module):
+    """The model with logits z / (max z - min z + 1): every argmax unchanged, every logit in (-1, 1), so
+    torchattacks' APGD-CE (plain float32 cross-entropy) keeps a gradient on confident examples (the
+    robustness suite's reference attack runs it this way)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.model(x)
+        return z / (z.amax(1, keepdim=True) - z.amin(1, keepdim=True) + 1.0)
+
+
 class _Reshape(nn.Module):
     def __init__(self, model: nn.Module, shape: tuple[int, ...]):
         super().__init__()
@@ -312,4 +327,4 @@ class _Reshape(nn.Module):
         return self.model(u.reshape((len(u),) + self.shape))
 
 
-__all__ = ["AutoAttackRunner", "Counter", "FGSMAttack", "PGDAttack"]
+__all__ = ["AutoAttackRunner", "Counter", "FGSMAttack", "PGDAttack", "TamedLogits"]
