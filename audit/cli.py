@@ -161,19 +161,26 @@ def main() -> None:
 @click.option("--trust-checkpoint", is_flag=True,
               help="Allow checkpoints that can run code when loaded (pickled modules, TorchScript, .pt2). "
                    "Only for files you trust; the report flags it.")
+@click.option("--resume", is_flag=True,
+              help="Reuse the rows a killed or failed run of the same audit left in --out/cache (same model, data, "
+                   "recipe, seed and tool version; any world size) and compute only the missing ones. Without it "
+                   "the cache is emptied and every row computed.")
 @quiet_option
 @debug_option
 @handle_errors
 def run(model: Path, recipe: Path, suites: tuple[str, ...], out: Path, seed: int | None, device: str | None,
-        batch_size: int | None, trust_checkpoint: bool, quiet: bool) -> None:
+        batch_size: int | None, trust_checkpoint: bool, resume: bool, quiet: bool) -> None:
     """Audit MODEL (a state_dict, training checkpoint or safetensors file; TorchScript or .pt2 with
-    --trust-checkpoint) as RECIPE describes, and write the report to --out."""
+    --trust-checkpoint) as RECIPE describes, and write the report to --out.
+
+    Under torchrun (`torchrun --nproc_per_node=K -m audit run ...`) the examples are sharded over the
+    ranks and rank 0 writes the report; see the README, "Several GPUs and several nodes"."""
     from audit.runner import RunOptions, execute
 
     opts = RunOptions(recipe=recipe, model_path=model, out=out, suites=list(suites), seed=seed, device=device,
-                      batch_size=batch_size, quiet=quiet, trust_checkpoint=trust_checkpoint)
+                      batch_size=batch_size, quiet=quiet, trust_checkpoint=trust_checkpoint, resume=resume)
     report, code = execute(opts)
-    if not quiet:
+    if not quiet and report:
         _summary(report, out)
     sys.exit(code)
 
@@ -256,6 +263,12 @@ def repro(model: Path | None, recipe: Path | None, seeds: int | None, repeats: i
     metric across seeds, and the environment fingerprint. Gates on repro.* metrics decide the exit code."""
     # Checks of the options happen inside the study, once --out is held (a failure there is recorded in it);
     # the comparison alone writes no folder.
+    from audit.engine.distributed import env_world_size
+
+    if env_world_size() > 1:
+        raise AuditError(f"audit repro does not run under torchrun (WORLD_SIZE = {env_world_size()}): it starts its "
+                         "own `audit run` processes, one per seed and repeat; run it as one process (`audit repro "
+                         "...`), or shard single runs with `torchrun ... -m audit run`")
     if model is None:
         if compare is None:
             raise AuditError("give MODEL and --recipe for a study, or --compare REPORT to compare this environment "

@@ -361,7 +361,8 @@ def test_outputs_are_all_or_none(digits_checkpoint, digits_recipe, tmp_path, mon
                   "--seed", "7", "--quiet")
     assert res.exit_code == 2 and "disk full" in res.stderr and failed
     names = sorted(p.name for p in out.iterdir())
-    assert names == [".audit.lock", "junit.xml", "previous-runs", "report.html", "report.json", "summary.md"], names
+    # the rows it computed stay in cache/ for `--resume`
+    assert names == [".audit.lock", "cache", "junit.xml", "previous-runs", "report.html", "report.json", "summary.md"], names
     now = json.loads((out / "report.json").read_text())
     assert now["passed"] is False and now["run_status"] == "failed" and now["exit_code"] == 2
     assert "disk full" in now["error"] and now["run_id"] != first["run_id"]

@@ -240,8 +240,8 @@ def test_multiclass_one_vs_rest_on_a_named_class(digits_checkpoint, write_recipe
 
 
 def test_crossing_with_robustness_columns_on_a_synthetic_table():
-    """Robust and noise accuracy per group from the columns the robustness suite writes."""
-    from audit.report.records import SuiteResult
+    """Robust and noise accuracy per group from the columns the robustness suite writes, found through
+    their metadata (not through the robustness suite's config)."""
     from audit.suites import fairness as FS
 
     r = np.random.default_rng(0)
@@ -253,12 +253,14 @@ def test_crossing_with_robustness_columns_on_a_synthetic_table():
     t.add("group:g", r.integers(0, 3, n))
     t.categories["g"] = ["x", "y", "z"]
     broken = np.where(r.random(n) < 0.3, np.inf, r.choice([0.0, 0.1, 0.2, 0.3], n))
-    t.add("robust:worst:linf:eps_broken", broken)
-    t.add("noise:gaussian:0.1:correct", r.integers(0, 5, n))
-    rob = SuiteResult("robustness")
-    rob.config = {"attacks": [{"attack": "pgd", "norm": "linf", "eps": ["0.1", "0.2"], "eps_values": [0.1, 0.2]}],
-                  "noise": {"gaussian": ["0.1"]}, "noise_draws": 4}
-    extra = FS.crossing_columns(t, rob)
+    assert FS.crossing_columns(t) == []  # no robustness columns yet
+    t.add("noise:gaussian:0.1:correct", r.integers(0, 5, n),
+          {"kind": "noise_correct", "noise": "gaussian", "level": "0.1", "draws": 4})
+    t.add("robust:worst:linf:eps_broken", broken,
+          {"kind": "eps_broken", "attack": "worst", "norm": "linf", "eps": ["0.2", "0.1"], "eps_values": [0.2, 0.1]})
+    t.add("robust:pgd:linf:eps_broken", broken,  # one attack's column: not what a group's robust accuracy reads
+          {"kind": "eps_broken", "attack": "pgd", "norm": "linf", "eps": ["0.1", "0.2"], "eps_values": [0.1, 0.2]})
+    extra = FS.crossing_columns(t)
     assert [e["params"] for e in extra] == [{"norm": "linf", "eps": "0.1"}, {"norm": "linf", "eps": "0.2"},
                                             {"noise": "gaussian", "level": "0.1"}]
     cfg = FS.SECTION.defaults()
@@ -272,7 +274,6 @@ def test_crossing_with_robustness_columns_on_a_synthetic_table():
         assert rec.value == pytest.approx(np.mean(broken[m] > 0.2)) and rec.n == m.sum()
         rec = [x for x in res.metrics if x.name == "group_noise_accuracy" and x.params["group"] == name][0]
         assert rec.value == pytest.approx(np.mean(t["noise:gaussian:0.1:correct"][m] / 4))
-    assert FS.crossing_columns(t, None) == []
 
 
 def test_reference_table_names_a_group_per_attribute_and_typos_are_errors(credit_checkpoint, write_recipe, tmp_path):

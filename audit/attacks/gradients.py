@@ -42,7 +42,8 @@ def _cat(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
 def loss_gradient_stats(model: nn.Module, x: np.ndarray, y: np.ndarray, device: torch.device, batch_size: int,
                         losses: Iterable[str]) -> dict[str, dict[str, Any]]:
     """Per loss: boolean arrays ``zero`` (the whole input gradient is exactly 0) and ``nonfinite`` (some
-    entry is NaN or inf), one entry per example, and the median L1 norm of the finite gradients."""
+    entry is NaN or inf), and ``l1`` (the gradient's L1 norm, NaN where it is not finite), one entry per
+    example; and the median L1 norm of the finite gradients."""
     out: dict[str, dict[str, Any]] = {}
     for loss in dict.fromkeys(losses):
         zero, nonfinite, l1 = [], [], []
@@ -53,9 +54,10 @@ def loss_gradient_stats(model: nn.Module, x: np.ndarray, y: np.ndarray, device: 
             fin = torch.isfinite(g).all(dim=1)
             nonfinite.append((~fin).cpu().numpy())
             zero.append(((g == 0).all(dim=1) & fin).cpu().numpy())
-            l1.append(g.abs().sum(dim=1)[fin].cpu().numpy())
-        norms = _cat(l1, np.float32)
-        out[loss] = {"zero": _cat(zero, bool), "nonfinite": _cat(nonfinite, bool),
+            l1.append(torch.where(fin, g.abs().sum(dim=1), torch.nan).double().cpu().numpy())
+        per = _cat(l1, np.float64)
+        norms = per[np.isfinite(per)]
+        out[loss] = {"zero": _cat(zero, bool), "nonfinite": _cat(nonfinite, bool), "l1": per,
                      "median_l1": float(np.median(norms)) if len(norms) else float("nan")}
     return out
 

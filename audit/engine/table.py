@@ -8,9 +8,10 @@ resumed runs skip rows, and two checkpoints or two seeds can be compared example
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -33,17 +34,67 @@ class ExampleTable:
     categories: dict[str, list[str]] = field(default_factory=dict)
     # facts about the file, not per example (the id of the run that wrote it): stored as "meta:<key>" strings
     meta: dict[str, str] = field(default_factory=dict)
+    # what a column means, for readers that did not write it (JSON-able; stored as "colmeta:<name>"), e.g.
+    # robust:worst:linf:eps_broken -> {"kind": "eps_broken", "norm": "linf", "eps": ["2/255", ...],
+    # "eps_values": [...]}: the fairness suite and `audit diff` read columns through this, not through
+    # another suite's config
+    column_meta: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         if not self.columns:
             return 0
         return len(next(iter(self.columns.values())))
 
-    def add(self, name: str, values: np.ndarray) -> None:
+    def add(self, name: str, values: np.ndarray, meta: dict[str, Any] | None = None) -> None:
         values = np.asarray(values)
         if self.columns and len(values) != len(self):
             raise ValueError(f"column {name!r} has {len(values)} rows, table has {len(self)}")
         self.columns[name] = values
+        if meta is not None:
+            self.column_meta[name] = dict(meta)
+
+    def update(self, columns: dict[str, np.ndarray], meta: dict[str, dict[str, Any]] | None = None) -> None:
+        """Add several columns (each the table's length), with their metadata."""
+        for name, values in columns.items():
+            self.add(name, values, (meta or {}).get(name))
+
+    def take(self, rows: np.ndarray) -> "ExampleTable":
+        """The table restricted to ``rows`` (positions or a boolean mask), metadata kept."""
+        return ExampleTable({k: v[rows] for k, v in self.columns.items()}, dict(self.categories), dict(self.meta),
+                            {k: dict(v) for k, v in self.column_meta.items()})
+
+    @classmethod
+    def concat(cls, tables: Sequence["ExampleTable"]) -> "ExampleTable":
+        """Rows of several tables (ranks' shards, a resumed run's cached rows and its new ones) as one table
+        sorted by global index. Every table must have the same columns and categories, and no index may
+        appear twice: two copies of an example would count it twice in every metric."""
+        tables = [t for t in tables if len(t.columns)]
+        if not tables:
+            return cls()
+        names = list(tables[0].columns)
+        for t in tables[1:]:
+            if set(t.columns) != set(names):
+                diff = sorted(set(t.columns) ^ set(names))
+                raise ValueError(f"tables to concatenate have different columns ({', '.join(diff)})")
+            if t.categories != tables[0].categories:
+                raise ValueError("tables to concatenate have different category names")
+        index = np.concatenate([t.columns["index"] for t in tables])
+        order = np.argsort(index, kind="stable")
+        dup = index[order][1:][np.diff(index[order]) == 0]
+        if len(dup):
+            raise ValueError(f"example index {int(dup[0])} appears in more than one table ({len(dup)} duplicates)")
+        cols = {k: np.concatenate([t.columns[k] for t in tables])[order] for k in names}
+        meta: dict[str, dict[str, Any]] = {}
+        for t in tables:
+            meta.update(t.column_meta)
+        return cls(cols, dict(tables[0].categories), dict(tables[0].meta), meta)
+
+    def align(self, other: "ExampleTable") -> tuple["ExampleTable", "ExampleTable"]:
+        """Both tables restricted to the examples they share, in the same (ascending index) order: the
+        paired view that a per-example comparison of two audits (`audit diff`) needs."""
+        a, b = self.columns["index"], other.columns["index"]
+        common, ia, ib = np.intersect1d(a, b, assume_unique=True, return_indices=True)
+        return self.take(ia), other.take(ib)
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.columns[name]
@@ -75,13 +126,60 @@ class ExampleTable:
             arrays[f"categories:{attr}"] = np.asarray(names, dtype=str)
         for key, value in {**self.meta, **(meta or {})}.items():
             arrays[f"meta:{key}"] = np.asarray(str(value))
+        for name, info in self.column_meta.items():
+            if name in self.columns:
+                arrays[f"colmeta:{name}"] = np.asarray(json.dumps(info, sort_keys=True))
         with open(path, "wb") as fh:
             np.savez_compressed(fh, **arrays)
 
     @classmethod
     def load(cls, path: Path) -> "ExampleTable":
         with np.load(path, allow_pickle=False) as z:
-            cols = {k: z[k] for k in z.files if not k.startswith(("categories:", "meta:"))}
+            cols = {k: z[k] for k in z.files if not k.startswith(("categories:", "meta:", "colmeta:"))}
             cats = {k.split(":", 1)[1]: [str(s) for s in z[k]] for k in z.files if k.startswith("categories:")}
             meta = {k.split(":", 1)[1]: str(z[k]) for k in z.files if k.startswith("meta:")}
-        return cls(columns=cols, categories=cats, meta=meta)
+            colmeta = {k.split(":", 1)[1]: json.loads(str(z[k])) for k in z.files if k.startswith("colmeta:")}
+        return cls(columns=cols, categories=cats, meta=meta, column_meta=colmeta)
+
+
+@dataclass
+class Part:
+    """Rows filled by one unit of work (a block of one rank, a chunk of the checks' examples): their
+    positions in the data, their columns (one entry per position), the columns' metadata, and the suite's
+    mergeable partial results for these rows (JSON-able; the suite's ``summarise`` reduces the list of
+    every part's partials, e.g. the largest perturbation measured, the sum of backward rows)."""
+
+    positions: np.ndarray
+    columns: dict[str, np.ndarray] = field(default_factory=dict)
+    column_meta: dict[str, dict[str, Any]] = field(default_factory=dict)
+    partials: dict[str, Any] = field(default_factory=dict)
+
+
+def blank(dtype: np.dtype) -> Any:
+    """The value of a column at a row no part filled (a check column outside the checks' examples)."""
+    if dtype == np.bool_:
+        return False
+    if np.issubdtype(dtype, np.integer):
+        return -1
+    return np.nan
+
+
+def merge_parts(parts: Sequence[Part], n: int, dense: bool) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]],
+                                                                       list[dict[str, Any]]]:
+    """Columns of length ``n`` from the parts (rows no part covers get :func:`blank`), their metadata, and
+    the parts' partials in position order. ``dense``: every row must be covered exactly once."""
+    parts = sorted(parts, key=lambda p: int(p.positions[0]) if len(p.positions) else -1)
+    seen = np.zeros(n, dtype=np.int64)
+    cols: dict[str, np.ndarray] = {}
+    meta: dict[str, dict[str, Any]] = {}
+    for p in parts:
+        seen[p.positions] += 1
+        meta.update(p.column_meta)
+        for k, v in p.columns.items():
+            if k not in cols:
+                cols[k] = np.full((n,) + v.shape[1:], blank(v.dtype), dtype=v.dtype)
+            cols[k][p.positions] = v
+    if (seen > 1).any() or (dense and (seen == 0).any()):
+        bad = int(np.flatnonzero(seen != 1)[0])
+        raise ValueError(f"row {bad} is filled {int(seen[bad])} times (expected once)")
+    return cols, meta, [p.partials for p in parts if p.partials]

@@ -223,6 +223,14 @@ RUN = Section(
         Field("suites", "list of suite names",
               "Suites to run when --suite is not given (default: every suite that has a table in the "
               "recipe, or performance alone if none has).", parse=p_list(p_str(), "suite names", min_len=1)),
+        Field("block_rows", "integer >= 1",
+              "Examples per block: the unit of sharding under torchrun (block b runs on rank b % world size) and "
+              "of the resume cache (a killed run keeps its finished blocks). Batches never cross a block. "
+              "Default: 1024, or the largest batch size when that is larger.", parse=p_int(1), example="1024"),
+        Field("rank_timeout", "number > 0 (seconds)",
+              "Under torchrun: a rank that shows no progress (no batch finished) for this long while the others "
+              "wait for it is reported as hung, and every rank stops with one line naming it.", default=300.0,
+              parse=p_float(1e-3, 1e9), example="300"),
     ),
     example="[run]\nseed = 0\ndevice = \"auto\"\nbatch_size = 256",
 )

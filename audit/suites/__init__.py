@@ -1,5 +1,5 @@
-"""The suites, in the order they run. Later suites may read the results of earlier ones
-(e.g. fairness crosses with robustness).
+"""The suites, in the order they run. A later suite may read the columns of earlier ones (fairness crosses
+with robustness through its columns' metadata), never their results or config.
 
 To add a suite: write ``audit/suites/<name>.py`` that defines ``SUITE = Suite(...)`` and list it here.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from audit.suites.base import MetricSpec, RunContext, Suite
+from audit.suites.base import Facts, FillContext, MetricSpec, Suite
 
 # name -> module; the order is the run order.
 _REGISTRY: dict[str, str] = {
@@ -32,4 +32,4 @@ def all_suites() -> list[Suite]:
     return [get_suite(n) for n in _REGISTRY]
 
 
-__all__ = ["MetricSpec", "RunContext", "Suite", "all_suites", "get_suite", "suite_names"]
+__all__ = ["Facts", "FillContext", "MetricSpec", "Suite", "all_suites", "get_suite", "suite_names"]

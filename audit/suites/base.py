@@ -1,8 +1,22 @@
 """What a suite is and what it is given.
 
-A suite reads the wrapped model and the data, adds columns to the per-example table, and returns a
-SuiteResult (metric records, validity checks, curves and tables for the renderers). Metrics themselves
-are pure functions in ``audit.metrics``; suites only orchestrate.
+A suite is three steps (torchmetrics' state/update/compute, with "concatenate rows" as the reduction):
+
+1. ``validate(section, facts) -> plan``: the recipe section checked against the data's facts (attributes,
+   shape, bounds, class count) before any suite does any work, so a typo in one suite's table is an exit 2
+   before another suite spent an hour attacking. The plan is what ``fill`` and ``summarise`` use.
+2. ``fill(fill_context, plan, positions, rows) -> Part``: per-example columns for the given rows only
+   (positions in the data; ``rows`` is the table of their core columns), with the model in hand. A rank
+   of a torchrun job fills its blocks; a resumed run fills only the blocks its cache lacks. Validity
+   checks that need the model are work here too: as columns (``check:...``), or as mergeable partial
+   results (``Part.partials``: e.g. the largest perturbation measured) that ``summarise`` reduces.
+   Work on a subset chosen from the whole table (the checks' examples) is a second fill,
+   ``fill_checks``, over the chunks ``check_chunks`` cuts from the complete table of the first.
+3. ``summarise(table, plan, facts, partials) -> SuiteResult``: metric records, checks, curves and tables
+   from the complete table, with no model: pure (``audit.metrics`` holds the formulas).
+
+Suites do not read each other's results or private config: a suite that crosses with another (fairness
+with robustness) reads the other's columns, through their metadata (``ExampleTable.column_meta``).
 """
 
 from __future__ import annotations
@@ -14,10 +28,11 @@ from audit.recipe.fields import Section
 from audit.report.records import SuiteResult
 
 if TYPE_CHECKING:  # heavy imports only for type checkers: `audit --help` must stay fast
+    import numpy as np
     import torch
 
     from audit.engine.data import Dataset
-    from audit.engine.table import ExampleTable
+    from audit.engine.table import ExampleTable, Part
     from audit.engine.wrapper import WrappedModel
     from audit.recipe.load import Recipe
 
@@ -40,19 +55,43 @@ class MetricSpec:
 
 
 @dataclass
-class RunContext:
+class Facts:
+    """What ``validate`` and ``summarise`` may know besides the table: the recipe and the data's shape,
+    never the model or the inputs themselves."""
+
     recipe: "Recipe"
+    seed: int
+    num_classes: int
+    class_names: list[str]
+    input_bounds: tuple[float, float] | None
+    input_shape: tuple[int, ...]
+    input_absmax: float  # max |x| over the data (the float32 rounding scale of a perturbation)
+    n: int
+    attributes: list[str]  # sensitive attributes of the data
+    categories: dict[str, list[str]]  # attribute -> its group names
+    index: "np.ndarray"  # global index of every evaluated example, in table order
+    batch_size: int
+
+    @property
+    def where(self) -> str:
+        return str(self.recipe.path)
+
+
+@dataclass
+class FillContext:
+    """What ``fill`` is given: the model and the inputs (rows are taken by position)."""
+
     model: "WrappedModel"
     data: "Dataset"
-    table: "ExampleTable"
-    seed: int
     device: "torch.device"
+    seed: int
     batch_size: int
     progress: Progress
-    results: dict[str, SuiteResult] = field(default_factory=dict)  # suites that ran before, by name
+    facts: Facts
 
-    def section(self, name: str) -> dict[str, Any]:
-        return self.recipe.section(name)
+
+def _as_is(cfg: dict[str, Any], facts: Facts) -> Any:  # noqa: ARG001 - the default validate
+    return cfg
 
 
 @dataclass(frozen=True)
@@ -61,14 +100,19 @@ class Suite:
     doc: str
     section: Section
     metrics: dict[str, MetricSpec]
-    run: Callable[[RunContext, dict[str, Any]], SuiteResult]
+    summarise: Callable[["ExampleTable", Any, Facts, dict[str, list[dict[str, Any]]]], SuiteResult]
+    validate: Callable[[dict[str, Any], Facts], Any] = _as_is
+    # None: the suite needs only the core columns (label, logits, groups) that the clean pass fills
+    fill: Callable[[FillContext, Any, "np.ndarray", "ExampleTable"], "Part"] | None = None
+    check_chunks: Callable[["ExampleTable", Any], list["np.ndarray"]] | None = None
+    fill_checks: Callable[[FillContext, Any, "np.ndarray", "ExampleTable"], "Part"] | None = None
     # Suites whose numbers are wrong on a softmax output (attacks follow logit gradients) make the
     # core check logits_not_probabilities fail instead of warn.
     needs_logits: bool = False
     # Ids of the validity checks the suite can record (what [validity] downgrade may name).
     check_ids: tuple[str, ...] = ()
     # A suite with its own command (``audit repro``): it declares a recipe section and metrics (so gates
-    # can name them) but `audit run` never runs it; ``run`` is not called.
+    # can name them) but `audit run` never runs it; ``summarise`` is not called.
     command_only: bool = False
     # What its records' ``n`` counts. Gates that set no min_n get the default one (audit.report.gates
     # DEFAULT_MIN_N) only where n counts examples; a count of runs (repro: seeds) is not a sample size.

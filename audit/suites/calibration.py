@@ -40,7 +40,7 @@ from audit.recipe.fields import Field, FieldError, Section, p_bool, p_float, p_i
 # _v: full precision for metric records; _r: rounded, for tables shown to people
 from audit.report.records import SuiteResult, finite_or_none as _v, rounded as _r
 from audit.seeding import rng
-from audit.suites.base import MetricSpec, RunContext, Suite
+from audit.suites.base import Facts, MetricSpec, Suite
 
 BINNINGS = {"equal_width": "uniform", "equal_mass": "quantile"}
 KINDS = ("top_label", "classwise")
@@ -143,12 +143,19 @@ def _bins_json(b: K.ReliabilityBins) -> dict[str, Any]:
             "accuracy": [_r(x) for x in b.accuracy], "ece": _r(b.ece), "mce": _r(b.mce), "n": int(b.n)}
 
 
-def run(ctx: RunContext, cfg: dict[str, Any]) -> SuiteResult:
-    fit_mask, outside = None, 0
+def validate(cfg: dict[str, Any], facts: Facts) -> dict[str, Any]:
+    """The fit split's index file is read and checked here, before any work."""
+    plan = dict(cfg)
+    plan["_fit_indices"], plan["_outside"] = None, 0
     if cfg["temperature_fit_indices"]:
-        fit_mask, outside = _fit_mask(ctx, cfg["temperature_fit_indices"])
-    k = int(ctx.recipe.section("model")["num_classes"])
-    res = evaluate(ctx.table["logits"], ctx.table["label"], cfg, ctx.seed, k, fit_mask)
+        plan["_fit_indices"], plan["_outside"] = _fit_indices(facts, cfg["temperature_fit_indices"])
+    return plan
+
+
+def summarise(table: Any, plan: dict[str, Any], facts: Facts, partials: Any = None) -> SuiteResult:  # noqa: ARG001
+    fit_mask = None if plan["_fit_indices"] is None else np.isin(table["index"], plan["_fit_indices"])
+    res = evaluate(table["logits"], table["label"], plan, facts.seed, facts.num_classes, fit_mask)
+    outside = plan["_outside"]
     if outside:
         # Said, not dropped quietly: a file for the whole data set is fine, but a 1-based or other-split
         # file would fit the temperature on a different set than the user believes.
@@ -192,10 +199,10 @@ def _clearly_worse(z: np.ndarray, y: np.ndarray, t: float) -> str | None:
     return None
 
 
-def _fit_mask(ctx: RunContext, rel: str) -> tuple[np.ndarray, int]:
-    """The fit split as a mask over the table, and how many listed indices are not in the table."""
-    path = ctx.recipe.resolve(rel)
-    where = f"{ctx.recipe.path}: [calibration] temperature_fit_indices = {rel!r}"
+def _fit_indices(facts: Facts, rel: str) -> tuple[np.ndarray, int]:
+    """The fit split's global indices, and how many listed indices name no evaluated example."""
+    path = facts.recipe.resolve(rel)
+    where = f"{facts.where}: [calibration] temperature_fit_indices = {rel!r}"
     if not Path(path).is_file():
         raise RecipeError(f"{where}: file not found ({path})")
     try:
@@ -206,12 +213,12 @@ def _fit_mask(ctx: RunContext, rel: str) -> tuple[np.ndarray, int]:
     if idx.size and not np.issubdtype(idx.dtype, np.integer):
         raise RecipeError(f"{where}: expected integer example indices, got {idx.dtype} values")
     idx = idx.astype(np.int64)
-    mask = np.isin(ctx.table["index"], idx)
-    outside = int(len(np.setdiff1d(idx, ctx.table["index"])))
+    mask = np.isin(facts.index, idx)
+    outside = int(len(np.setdiff1d(idx, facts.index)))
     if not mask.any() or mask.all():
         raise RecipeError(f"{where}: the indices select {int(mask.sum())} of {len(mask)} evaluated examples; "
                           "both the fit and the evaluation split need examples")
-    return mask, outside
+    return facts.index[mask], outside
 
 
 def evaluate(logits: np.ndarray, y: np.ndarray, cfg: dict[str, Any], seed: int, k: int | None = None,
@@ -327,4 +334,4 @@ def evaluate(logits: np.ndarray, y: np.ndarray, cfg: dict[str, Any], seed: int, 
     return res
 
 
-SUITE = Suite("calibration", SECTION.doc, SECTION, METRICS, run)
+SUITE = Suite("calibration", SECTION.doc, SECTION, METRICS, summarise, validate=validate)

@@ -60,7 +60,7 @@ from audit.recipe.fields import Field, FieldError, Section, p_bool, p_float, p_i
 # _v: full precision for metric records; _r: rounded, for tables shown to people
 from audit.report.records import SuiteResult, finite_or_none as _v, rounded as _r
 from audit.seeding import rng
-from audit.suites.base import MetricSpec, RunContext, Suite
+from audit.suites.base import Facts, MetricSpec, Suite
 
 CONSTRAINTS = ("demographic_parity", "equalized_odds", "true_positive_rate_parity", "false_positive_rate_parity",
                "false_negative_rate_parity", "true_negative_rate_parity")
@@ -237,11 +237,16 @@ def attribute_groups(table: Any, attributes: list[str], intersectional: bool
         codes = np.zeros(len(cols[0]), dtype=np.int64)
         for c, s in zip(cols, sizes):
             codes = codes * s + c
-        grids = np.meshgrid(*[np.arange(s) for s in sizes], indexing="ij")
-        names = [" & ".join(table.categories[a][int(g.ravel()[i])] for a, g in zip(attributes, grids))
-                 for i in range(int(np.prod(sizes)))]
-        out.append(("&".join(attributes), codes, names))
+        out.append(("&".join(attributes), codes, _intersection_names(table.categories, attributes)))
     return out
+
+
+def _intersection_names(categories: dict[str, list[str]], attributes: list[str]) -> list[str]:
+    """Names of every combination of the attributes' groups, in code order (the first attribute slowest)."""
+    sizes = [len(categories[a]) for a in attributes]
+    grids = np.meshgrid(*[np.arange(s) for s in sizes], indexing="ij")
+    return [" & ".join(categories[a][int(g.ravel()[i])] for a, g in zip(attributes, grids))
+            for i in range(int(np.prod(sizes)))]
 
 
 def _positive_class(cfg: dict[str, Any], names: list[str], where: str) -> int:
@@ -284,15 +289,34 @@ def _reference(cfg: dict[str, Any], attr: str, names: list[str], notes: list[str
 # ------------------------------------------------------------------------------------------------ run
 
 
-def run(ctx: RunContext, cfg: dict[str, Any]) -> SuiteResult:
-    res = SuiteResult("fairness")
-    table = ctx.table
-    model = ctx.recipe.section("model")
-    k = int(model["num_classes"])
-    names = list(model["class_names"]) if model["class_names"] else [str(i) for i in range(k)]
-    where = f"{ctx.recipe.path}: [fairness]"
-    available = table.group_names()
+def validate(cfg: dict[str, Any], facts: Facts) -> dict[str, Any]:
+    """Attributes, reference groups and the positive class checked against the data, before any work."""
+    plan = dict(cfg)
+    where = f"{facts.where}: [fairness]"
+    available = list(facts.attributes)
+    plan["_attributes"] = []
     if not available:
+        return plan
+    attributes = cfg["attributes"] or available
+    for a in attributes:
+        if a not in available:
+            raise RecipeError(f"{where} attributes: {a!r} is not a sensitive attribute of the data "
+                              f"(available: {', '.join(available)})")
+    names = {a: list(facts.categories[a]) for a in attributes}
+    if cfg["intersectional"] and len(attributes) >= 2:
+        names["&".join(attributes)] = _intersection_names(facts.categories, attributes)
+    _check_reference_table(cfg["reference"], names, where)
+    plan["_attributes"] = list(attributes)
+    plan["_positive"] = _positive_class(cfg, facts.class_names, where)
+    calib = facts.recipe.section("calibration") if "calibration" in facts.recipe.sections else {"bins": 15}
+    plan["_calibration"] = calib
+    return plan
+
+
+def summarise(table: Any, plan: dict[str, Any], facts: Facts, partials: Any = None) -> SuiteResult:  # noqa: ARG001
+    res = SuiteResult("fairness")
+    attributes = plan["_attributes"]
+    if not attributes:
         res.notes.append("The data has no sensitive attributes, so no fairness metric could be measured. Name "
                          "them in [data] sensitive (csv: columns; npz: arrays).")
         res.check("sensitive_attributes", "warn",
@@ -300,30 +324,22 @@ def run(ctx: RunContext, cfg: dict[str, Any]) -> SuiteResult:
                   "to audit groups; gates on fairness metrics find no record.")
         res.config = {"attributes": [], "positive_class": None}
         return res
-    attributes = cfg["attributes"] or available
-    for a in attributes:
-        if a not in available:
-            raise RecipeError(f"{where} attributes: {a!r} is not a sensitive attribute of the data "
-                              f"(available: {', '.join(available)})")
-    groups = attribute_groups(table, attributes, cfg["intersectional"])
-    if cfg["intersectional"] and len(attributes) < 2:
+    groups = attribute_groups(table, attributes, plan["intersectional"])
+    if plan["intersectional"] and len(attributes) < 2:
         res.notes.append(f"intersectional = true has nothing to intersect: only one attribute ({attributes[0]}) "
                          "is audited.")
-    _check_reference_table(cfg["reference"], groups, where)
-    pos = _positive_class(cfg, names, where)
-    calib = ctx.recipe.section("calibration") if "calibration" in ctx.recipe.sections else {"bins": 15}
-    extra = crossing_columns(table, ctx.results.get("robustness"))
+    calib = plan["_calibration"]
+    extra = crossing_columns(table)
     return evaluate(table["label"], table["pred"], table.probs, groups,
-                    names, pos, cfg, ctx.seed, ece_bins=int(calib.get("bins", 15)), extra=extra, res=res,
-                    calib=calib)
+                    facts.class_names, plan["_positive"], plan, facts.seed, ece_bins=int(calib.get("bins", 15)),
+                    extra=extra, res=res, calib=calib)
 
 
-def _check_reference_table(ref: Any, groups: list[tuple[str, np.ndarray, list[str]]], where: str) -> None:
+def _check_reference_table(ref: Any, gnames: dict[str, list[str]], where: str) -> None:
     """A reference table must name analysed attributes and, for each, one of its groups (a typo there would
     otherwise silently change every four-fifths ratio of that attribute)."""
     if not isinstance(ref, dict):
         return
-    gnames = {attr: names for attr, _, names in groups}
     for attr, group in ref.items():
         if attr not in gnames:
             raise RecipeError(f"{where} reference: {attr!r} is not an analysed attribute "
@@ -333,35 +349,27 @@ def _check_reference_table(ref: Any, groups: list[tuple[str, np.ndarray, list[st
                               f"(groups: {', '.join(gnames[attr])})")
 
 
-def crossing_columns(table: Any, robustness: SuiteResult | None) -> list[dict[str, Any]]:
-    """Per-example correctness columns from the robustness suite, when it ran: one entry per (norm, eps)
-    robust column and per (noise, level) column, as ``{metric, params, values (fraction correct per row)}``.
-    Robust at eps means the worst-case breaking eps is larger than eps (0 for clean-wrong examples)."""
+def crossing_columns(table: Any) -> list[dict[str, Any]]:
+    """Per-example correctness columns that another suite (robustness) left in the table, found through
+    their metadata: one entry per (norm, eps) worst-case column and per (noise, level) column, as
+    ``{metric, params, values (fraction correct per row)}``. Robust at eps means the worst-case breaking
+    eps is larger than eps (0 for clean-wrong examples)."""
     out: list[dict[str, Any]] = []
-    if robustness is None:
-        return out
-    cfg = robustness.config
-    eps_by_norm: dict[str, dict[str, float]] = {}
-    for a in cfg.get("attacks", []):
-        for label, value in zip(a.get("eps", []), a.get("eps_values", [])):
-            eps_by_norm.setdefault(a["norm"], {})[str(label)] = float(value)
-    for norm, eps in eps_by_norm.items():
-        col = f"robust:worst:{norm}:eps_broken"
-        if col not in table:
+    noise = []
+    for name, meta in table.column_meta.items():
+        if name not in table:
             continue
-        broken = np.asarray(table[col], dtype=np.float64)
-        for label, value in sorted(eps.items(), key=lambda kv: kv[1]):
-            out.append({"metric": "group_robust_accuracy", "params": {"norm": norm, "eps": label},
-                        "values": (broken > value).astype(np.float64), "label": f"robust acc. {norm} ε={label}"})
-    draws = cfg.get("noise_draws")
-    for kind, levels in (cfg.get("noise") or {}).items():
-        for level in levels:
-            col = f"noise:{kind}:{level}:correct"
-            if col in table and draws:
-                out.append({"metric": "group_noise_accuracy", "params": {"noise": kind, "level": str(level)},
-                            "values": np.asarray(table[col], dtype=np.float64) / draws,
-                            "label": f"{kind} noise {level}"})
-    return out
+        if meta.get("kind") == "eps_broken" and meta.get("attack") == "worst":
+            broken = np.asarray(table[name], dtype=np.float64)
+            for label, value in sorted(zip(meta["eps"], meta["eps_values"]), key=lambda kv: kv[1]):
+                out.append({"metric": "group_robust_accuracy", "params": {"norm": meta["norm"], "eps": str(label)},
+                            "values": (broken > float(value)).astype(np.float64),
+                            "label": f"robust acc. {meta['norm']} ε={label}"})
+        elif meta.get("kind") == "noise_correct":
+            noise.append({"metric": "group_noise_accuracy", "params": {"noise": meta["noise"], "level": str(meta["level"])},
+                          "values": np.asarray(table[name], dtype=np.float64) / int(meta["draws"]),
+                          "label": f"{meta['noise']} noise {meta['level']}"})
+    return out + noise
 
 
 def _small_msg(group: str, attr: str, n: int, m: int, what: str = "examples") -> str:
@@ -694,4 +702,4 @@ def _threshold_optimizer(res: SuiteResult, y: np.ndarray, pred: np.ndarray, prob
     return out
 
 
-SUITE = Suite("fairness", SECTION.doc, SECTION, METRICS, run, check_ids=("sensitive_attributes",))
+SUITE = Suite("fairness", SECTION.doc, SECTION, METRICS, summarise, validate=validate, check_ids=("sensitive_attributes",))

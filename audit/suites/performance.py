@@ -29,7 +29,7 @@ from audit.recipe.fields import Field, Section, p_float, p_int
 # _v: full precision for metric records; _r: rounded, for tables shown to people
 from audit.report.records import SuiteResult, finite_or_none as _v, rounded as _r
 from audit.seeding import rng
-from audit.suites.base import MetricSpec, RunContext, Suite
+from audit.suites.base import Facts, MetricSpec, Suite
 
 SECTION = Section(
     "performance",
@@ -115,19 +115,19 @@ def class_names(ctx_names: list[str] | None, k: int) -> list[str]:
     return list(ctx_names) if ctx_names else [str(i) for i in range(k)]
 
 
-def run(ctx: RunContext, cfg: dict[str, Any]) -> SuiteResult:
-    k = int(ctx.recipe.section("model")["num_classes"])
+def validate(cfg: dict[str, Any], facts: Facts) -> dict[str, Any]:
+    k = facts.num_classes
     if k == 2 and cfg["positive_class"] > 1:
-        raise RecipeError(f"{ctx.recipe.path}: [performance] positive_class = {cfg['positive_class']}: a binary "
+        raise RecipeError(f"{facts.where}: [performance] positive_class = {cfg['positive_class']}: a binary "
                           "task has classes 0 and 1")
-    if k > 2 and "positive_class" in ctx.recipe.raw.get("performance", {}):  # set for nothing: say so
-        raise RecipeError(f"{ctx.recipe.path}: [performance] positive_class = {cfg['positive_class']}: only binary "
+    if k > 2 and "positive_class" in facts.recipe.raw.get("performance", {}):  # set for nothing: say so
+        raise RecipeError(f"{facts.where}: [performance] positive_class = {cfg['positive_class']}: only binary "
                           f"tasks use it; this task has {k} classes, and ROC/PR are one-vs-rest for every class")
-    names = class_names(ctx.recipe.section("model")["class_names"], k)
-    y = ctx.table["label"]
-    pred = ctx.table["pred"]
-    probs = ctx.table.probs
-    return evaluate(y, pred, probs, names, cfg, ctx.seed)
+    return cfg
+
+
+def summarise(table: Any, cfg: dict[str, Any], facts: Facts, partials: Any = None) -> SuiteResult:  # noqa: ARG001
+    return evaluate(table["label"], table["pred"], table.probs, facts.class_names, cfg, facts.seed)
 
 
 def evaluate(y: np.ndarray, pred: np.ndarray, probs: np.ndarray, names: list[str], cfg: dict[str, Any],
@@ -319,4 +319,4 @@ def _ranking(res: SuiteResult, y: np.ndarray, probs: np.ndarray, names: list[str
     return au, ap
 
 
-SUITE = Suite("performance", SECTION.doc, SECTION, METRICS, run)
+SUITE = Suite("performance", SECTION.doc, SECTION, METRICS, summarise, validate=validate)

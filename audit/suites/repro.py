@@ -29,7 +29,7 @@ from typing import Any
 from audit.errors import RecipeError
 from audit.recipe.fields import Field, Section, p_bool, p_float, p_int
 from audit.report.records import SuiteResult
-from audit.suites.base import MetricSpec, RunContext, Suite
+from audit.suites.base import MetricSpec, Suite
 
 SECTION = Section(
     "repro",
@@ -120,8 +120,8 @@ METRICS = {
 }
 
 
-def run(ctx: RunContext, cfg: dict[str, Any]) -> SuiteResult:  # pragma: no cover - guarded by choose_suites
+def summarise(table: Any, cfg: Any, facts: Any, partials: Any = None) -> SuiteResult:  # pragma: no cover - guarded by choose_suites
     raise RecipeError("the repro suite is run by `audit repro`, not `audit run`")
 
 
-SUITE = Suite("repro", SECTION.doc, SECTION, METRICS, run, command_only=True, n_counts="runs")
+SUITE = Suite("repro", SECTION.doc, SECTION, METRICS, summarise, command_only=True, n_counts="runs")

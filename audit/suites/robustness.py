@@ -69,7 +69,8 @@ from audit.recipe.fields import Field, FieldError, Section, p_bool, p_float, p_i
 from audit.report.records import SuiteResult, finite_or_none as _v, rounded as _r
 from audit.seeding import rng
 from audit.suites import robustness_checks as K
-from audit.suites.base import MetricSpec, RunContext, Suite
+from audit.engine.table import Part
+from audit.suites.base import Facts, FillContext, MetricSpec, Suite
 
 DEFAULT_EPS = {"linf": ["2/255", "4/255", "8/255", "16/255"], "l2": [0.25, 0.5, 1.0]}
 DEFAULT_NOISE = {"gaussian": [0.05, 0.1, 0.2, 0.3], "uniform": [0.1, 0.2, 0.3, 0.5],
@@ -288,28 +289,23 @@ DETERMINISM = (
     "and draw, from the master seed and the global index.")
 
 
-class _Ctx:
-    """What the helpers below share: data, model, settings."""
+class _Plan(dict):
+    """The validated section as the suite uses it (``settings``), plus the attack configurations, what the
+    noise runs, and the notes that validation produced. A dict so that fill and summarise read it alike."""
 
-    def __init__(self, ctx: RunContext, cfg: dict[str, Any]):
-        import torch  # noqa: F401  (heavy import only when the suite runs)
 
-        m = ctx.recipe.section("model")
-        self.ctx, self.cfg = ctx, cfg
-        self.k = int(m["num_classes"])
-        self.names = list(m["class_names"]) if m["class_names"] else [str(i) for i in range(self.k)]
-        self.bounds = tuple(m["input_bounds"]) if m["input_bounds"] else None
-        self.x, self.y, self.index = ctx.data.x, ctx.table["label"], ctx.table["index"]
-        self.cc = ctx.table["pred"] == self.y
-        self.model, self.device, self.seed = ctx.model, ctx.device, ctx.seed
-        self.bs = cfg["batch_size"] or ctx.batch_size
-        self.progress = ctx.progress
-        self.res = SuiteResult("robustness")
-        self.cfg_attacks: list[AttackConfig] = []
-
-    def ci(self, p: float, n: int, *names: Any) -> tuple[float, float] | None:
-        return R.binomial_interval(p, n, self.cfg["bootstrap"], rng(self.seed, "robustness", *names),
-                                   self.cfg["confidence"])
+def validate(cfg: dict[str, Any], facts: Facts) -> _Plan:
+    """Settings, attack configurations and their recipe errors, before any suite does any work."""
+    plan = _Plan(settings(cfg, facts.where))
+    plan["_notes"] = []
+    plan["_configs"] = attack_configs(plan, facts)
+    kinds = dict(plan["noise"])
+    if "salt_pepper" in kinds and facts.input_bounds is None:
+        kinds.pop("salt_pepper")
+        plan["_noise_note"] = "Salt-and-pepper noise needs [model] input_bounds (the values it writes): not run."
+    plan["_noise_kinds"] = kinds
+    plan["_bs"] = plan["batch_size"] or facts.batch_size
+    return plan
 
 
 def pgd_config(cfg: dict[str, Any], norm: str, eps: list[Eps]) -> AttackConfig:
@@ -330,93 +326,357 @@ def stronger_pgd(cfg: AttackConfig) -> AttackConfig:
     return replace(cfg, random_start=True, losses=stronger_losses(cfg.losses))
 
 
-def attack_configs(c: _Ctx) -> list[AttackConfig]:
-    cfg = c.cfg
-    if cfg["targets"] > c.k - 1:  # also for the checks' stronger PGD, which adds the targeted loss
+def attack_configs(cfg: _Plan, facts: Facts) -> list[AttackConfig]:
+    k = facts.num_classes
+    notes = cfg["_notes"]
+    if cfg["targets"] > k - 1:  # also for the checks' stronger PGD, which adds the targeted loss
         if "targeted" in cfg["losses"]:
-            c.res.notes.append(f"PGD targeted loss: {c.k - 1} target classes (all the model has) instead of "
-                               f"targets = {cfg['targets']}.")
-        cfg["targets"] = c.k - 1
+            notes.append(f"PGD targeted loss: {k - 1} target classes (all the model has) instead of "
+                         f"targets = {cfg['targets']}.")
+        cfg["targets"] = k - 1
     out = []
     for norm in cfg["norm"]:
         for name in cfg["attacks"]:
             eps = cfg["eps"][norm]
             if name == "fgsm":
                 if norm != "linf":
-                    c.res.notes.append("FGSM is an Linf attack: it was not run for the L2 threat model.")
+                    notes.append("FGSM is an Linf attack: it was not run for the L2 threat model.")
                     continue
                 out.append(AttackConfig("fgsm", norm, eps))
             elif name == "pgd":
                 out.append(pgd_config(cfg, norm, eps))
             else:
-                if c.bounds is None or c.x.ndim != 4:
-                    raise RecipeError(f"{c.ctx.recipe.path}: [robustness] attacks: 'autoattack' needs image inputs "
+                shape = (facts.n,) + tuple(facts.input_shape)
+                if facts.input_bounds is None or len(shape) != 4:
+                    raise RecipeError(f"{facts.where}: [robustness] attacks: 'autoattack' needs image inputs "
                                       "of shape (N, C, H, W) and [model] input_bounds (torchattacks' APGD/FAB/Square "
-                                      f"work on images in a box); the data has shape {tuple(c.x.shape)}"
-                                      f"{'' if c.bounds else ' and no input_bounds'}. Use 'pgd' instead")
-                comps, notes = autoattack_components(cfg["autoattack"], c.k)
-                c.res.notes.extend(f"AutoAttack: {n}." for n in notes)
+                                      f"work on images in a box); the data has shape {shape}"
+                                      f"{'' if facts.input_bounds else ' and no input_bounds'}. Use 'pgd' instead")
+                comps, aa_notes = autoattack_components(cfg["autoattack"], k)
+                notes.extend(f"AutoAttack: {n}." for n in aa_notes)
                 out.append(AttackConfig("autoattack", norm, eps, preset=cfg["autoattack"], components=comps,
                                         chunk=cfg["autoattack_chunk"]))
         if not any(a.norm == norm for a in out):
-            raise RecipeError(f"{c.ctx.recipe.path}: [robustness] attacks = {cfg['attacks']}: none of them "
+            raise RecipeError(f"{facts.where}: [robustness] attacks = {cfg['attacks']}: none of them "
                               f"attacks the {norm} threat model (FGSM is Linf only); add 'pgd' or 'autoattack'")
     return out
 
 
-def run(ctx: RunContext, cfg: dict[str, Any]) -> SuiteResult:
-    import torchattacks
+def _worst_norms(plan: _Plan) -> list[str]:
+    return [n for n in plan["norm"] if any(a.norm == n for a in plan["_configs"])]
 
+
+def _eps_meta(attack: str, norm: str, eps: list[Eps]) -> dict[str, Any]:
+    eps = sorted(eps)
+    return {"kind": "eps_broken", "attack": attack, "norm": norm, "eps": [e.label for e in eps],
+            "eps_values": [e.value for e in eps]}
+
+
+# ------------------------------------------------------------------------------------------------ fill
+
+
+def fill(fc: FillContext, plan: _Plan, positions: np.ndarray, rows: Any) -> Part:
+    """Attack and noise columns for these rows, and the random-perturbation baseline of
+    attack_stronger_than_noise. Partials: per sweep, what was measured (largest perturbation, largest
+    excursion outside the bounds, forward/backward rows, seconds, AutoAttack's per-component tallies)."""
     from audit.attacks import sweep as S
+    from audit.attacks.noise import noise_correct, random_ball_correct
 
-    cfg = settings(cfg, str(ctx.recipe.path))
-    c = _Ctx(ctx, cfg)
-    res = c.res
-    configs = attack_configs(c)
-    c.cfg_attacks = configs
-    sweeps: list[S.SweepResult] = []
+    x, y, index = fc.data.x[positions], rows["label"], rows["index"]
+    cc = rows["pred"] == y
+    bounds, bs, seed = fc.facts.input_bounds, plan["_bs"], fc.seed
+    cols: dict[str, np.ndarray] = {}
+    meta: dict[str, dict[str, Any]] = {}
+    sweeps: list[dict[str, Any]] = []
+    for a in plan["_configs"]:
+        if a.name == "fgsm":
+            s = S.fgsm_sweep(fc.model, a, x, y, index, cc, bs, fc.device, bounds, fc.progress)
+        elif a.name == "pgd":
+            s = S.pgd_sweep(fc.model, a, x, y, index, cc, bs, fc.device, bounds, seed, fc.progress)
+        else:
+            s = S.autoattack_sweep(fc.model, a, x, y, index, cc, fc.device, bounds, seed, fc.facts.num_classes,
+                                   fc.progress)
+        name = f"robust:{a.name}:{a.norm}:eps_broken"
+        cols[name], meta[name] = s.eps_broken, _eps_meta(a.name, a.norm, a.eps)
+        sweeps.append({"attack": a.name, "norm": a.norm, "max_norm_excess": _finite(s.max_norm_excess),
+                       "max_bound_excess": s.max_bound_excess, "max_norm": s.max_norm,
+                       "forward_rows": s.counter.forward, "backward_rows": s.counter.backward,
+                       "seconds": s.seconds, "components": s.components})
+    for norm in _worst_norms(plan):
+        worst = R.worst_case(*[cols[f"robust:{a.name}:{a.norm}:eps_broken"] for a in plan["_configs"]
+                               if a.norm == norm])
+        name = f"robust:worst:{norm}:eps_broken"
+        cols[name], meta[name] = worst, _eps_meta("worst", norm, plan["eps"][norm])
+    draws = plan["noise_draws"]
+    for kind, levels in plan["_noise_kinds"].items():
+        if len(y) == 0:
+            break
+        counts = noise_correct(fc.model, x, y, index, kind, levels, draws, seed, bounds, fc.device, bs, fc.progress)
+        for j, lv in enumerate(levels):
+            name = f"noise:{kind}:{lv.label}:correct"
+            cols[name] = counts[:, j]
+            meta[name] = {"kind": "noise_correct", "noise": kind, "level": lv.label, "level_value": lv.value,
+                          "draws": draws}
+    # attack_stronger_than_noise's baseline: one random perturbation of each attack's size, on every row
+    for norm in _worst_norms(plan):
+        eps = plan["eps"][norm]
+        name = f"check:random_ball:{norm}"
+        cols[name] = random_ball_correct(fc.model, x, y, index, norm, eps, seed, bounds, fc.device, bs)
+        meta[name] = {"kind": "check", "eps": [e.label for e in eps]}
+    return Part(positions, cols, meta, {"sweeps": sweeps})
+
+
+def _finite(v: float) -> float | None:
+    return None if not np.isfinite(v) else float(v)
+
+
+def check_chunks(table: Any, plan: _Plan) -> list[np.ndarray]:
+    """The checks' examples (the first check_examples clean-correct ones, in data order), in chunks of the
+    attack batch size: the units that fill_checks fills, whatever the number of ranks."""
+    from audit.engine.shard import chunks
+
+    cc = table["pred"] == table["label"]
+    sub = np.flatnonzero(cc)[: plan["check_examples"]]
+    return chunks(sub, plan["_bs"])
+
+
+def _attack_losses(configs: list[AttackConfig]) -> dict[str, list[str]]:
+    """attack -> the losses it maximises (``audit.attacks.losses.PER_EXAMPLE`` names, or "targeted"). For
+    AutoAttack: APGD-CE's plain float32 cross-entropy and, when a margin-type or gradient-free component runs
+    (APGD-T's targeted DLR, FAB, Square), the margin, whose gradient vanishes only where the model hides it."""
+    out: dict[str, list[str]] = {}
     for a in configs:
         if a.name == "fgsm":
-            s = S.fgsm_sweep(c.model, a, c.x, c.y, c.index, c.cc, c.bs, c.device, c.bounds, c.progress)
+            ls = ["ce"]
         elif a.name == "pgd":
-            s = S.pgd_sweep(c.model, a, c.x, c.y, c.index, c.cc, c.bs, c.device, c.bounds, c.seed, c.progress)
+            ls = list(a.losses)
         else:
-            s = S.autoattack_sweep(c.model, a, c.x, c.y, c.index, c.cc, c.device, c.bounds, c.seed, c.k, c.progress)
-        ctx.table.add(f"robust:{a.name}:{a.norm}:eps_broken", s.eps_broken)
-        sweeps.append(s)
-    worst: dict[str, np.ndarray] = {}
-    for norm in cfg["norm"]:
-        cols = [s.eps_broken for s in sweeps if s.norm == norm]
-        if cols:
-            worst[norm] = R.worst_case(*cols)
-            ctx.table.add(f"robust:worst:{norm}:eps_broken", worst[norm])
+            ls = (["float32_ce"] if any(comp["class"] == "APGD" for comp in a.components) else []) + \
+                (["margin"] if any(comp["class"] != "APGD" for comp in a.components) else [])
+        out.setdefault(a.name, [])
+        out[a.name] += [x for x in ls if x not in out[a.name]]
+    return out
 
+
+def _gradient_losses(plan: _Plan) -> list[str]:
+    # float32_ce and margin are always measured: where plain cross-entropy's gradient is zero but the margin's
+    # is not, the softmax saturated (the model is confident), which is not masking
+    losses = _attack_losses(plan["_configs"])
+    return list(dict.fromkeys([x for ls in losses.values() for x in ls] + ["float32_ce", "margin"]))
+
+
+def _large_eps_of(plan: _Plan, facts: Facts, norm: str) -> Eps | None:
+    given = plan["large_eps"].get(norm)
+    if given is not None:
+        return given
+    if facts.input_bounds is None:
+        return None
+    d = int(np.prod(facts.input_shape))
+    half = 0.5 * (facts.input_bounds[1] - facts.input_bounds[0])
+    v = half if norm == "linf" else half * math.sqrt(d)
+    return Eps(v, str(float(v)))
+
+
+def fill_checks(fc: FillContext, plan: _Plan, positions: np.ndarray, rows: Any) -> Part:
+    """The costlier validity checks on one chunk of the checks' examples (all clean-correct), as columns:
+    the input gradients of every loss (zero, not finite, L1 norm), an independent (non-nested) PGD run per
+    eps and the stronger PGD on its survivors, FGSM's independent sweep (Linf), the reference attack on what
+    the configured attacks left standing, and a PGD at the large eps."""
+    from audit.attacks import sweep as S
+    from audit.attacks.gradients import loss_gradient_stats
+
+    xs, ys, ids = fc.data.x[positions], rows["label"], rows["index"]
+    bounds, bs, seed, cfg = fc.facts.input_bounds, plan["_bs"], fc.seed, plan
+    m = len(positions)
+    ones = np.ones(m, dtype=bool)
+    cols: dict[str, np.ndarray] = {"check:subset": ones.copy()}
+    meta: dict[str, dict[str, Any]] = {"check:subset": {"kind": "check"}}
+    g = loss_gradient_stats(fc.model, xs, ys, fc.device, bs, _gradient_losses(plan))
+    for loss, v in g.items():
+        cols[f"check:grad:{loss}:zero"] = v["zero"]
+        cols[f"check:grad:{loss}:nonfinite"] = v["nonfinite"]
+        cols[f"check:grad:{loss}:l1"] = v["l1"]
+    for norm in _worst_norms(plan):
+        eps = cfg["eps"][norm]
+        indep = np.zeros((m, len(eps)), dtype=bool)
+        strong = np.zeros((m, len(eps)), dtype=bool)
+        for j, e in enumerate(eps):  # independent (non-nested) runs: the raw curve that nesting would hide
+            one = pgd_config(cfg, norm, [e])
+            r1 = S.pgd_sweep(fc.model, one, xs, ys, ids, ones, bs, fc.device, bounds, seed)
+            alive = r1.eps_broken > e.value
+            # the stronger PGD: twice the steps at each stride, one restart more, from fresh random starts, with
+            # every loss (those the recipe left out too), on what the configured one left standing. On robust
+            # models fresh restarts move more than extra steps do (BENCHMARKS.md), so both are added.
+            r2 = S.pgd_sweep(fc.model, stronger_pgd(one), xs, ys, ids, alive, bs, fc.device, bounds, seed,
+                             steps=2 * cfg["steps"], restarts=cfg["restarts"] + 1, stream="pgd-stronger")
+            indep[:, j] = alive
+            strong[:, j] = alive & (r2.eps_broken > e.value)
+        cols[f"check:pgd_independent:{norm}"], cols[f"check:pgd_stronger:{norm}"] = indep, strong
+        if norm == "linf":
+            f = S.fgsm_sweep(fc.model, AttackConfig("fgsm", norm, eps), xs, ys, ids, ones, bs, fc.device, bounds)
+            cols["check:fgsm_independent:linf"] = f.eps_broken
+        if bounds is not None:
+            cols[f"check:reference:{norm}"] = _reference(fc, norm, eps, rows[f"robust:worst:{norm}:eps_broken"],
+                                                         xs, ys, ids)
+        e = _large_eps_of(plan, fc.facts, norm)
+        if e is not None:
+            one = AttackConfig("pgd", norm, [e], steps=max(cfg["steps"], 20), restarts=1, random_start=True,
+                               losses=tuple(cfg["losses"]), targets=cfg["targets"])
+            r = S.pgd_sweep(fc.model, one, xs, ys, ids, ones, bs, fc.device, bounds, seed, stream="large-eps")
+            cols[f"check:large_eps:{norm}"] = r.eps_broken > e.value
+    return Part(positions, cols, meta, {})
+
+
+# AutoAttack's gradient components at the cheap preset's budget: the reference of reference_attack_agrees.
+REFERENCE_COMPONENTS = ("apgd-ce", "apgd-t")
+
+
+def _reference_components(k: int) -> tuple[list[dict[str, Any]], str]:
+    comps, _ = autoattack_components("cheap", k)
+    comps = [comp for comp in comps if comp["component"] in REFERENCE_COMPONENTS]
+    if k == 3:  # APGD-T needs 4 classes; the untargeted DLR loss works from 3
+        comps.append({"component": "apgd-dlr", "class": "APGD", "loss": "dlr", "steps": 20, "n_restarts": 1,
+                      "rho": 0.75})
+    desc = " + ".join(f"{comp['component'].upper()} {comp['steps']} steps"
+                      + (f", {comp['n_target_classes']} targets" if "n_target_classes" in comp else "") for comp in comps)
+    if k < 4:
+        desc += " (APGD-T needs at least 4 classes)"
+    desc += ("; APGD-CE on the logits divided by their spread + 1 (the same decisions; its cross-entropy cannot "
+             "saturate)")
+    return comps, desc
+
+
+def _reference(fc: FillContext, norm: str, eps: list[Eps], reported: np.ndarray, xs: np.ndarray, ys: np.ndarray,
+               ids: np.ndarray) -> np.ndarray:
+    """AutoAttack's gradient components (cheap preset budget) on the checked examples that the configured
+    attacks left standing at each eps: (m, E) bool, broken by the reference."""
+    import torch
+
+    from audit.attacks.adapters import AutoAttackRunner, TamedLogits
+    from audit.engine.precision import fp32_decisions
+    from audit.seeding import stream_key
+
+    k = fc.facts.num_classes
+    comps, _ = _reference_components(k)
+    names = [comp["component"] for comp in comps]
+    # APGD-CE on the tamed logits (plain float32 cross-entropy is blind on confident examples); the others on
+    # the model's own logits (taming would bend APGD-T's scale-invariant DLR loss and weaken it)
+    runners = [AutoAttackRunner(TamedLogits(fc.model) if comp["component"] == "apgd-ce" else fc.model, [comp], norm,
+                                fc.facts.input_bounds, k) for comp in comps]
+    chunk = 128
+    out = np.zeros((len(reported), len(eps)), dtype=bool)
+    for j, e in enumerate(eps):
+        alive = np.flatnonzero(reported > e.value)
+        broken = out[:, j]
+        for start in range(0, len(alive), chunk):
+            b = alive[start:start + chunk]
+            for nm, runner in zip(names, runners):
+                b = b[~broken[b]]
+                if len(b) == 0:
+                    break
+                xb = torch.from_numpy(xs[b]).to(fc.device)
+                yb = torch.from_numpy(ys[b]).to(fc.device)
+                seed = stream_key(fc.seed, "reference", nm, norm, e.label, int(ids[b[0]])) >> 1
+                adv, _, _ = runner.run(xb, yb, e.value, [seed])
+                with torch.no_grad(), fp32_decisions():
+                    wrong = (fc.model(adv).argmax(1) != yb).cpu().numpy()
+                broken[b[wrong]] = True
+    return out
+
+
+# ------------------------------------------------------------------------------------------- summarise
+
+
+class _Sum:
+    """What the summary helpers share: the table, the plan, the facts (no model)."""
+
+    def __init__(self, table: Any, plan: _Plan, facts: Facts):
+        self.table, self.cfg, self.facts = table, plan, facts
+        self.k = facts.num_classes
+        self.names = facts.class_names
+        self.bounds = facts.input_bounds
+        self.y, self.index = table["label"], table["index"]
+        self.cc = table["pred"] == self.y
+        self.seed = facts.seed
+        self.res = SuiteResult("robustness")
+
+    def ci(self, p: float, n: int, *names: Any) -> tuple[float, float] | None:
+        return R.binomial_interval(p, n, self.cfg["bootstrap"], rng(self.seed, "robustness", *names),
+                                   self.cfg["confidence"])
+
+
+def _merge_sweeps(plan: _Plan, table: Any, parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per attack configuration: its column and the reduction of every part's measurements
+    (max of the maxima, sum of the counts, per-component tallies added)."""
+    cc = table["pred"] == table["label"]
+    out = []
+    for i, a in enumerate(plan["_configs"]):
+        mine = [p["sweeps"][i] for p in parts if p.get("sweeps")]
+        col = table[f"robust:{a.name}:{a.norm}:eps_broken"]
+        eps = sorted(a.eps)
+        excess = [m["max_norm_excess"] for m in mine if m["max_norm_excess"] is not None]
+        comps: dict[str, dict[str, int]] = {}
+        for m in mine:
+            for lab, tally in m["components"].items():
+                t = comps.setdefault(lab, {})
+                for c, v in tally.items():
+                    t[c] = t.get(c, 0) + int(v)
+        out.append({
+            "config": a, "attack": a.name, "norm": a.norm, "eps": eps, "eps_broken": col,
+            # attacked at eps_j: the clean-correct examples no smaller eps broke; broken there: those it did
+            "attacked": [int(np.sum(cc & (col >= e.value))) for e in eps],
+            "broken": [int(np.sum(cc & (col == e.value))) for e in eps],
+            "forward_rows": sum(m["forward_rows"] for m in mine), "backward_rows": sum(m["backward_rows"] for m in mine),
+            "max_norm_excess": max(excess) if excess else None,
+            "max_bound_excess": max([m["max_bound_excess"] for m in mine], default=0.0),
+            "seconds": sum(m["seconds"] for m in mine),
+            "components": {e.label: comps[e.label] for e in eps if e.label in comps},
+        })
+    return out
+
+
+def _work(s: dict[str, Any]) -> dict[str, Any]:
+    return {"attack": s["attack"], "norm": s["norm"], "eps": [e.label for e in s["eps"]],
+            "attacked": s["attacked"], "broken": s["broken"], "forward_rows": s["forward_rows"],
+            "backward_rows": s["backward_rows"], "max_norm_excess": s["max_norm_excess"],
+            "max_bound_excess": s["max_bound_excess"], **({"components": s["components"]} if s["components"] else {})}
+
+
+def summarise(table: Any, plan: _Plan, facts: Facts, partials: dict[str, list[dict[str, Any]]]) -> SuiteResult:
+    import torchattacks
+
+    c = _Sum(table, plan, facts)
+    res = c.res
+    res.notes.extend(plan["_notes"])
+    sweeps = _merge_sweeps(plan, table, partials.get("robustness", []))
+    worst = {norm: table[f"robust:worst:{norm}:eps_broken"] for norm in _worst_norms(plan)}
     _adversarial_metrics(c, sweeps, worst)
+    if plan.get("_noise_note"):
+        res.notes.append(plan["_noise_note"])
     noise = _noise(c)
-    _checks(c, sweeps, worst, configs)
-
+    _checks(c, sweeps, worst)
     res.config = {
-        "attacks": [a.to_json() for a in configs],
-        "norms": cfg["norm"],
+        "attacks": [a.to_json() for a in plan["_configs"]],
+        "norms": plan["norm"],
         "input_bounds": list(c.bounds) if c.bounds else None,
-        "batch_size": c.bs,
+        "batch_size": plan["_bs"],
         "torchattacks": getattr(torchattacks, "__version__", None),
         "clean_correct": int(c.cc.sum()),
         "n": int(len(c.y)),
-        "noise": {k: [e.label for e in v] for k, v in cfg["noise"].items()} if noise else {},
-        "noise_draws": cfg["noise_draws"],
-        "bootstrap": cfg["bootstrap"], "confidence": cfg["confidence"],
+        "noise": {k: [e.label for e in v] for k, v in plan["_noise_kinds"].items()} if noise else {},
+        "noise_draws": plan["noise_draws"],
+        "bootstrap": plan["bootstrap"], "confidence": plan["confidence"],
         "interval": "percentile bootstrap over examples (binomial / multinomial replicates)",
         "determinism": DETERMINISM,
-        "work": [s.summary() for s in sweeps],
-        "columns": [k for k in ctx.table.columns if k.startswith(("robust:", "noise:"))],
+        "work": [_work(s) for s in sweeps],
+        "columns": [k for k in table.columns if k.startswith(("robust:", "noise:"))],
     }
     for s in sweeps:
-        res.timing[f"{s.attack}:{s.norm}"] = round(s.seconds, 3)
+        res.timing[f"{s['attack']}:{s['norm']}"] = round(s["seconds"], 3)
     return res
 
 
-def _adversarial_metrics(c: _Ctx, sweeps: list, worst: dict[str, np.ndarray]) -> None:
+def _adversarial_metrics(c: _Sum, sweeps: list[dict[str, Any]], worst: dict[str, np.ndarray]) -> None:
     res, n = c.res, len(c.y)
     clean = float(c.cc.mean()) if n else float("nan")
     res.metric("clean_accuracy", clean, n, c.ci(clean, n, "clean"))
@@ -424,7 +684,7 @@ def _adversarial_metrics(c: _Ctx, sweeps: list, worst: dict[str, np.ndarray]) ->
     for i in range(c.k):
         res.metric("clean_accuracy", _v(acc_k[i]), int(n_k[i]), c.ci(acc_k[i], int(n_k[i]), "clean", i),
                    **{"class": c.names[i]})
-    for attr, codes, cats in c.ctx.table.groups():
+    for attr, codes, cats in c.table.groups():
         acc_g, n_g = R.accuracy_by_code(c.cc, codes, len(cats))
         for g, name in enumerate(cats):
             res.metric("clean_accuracy", _v(acc_g[g]), int(n_g[g]), c.ci(acc_g[g], int(n_g[g]), "clean", attr, g),
@@ -442,7 +702,7 @@ def _adversarial_metrics(c: _Ctx, sweeps: list, worst: dict[str, np.ndarray]) ->
         series: dict[str, list] = {}
         lo: dict[str, list] = {}
         hi: dict[str, list] = {}
-        for label, col, attack in [(s.attack, s.eps_broken, s.attack) for s in sweeps if s.norm == norm] + \
+        for label, col, attack in [(s["attack"], s["eps_broken"], s["attack"]) for s in sweeps if s["norm"] == norm] + \
                                    [("worst case", worst[norm], None)]:
             acc = R.robust_accuracy(col, vals)
             asr = R.attack_success_rate(col, c.cc, vals)
@@ -466,7 +726,7 @@ def _adversarial_metrics(c: _Ctx, sweeps: list, worst: dict[str, np.ndarray]) ->
                 res.metric("robust_accuracy", _v(acc_c[i]), int(n_c[i]), c.ci(acc_c[i], int(n_c[i]), "robust-class",
                            norm, e.label, i), norm=norm, eps=e.label, **{"class": c.names[i]})
                 per_class_rows[i][f"{norm} {e.label}"] = _r(acc_c[i])
-            for attr, codes, cats in c.ctx.table.groups():
+            for attr, codes, cats in c.table.groups():
                 acc_g, n_g = R.accuracy_by_code(rc[:, j], codes, len(cats))
                 clean_g, _ = R.accuracy_by_code(c.cc, codes, len(cats))
                 for g, name in enumerate(cats):
@@ -494,55 +754,49 @@ def _adversarial_metrics(c: _Ctx, sweeps: list, worst: dict[str, np.ndarray]) ->
     res.tables["per_group"] = list(group_rows.values())
     res.tables["robust_columns"] = [f"{norm} {e.label}" for norm, eps in c.cfg["eps"].items() if norm in worst
                                     for e in eps]
-    aa = [s for s in sweeps if s.attack == "autoattack"]
+    aa = [s for s in sweeps if s["attack"] == "autoattack"]
     if aa:
-        aa_cfg = next(a for a in c.cfg_attacks if a.name == "autoattack")
+        aa_cfg = next(a for a in c.cfg["_configs"] if a.name == "autoattack")
         names = [comp["component"] for comp in aa_cfg.components]
         res.tables["autoattack_components"] = {
             "components": names,
-            "rows": [{"norm": s.norm, "eps": lab, "attacked": n_att, "broken": [tally[k] for k in names]}
-                     for s in aa for (lab, tally), n_att in zip(s.components.items(), s.attacked)]}
+            "rows": [{"norm": s["norm"], "eps": e.label, "attacked": n_att,
+                      "broken": [s["components"].get(e.label, {}).get(k, 0) for k in names]}
+                     for s in aa for e, n_att in zip(s["eps"], s["attacked"]) if e.label in s["components"]]}
 
 
-def _noise(c: _Ctx) -> bool:
-    from audit.attacks.noise import noise_correct
-
+def _noise(c: _Sum) -> bool:
     cfg, res, n = c.cfg, c.res, len(c.y)
-    kinds = dict(cfg["noise"])
-    if "salt_pepper" in kinds and c.bounds is None:
-        kinds.pop("salt_pepper")
-        res.notes.append("Salt-and-pepper noise needs [model] input_bounds (the values it writes): not run.")
+    kinds = c.cfg["_noise_kinds"]
     if not kinds or n == 0:
         return False
     draws = cfg["noise_draws"]
     curves, rows = [], {}
     for kind, levels in kinds.items():
-        counts = noise_correct(c.model, c.x, c.y, c.index, kind, levels, draws, c.seed, c.bounds, c.device, c.bs,
-                               c.progress)
         accs, los, his = [], [], []
         for j, lv in enumerate(levels):
-            c.ctx.table.add(f"noise:{kind}:{lv.label}:correct", counts[:, j])
-            acc = R.noise_accuracy(counts[:, j], draws)
-            ci = R.count_mean_interval(counts[:, j], draws, cfg["bootstrap"],
+            counts = c.table[f"noise:{kind}:{lv.label}:correct"]
+            acc = R.noise_accuracy(counts, draws)
+            ci = R.count_mean_interval(counts, draws, cfg["bootstrap"],
                                        rng(c.seed, "robustness", "noise", kind, lv.label), cfg["confidence"])
             res.metric("noise_accuracy", acc, n, ci, noise=kind, level=lv.label)
             accs.append(_r(acc))
             los.append(None if ci is None else _r(ci[0]))
             his.append(None if ci is None else _r(ci[1]))
-            frac = counts[:, j] / draws
+            frac = counts / draws
             for i in range(c.k):
                 m = c.y == i
                 a = float(frac[m].mean()) if m.any() else None
-                ci_c = R.count_mean_interval(counts[m, j], draws, cfg["bootstrap"],
+                ci_c = R.count_mean_interval(counts[m], draws, cfg["bootstrap"],
                                              rng(c.seed, "robustness", "noise-class", kind, lv.label, i),
                                              cfg["confidence"]) if m.any() else None
                 res.metric("noise_accuracy", _v(a), int(m.sum()), ci_c, noise=kind, level=lv.label,
                            **{"class": c.names[i]})
-            for attr, codes, cats in c.ctx.table.groups():
+            for attr, codes, cats in c.table.groups():
                 for g, name in enumerate(cats):
                     m = codes == g
                     a = float(frac[m].mean()) if m.any() else None
-                    ci_g = R.count_mean_interval(counts[m, j], draws, cfg["bootstrap"],
+                    ci_g = R.count_mean_interval(counts[m], draws, cfg["bootstrap"],
                                                  rng(c.seed, "robustness", "noise-group", kind, lv.label, attr, g),
                                                  cfg["confidence"]) if m.any() else None
                     res.metric("noise_accuracy", _v(a), int(m.sum()), ci_g, noise=kind, level=lv.label,
@@ -559,35 +813,12 @@ def _noise(c: _Ctx) -> bool:
 # ------------------------------------------------------------------------------------------ validity checks
 
 
-def _attack_losses(configs: list[AttackConfig]) -> dict[str, list[str]]:
-    """attack -> the losses it maximises (``audit.attacks.losses.PER_EXAMPLE`` names, or "targeted"). For
-    AutoAttack: APGD-CE's plain float32 cross-entropy and, when a margin-type or gradient-free component runs
-    (APGD-T's targeted DLR, FAB, Square), the margin, whose gradient vanishes only where the model hides it."""
-    out: dict[str, list[str]] = {}
-    for a in configs:
-        if a.name == "fgsm":
-            ls = ["ce"]
-        elif a.name == "pgd":
-            ls = list(a.losses)
-        else:
-            ls = (["float32_ce"] if any(comp["class"] == "APGD" for comp in a.components) else []) + \
-                (["margin"] if any(comp["class"] != "APGD" for comp in a.components) else [])
-        out.setdefault(a.name, [])
-        out[a.name] += [x for x in ls if x not in out[a.name]]
-    return out
-
-
-# AutoAttack's gradient components at the cheap preset's budget: the reference of reference_attack_agrees.
-REFERENCE_COMPONENTS = ("apgd-ce", "apgd-t")
-
-
-def _checks(c: _Ctx, sweeps: list, worst: dict[str, np.ndarray], configs: list[AttackConfig]) -> None:
-    from audit.attacks import sweep as S
-    from audit.attacks.gradients import loss_gradient_stats
-    from audit.attacks.noise import random_ball_correct
-
-    res, cfg = c.res, c.cfg
-    scale = max(1.0, float(np.max(np.abs(c.x))) if c.x.size else 1.0)
+def _checks(c: _Sum, sweeps: list[dict[str, Any]], worst: dict[str, np.ndarray]) -> None:
+    """Every validity check from the table's check columns and the sweeps' merged measurements. How ranks'
+    parts combine: the largest perturbation and bound excursion over all parts; every other check reads
+    per-example columns, so it sees the checked examples of every rank at once."""
+    res, cfg, t = c.res, c.cfg, c.table
+    scale = max(1.0, c.facts.input_absmax)
     tol = 1e-6 * scale  # float32 rounding of x + delta - x, relative to the inputs' magnitude
     details: dict[str, Any] = {}
 
@@ -597,51 +828,43 @@ def _checks(c: _Ctx, sweeps: list, worst: dict[str, np.ndarray], configs: list[A
 
     # measured perturbation size and bounds
     if sweeps:
-        w = max(sweeps, key=lambda s: s.max_norm_excess)
-        record("perturbation_within_eps", K.perturbation_within_eps(w.max_norm_excess, tol, f"{w.attack} ({w.norm})"))
-        record("adversarial_within_bounds", K.within_bounds(max(s.max_bound_excess for s in sweeps), tol, c.bounds))
+        w = max(sweeps, key=lambda s: -math.inf if s["max_norm_excess"] is None else s["max_norm_excess"])
+        excess = -math.inf if w["max_norm_excess"] is None else w["max_norm_excess"]
+        record("perturbation_within_eps", K.perturbation_within_eps(excess, tol, f"{w['attack']} ({w['norm']})"))
+        record("adversarial_within_bounds", K.within_bounds(max(s["max_bound_excess"] for s in sweeps), tol, c.bounds))
     record("eps_within_input_range", K.eps_within_input_range(_eps_too_large(c), c.bounds))
 
-    sub = np.flatnonzero(c.cc)[: cfg["check_examples"]]
+    sub = np.flatnonzero(t["check:subset"]) if "check:subset" in t else np.zeros(0, dtype=np.int64)
     if len(sub) == 0:
         res.check("gradients_not_masked", "warn", "No clean-correct example: nothing to attack, nothing checked.")
         return
-    xs, ys, ids = c.x[sub], c.y[sub], c.index[sub]
-    ones = np.ones(len(sub), dtype=bool)
     n = int(len(sub))
 
-    losses = _attack_losses(configs)
-    # float32_ce and margin are always measured: where plain cross-entropy's gradient is zero but the margin's
-    # is not, the softmax saturated (the model is confident), which is not masking
-    g = loss_gradient_stats(c.model, xs, ys, c.device, c.bs,
-                            [x for ls in losses.values() for x in ls] + ["float32_ce", "margin"])
+    losses = _attack_losses(cfg["_configs"])
+    g = {loss: {"zero": t[f"check:grad:{loss}:zero"][sub], "nonfinite": t[f"check:grad:{loss}:nonfinite"][sub],
+                "l1": t[f"check:grad:{loss}:l1"][sub]} for loss in _gradient_losses(cfg)}
     blind = {a: int(np.logical_and.reduce([g[x]["zero"] for x in ls]).sum()) for a, ls in losses.items()}
     nonfinite = {a: int(np.logical_or.reduce([g[x]["nonfinite"] for x in ls]).sum()) for a, ls in losses.items()}
     saturated = int((g["float32_ce"]["zero"] & ~g["margin"]["zero"]).sum())
+
+    def median_l1(v: np.ndarray) -> float:
+        fin = v[np.isfinite(v)]
+        return float(np.median(fin)) if len(fin) else float("nan")
+
     details["gradients"] = {"n": n, "losses": losses, "blind": blind, "nonfinite": nonfinite,
                             "float32_ce_zero": int(g["float32_ce"]["zero"].sum()),
                             "zero_by_loss": {k: int(v["zero"].sum()) for k, v in g.items()},
-                            "median_l1_by_loss": {k: _r(v["median_l1"], 6) for k, v in g.items()}}
+                            "median_l1_by_loss": {k: _r(median_l1(v["l1"]), 6) for k, v in g.items()}}
     record("gradients_not_masked", K.gradients_not_masked(n, blind, nonfinite, losses, saturated))
 
-    norms = [m for m in cfg["norm"] if any(a.norm == m for a in configs)]
+    norms = _worst_norms(cfg)
     mono: dict[str, tuple[list[str], list[float]]] = {}
     conv, fg, rnd, ref = [], [], [], []
     for norm in norms:
         eps = cfg["eps"][norm]
         labels = [e.label for e in eps]
-        indep, strong = [], []
-        for e in eps:  # independent (non-nested) runs: the raw curve that nesting would hide
-            one = pgd_config(cfg, norm, [e])
-            r1 = S.pgd_sweep(c.model, one, xs, ys, ids, ones, c.bs, c.device, c.bounds, c.seed)
-            alive = r1.eps_broken > e.value
-            # the stronger PGD: twice the steps at each stride, one restart more, from fresh random starts, with
-            # every loss (those the recipe left out too), on what the configured one left standing. On robust
-            # models fresh restarts move more than extra steps do (BENCHMARKS.md), so both are added.
-            r2 = S.pgd_sweep(c.model, stronger_pgd(one), xs, ys, ids, alive, c.bs, c.device, c.bounds, c.seed,
-                             steps=2 * cfg["steps"], restarts=cfg["restarts"] + 1, stream="pgd-stronger")
-            indep.append(float(np.mean(alive)))
-            strong.append(float(np.mean(alive & (r2.eps_broken > e.value))))
+        indep = [float(v) for v in t[f"check:pgd_independent:{norm}"][sub].mean(axis=0)]
+        strong = [float(v) for v in t[f"check:pgd_stronger:{norm}"][sub].mean(axis=0)]
         details[f"pgd_independent_{norm}"] = {"eps": labels, "steps": cfg["steps"], "accuracy": indep,
                                               "accuracy_stronger_pgd": strong, "n": n}
         mono[norm] = (labels, indep)
@@ -650,23 +873,30 @@ def _checks(c: _Ctx, sweeps: list, worst: dict[str, np.ndarray], configs: list[A
         conv.append((diffs[j], f"{norm} eps {labels[j]}" if diffs[j] > 0 else f"{norm}, every eps", indep[j],
                      strong[j]))
         if norm == "linf":
-            f = S.fgsm_sweep(c.model, AttackConfig("fgsm", norm, eps), xs, ys, ids, ones, c.bs, c.device, c.bounds)
-            f_acc = R.robust_accuracy(f.eps_broken, [e.value for e in eps])
+            f_acc = R.robust_accuracy(t["check:fgsm_independent:linf"][sub], [e.value for e in eps])
             gaps = [p - q for p, q in zip(indep, f_acc)]
             j = int(np.argmax(gaps))
             fg.append((float(gaps[j]), labels[j], indep[j], float(f_acc[j])))
             details["fgsm_independent_linf"] = {"eps": labels, "accuracy": [float(v) for v in f_acc]}
-        if norm in worst:
-            rb = random_ball_correct(c.model, c.x, c.y, c.index, norm, eps, c.seed, c.bounds, c.device, c.bs)
-            r_acc = (rb & c.cc[:, None]).mean(axis=0)
-            a_acc = R.robust_accuracy(worst[norm], [e.value for e in eps])
-            gaps = [float(a - b) for a, b in zip(a_acc, r_acc)]
-            j = int(np.argmax(gaps))
-            rnd.append((gaps[j], f"{norm} eps {labels[j]}", float(a_acc[j]), float(r_acc[j])))
-            details[f"random_noise_{norm}"] = {"eps": labels, "accuracy": [float(v) for v in r_acc]}
-            r = _reference(c, norm, eps, worst[norm][sub], xs, ys, ids, details)
-            if r is not None:
-                ref.append(r)
+        rb = t[f"check:random_ball:{norm}"]
+        r_acc = (rb & c.cc[:, None]).mean(axis=0)
+        a_acc = R.robust_accuracy(worst[norm], [e.value for e in eps])
+        gaps = [float(a - b) for a, b in zip(a_acc, r_acc)]
+        j = int(np.argmax(gaps))
+        rnd.append((gaps[j], f"{norm} eps {labels[j]}", float(a_acc[j]), float(r_acc[j])))
+        details[f"random_noise_{norm}"] = {"eps": labels, "accuracy": [float(v) for v in r_acc]}
+        if f"check:reference:{norm}" in t:
+            reported = worst[norm][sub]
+            broken = t[f"check:reference:{norm}"][sub]
+            before = [float(np.mean(reported > e.value)) for e in eps]
+            after = [float(np.mean((reported > e.value) & ~broken[:, j])) for j, e in enumerate(eps)]
+            share = [float(broken[:, j].sum()) / n for j in range(len(eps))]
+            desc = _reference_components(c.k)[1]
+            details[f"reference_{norm}"] = {"attack": desc, "eps": labels, "reported": before,
+                                            "with_reference": after, "n": n}
+            j = int(np.argmax(share))
+            ref.append((share[j], f"{norm} eps {labels[j]}" if share[j] > 0 else f"{norm}, every eps", before[j],
+                        after[j], desc))
 
     if mono:
         rise = max(R.non_increasing_violation(acc) for _, acc in mono.values())
@@ -692,100 +922,33 @@ def _checks(c: _Ctx, sweeps: list, worst: dict[str, np.ndarray], configs: list[A
     c.res.tables["checks_detail"] = details
 
 
-def _eps_too_large(c: _Ctx) -> list[str]:
+def _eps_too_large(c: _Sum) -> list[str]:
     """The eps of the sweep whose ball holds every valid input (Linf: eps >= the input range; L2: eps >= the
     range times sqrt(input size), the diameter of the input box)."""
     if c.bounds is None:
         return []
     span = c.bounds[1] - c.bounds[0]
-    d = int(np.prod(c.x.shape[1:])) if c.x.ndim > 1 else 1
+    d = int(np.prod(c.facts.input_shape)) if len(c.facts.input_shape) else 1
     lim = {"linf": span, "l2": span * math.sqrt(d)}
     return [f"{norm} eps {e.label}" for norm, eps in c.cfg["eps"].items() for e in eps if e.value >= lim[norm]]
 
 
-def _reference(c: _Ctx, norm: str, eps: list[Eps], reported: np.ndarray, xs: np.ndarray, ys: np.ndarray,
-               ids: np.ndarray, details: dict[str, Any]) -> tuple[float, str, float, float, str] | None:
-    """AutoAttack's gradient components (cheap preset budget) on the checked examples that the configured
-    attacks left standing at each eps. Returns the largest share broken, with where and the accuracies."""
-    import torch
-
-    from audit.attacks.adapters import AutoAttackRunner, TamedLogits
-    from audit.engine.precision import fp32_decisions
-    from audit.seeding import stream_key
-
-    if c.bounds is None:
-        return None
-    comps, _ = autoattack_components("cheap", c.k)
-    comps = [comp for comp in comps if comp["component"] in REFERENCE_COMPONENTS]
-    if c.k == 3:  # APGD-T needs 4 classes; the untargeted DLR loss works from 3
-        comps.append({"component": "apgd-dlr", "class": "APGD", "loss": "dlr", "steps": 20, "n_restarts": 1,
-                      "rho": 0.75})
-    names = [comp["component"] for comp in comps]
-    desc = " + ".join(f"{comp['component'].upper()} {comp['steps']} steps"
-                      + (f", {comp['n_target_classes']} targets" if "n_target_classes" in comp else "") for comp in comps)
-    if c.k < 4:
-        desc += " (APGD-T needs at least 4 classes)"
-    desc += ("; APGD-CE on the logits divided by their spread + 1 (the same decisions; its cross-entropy cannot "
-             "saturate)")
-    # APGD-CE on the tamed logits (plain float32 cross-entropy is blind on confident examples); the others on
-    # the model's own logits (taming would bend APGD-T's scale-invariant DLR loss and weaken it)
-    runners = [AutoAttackRunner(TamedLogits(c.model) if comp["component"] == "apgd-ce" else c.model, [comp], norm,
-                                c.bounds, c.k) for comp in comps]
-    chunk = 128
-    out, before, after = [], [], []
-    for e in eps:
-        alive = np.flatnonzero(reported > e.value)
-        broken = np.zeros(len(reported), dtype=bool)
-        for start in range(0, len(alive), chunk):
-            b = alive[start:start + chunk]
-            for nm, runner in zip(names, runners):
-                b = b[~broken[b]]
-                if len(b) == 0:
-                    break
-                xb = torch.from_numpy(xs[b]).to(c.device)
-                yb = torch.from_numpy(ys[b]).to(c.device)
-                seed = stream_key(c.seed, "reference", nm, norm, e.label, int(ids[b[0]])) >> 1
-                adv, _, _ = runner.run(xb, yb, e.value, [seed])
-                with torch.no_grad(), fp32_decisions():
-                    wrong = (c.model(adv).argmax(1) != yb).cpu().numpy()
-                broken[b[wrong]] = True
-        n = len(reported)
-        before.append(float(np.mean(reported > e.value)))
-        after.append(float(np.mean((reported > e.value) & ~broken)))
-        out.append(float(broken.sum()) / n)
-    details[f"reference_{norm}"] = {"attack": desc, "eps": [e.label for e in eps], "reported": before,
-                                    "with_reference": after, "n": int(len(reported))}
-    j = int(np.argmax(out))
-    return out[j], f"{norm} eps {eps[j].label}" if out[j] > 0 else f"{norm}, every eps", before[j], after[j], desc
-
-
-def _large_eps(c: _Ctx, sub: np.ndarray, details: dict[str, Any], record: Any) -> None:
-    from audit.attacks import sweep as S
-
-    cfg, res = c.cfg, c.res
-    xs, ys, ids = c.x[sub], c.y[sub], c.index[sub]
-    d = int(np.prod(c.x.shape[1:]))
+def _large_eps(c: _Sum, sub: np.ndarray, details: dict[str, Any], record: Any) -> None:
+    cfg, res, t = c.cfg, c.res, c.table
+    ys = c.y[sub]
     chance = float(np.bincount(ys, minlength=c.k).max() / len(ys))
     steps = max(cfg["steps"], 20)
     results = []
     for norm in cfg["norm"]:
-        given = cfg["large_eps"].get(norm)
-        if given is not None:
-            e = given
-        elif c.bounds is not None:
-            half = 0.5 * (c.bounds[1] - c.bounds[0])
-            v = half if norm == "linf" else half * math.sqrt(d)
-            e = Eps(v, str(float(v)))
-        else:
+        e = _large_eps_of(cfg, c.facts, norm)
+        if e is None:
             res.check("large_eps_reaches_chance", "warn",
                       f"Skipped for {norm}: no input_bounds and no [robustness] large_eps, so no epsilon is known to be "
                       "large enough. Set large_eps to one at which any input can be moved onto any other.")
             continue
-        one = AttackConfig("pgd", norm, [e], steps=steps, restarts=1, random_start=True, losses=tuple(cfg["losses"]),
-                           targets=cfg["targets"])
-        r = S.pgd_sweep(c.model, one, xs, ys, ids, np.ones(len(sub), bool), c.bs, c.device, c.bounds, c.seed,
-                        stream="large-eps")
-        acc = float(np.mean(r.eps_broken > e.value))
+        if f"check:large_eps:{norm}" not in t:
+            continue
+        acc = float(np.mean(t[f"check:large_eps:{norm}"][sub]))
         details[f"large_eps_{norm}"] = {"eps": e.label, "steps": steps, "accuracy": acc, "chance": chance}
         results.append((norm, e.label, acc, chance))
     if results:
@@ -796,4 +959,5 @@ CHECK_IDS = ("perturbation_within_eps", "adversarial_within_bounds", "eps_within
              "accuracy_non_increasing_in_eps", "pgd_stronger_than_fgsm", "large_eps_reaches_chance",
              "attack_stronger_than_noise", "pgd_converged", "reference_attack_agrees")
 
-SUITE = Suite("robustness", SECTION.doc, SECTION, METRICS, run, needs_logits=True, check_ids=CHECK_IDS)
+SUITE = Suite("robustness", SECTION.doc, SECTION, METRICS, summarise, validate=validate, fill=fill,
+              check_chunks=check_chunks, fill_checks=fill_checks, needs_logits=True, check_ids=CHECK_IDS)

@@ -1,0 +1,152 @@
+"""The resume cache: finished rows, saved as they complete, so that a killed audit does not start from zero.
+
+Layout, inside the output folder::
+
+    cache/key.json                     what the rows depend on (below)
+    cache/<unit>/<item>.<sha>.npz      one finished block (or check chunk): its positions, columns,
+                                       column metadata and the suite's mergeable partial results
+
+``unit`` is what filled the rows (``core`` for the clean pass, a suite name, ``<suite>.checks``), ``item``
+the block or chunk number (:mod:`audit.engine.shard`). Every entry is written to a temporary name in the
+same folder and renamed (atomic on POSIX), and its file name carries the first 16 hex digits of the
+SHA-256 of its bytes: an entry that is truncated, altered or unreadable fails that check, is reported in
+one line, deleted and computed again; it is never read.
+
+The key holds the model's SHA-256, the data's SHA-256, the validated recipe, the seed, the sharding rule
+and block size, the batch sizes, the device type and the tool's version. With ``--resume`` a cache under
+another key is ignored with a one-line notice saying which of these differ (and removed); without
+``--resume`` the cache is emptied first, so a run starts clean, as without a cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from audit.engine.table import Part
+
+CACHE_DIR = "cache"
+
+
+def key_hash(key: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass
+class RowCache:
+    root: Path
+    key: dict[str, Any]
+    notice: Callable[[str], None]
+    resumed: dict[str, int] = field(default_factory=dict)  # unit -> rows read back
+    computed: dict[str, int] = field(default_factory=dict)  # unit -> rows computed
+    # over every rank (set by the runner after each unit's gather)
+    resumed_total: dict[str, int] = field(default_factory=dict)
+    computed_total: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def prepare(cls, out: Path, key: dict[str, Any], resume: bool, notice: Callable[[str], None],
+                writer: bool = True) -> "RowCache":
+        """The cache of ``out`` for ``key``. Only the ``writer`` (rank 0) clears or replaces it; the other
+        ranks open it after rank 0 did (the runner waits for that)."""
+        root = out / CACHE_DIR
+        cache = cls(root, key, notice)
+        if not writer:
+            return cache
+        old = cache._stored_key()
+        if not resume:
+            shutil.rmtree(root, ignore_errors=True)
+        elif old is None and root.exists() and any(root.iterdir()):
+            notice(f"{root}: no readable key.json: its rows were ignored and the cache started again")
+            shutil.rmtree(root, ignore_errors=True)
+        elif old is not None and key_hash(old) != key_hash(key):
+            differ = [k for k in sorted(set(old) | set(key)) if old.get(k) != key.get(k)]
+            notice(f"{root} holds rows of another audit (different {', '.join(differ)}): ignored, every row "
+                   "is computed again")
+            shutil.rmtree(root, ignore_errors=True)
+        elif old is None:
+            notice(f"--resume: no rows cached in {root} yet; every row is computed")
+        root.mkdir(parents=True, exist_ok=True)
+        _atomic_write(root / "key.json", json.dumps(key, sort_keys=True, indent=1, default=str).encode())
+        return cache
+
+    def _stored_key(self) -> dict[str, Any] | None:
+        try:
+            return json.loads((self.root / "key.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def get(self, unit: str, item: int) -> Part | None:
+        """The cached rows of ``unit`` / ``item``, or None (absent, or failed its checksum: then removed)."""
+        folder = self.root / unit
+        for path in sorted(folder.glob(f"{item:06d}.*.npz")) if folder.is_dir() else []:
+            try:
+                data = path.read_bytes()
+                if hashlib.sha256(data).hexdigest()[:16] != path.name.split(".")[1]:
+                    raise ValueError("checksum mismatch")
+                part = _decode(data)
+            except Exception as e:  # noqa: BLE001 - any unreadable entry is recomputed, never trusted
+                self.notice(f"cache entry {path} is damaged ({type(e).__name__}: {e}): computed again")
+                path.unlink(missing_ok=True)
+                continue
+            self.resumed[unit] = self.resumed.get(unit, 0) + len(part.positions)
+            return part
+        return None
+
+    def put(self, unit: str, item: int, part: Part) -> None:
+        data = _encode(part)
+        folder = self.root / unit
+        folder.mkdir(parents=True, exist_ok=True)
+        _atomic_write(folder / f"{item:06d}.{hashlib.sha256(data).hexdigest()[:16]}.npz", data)
+        self.computed[unit] = self.computed.get(unit, 0) + len(part.positions)
+
+
+def fill_cached(cache: RowCache | None, unit: str, item: int, compute: Callable[[], Part],
+                on_computed: Callable[[str, int], None] | None = None) -> Part:
+    """The cached part when there is one, else ``compute()`` (saved before it is returned)."""
+    if cache is not None:
+        got = cache.get(unit, item)
+        if got is not None:
+            return got
+    part = compute()
+    if cache is not None:
+        cache.put(unit, item, part)
+    if on_computed is not None:
+        on_computed(unit, len(part.positions))
+    return part
+
+
+def _encode(part: Part) -> bytes:
+    arrays = {f"col:{k}": np.asarray(v) for k, v in part.columns.items()}
+    arrays["positions"] = np.asarray(part.positions, dtype=np.int64)
+    arrays["column_meta"] = np.asarray(json.dumps(part.column_meta, sort_keys=True))
+    arrays["partials"] = np.asarray(json.dumps(part.partials, sort_keys=True))
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def _decode(data: bytes) -> Part:
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        cols = {k[4:]: z[k] for k in z.files if k.startswith("col:")}
+        part = Part(z["positions"], cols, json.loads(str(z["column_meta"])), json.loads(str(z["partials"])))
+    for k, v in part.columns.items():
+        if len(v) != len(part.positions):
+            raise ValueError(f"column {k} has {len(v)} rows for {len(part.positions)} positions")
+    return part
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
