@@ -120,15 +120,20 @@ def _rank_error(e: BaseException, world: Any) -> BaseException:
     from audit.engine.distributed import RankFailed
     from audit.errors import Terminated, error_line
 
-    if isinstance(e, RankFailed):
+    if isinstance(e, RankFailed):  # posted too: a rank that torchrun then stops can say why
+        world.post_error(str(e), int(e.exit_code))
         world.abort()
         return e
     line, code = error_line(e)
     if isinstance(e, Terminated):
-        gone = world.lost_ranks()
-        line = (f"rank {world.rank}: terminated (SIGTERM): torchrun stops every rank when one exits"
-                + (f"; gone: {gone}, killed or crashed (see torchrun's summary for its exit code)" if gone else
-                   "; torchrun's summary names the rank that exited"))
+        posted, gone = world.first_error(), world.lost_ranks()
+        line = f"rank {world.rank}: terminated (SIGTERM): torchrun stops every rank when one exits"
+        if posted:
+            line += f"; it stopped after {posted}"
+        elif gone:
+            line += f"; gone: {gone}, killed or crashed (see torchrun's summary for its exit code)"
+        else:
+            line += "; torchrun's summary names the rank that exited"
     else:
         line = f"rank {world.rank}: {line}"
         world.post_error(line, code)

@@ -57,6 +57,7 @@ class World:
     hosts: list[str] = field(default_factory=list)
     _store: Any = None
     _last_beat: float = 0.0
+    _last_what: str = ""
     _seen: dict[int, tuple[str, float]] = field(default_factory=dict)
     _seq: int = 0
 
@@ -96,12 +97,13 @@ class World:
     # ---------------------------------------------------------------------------------- control messages
 
     def beat(self, what: str = "", force: bool = False) -> None:
-        """Progress: this rank is alive and working (rate-limited to one store write a second)."""
+        """Progress: this rank is alive and working (a new description is written at once, the same one at
+        most once a second)."""
         if self._store is None:
             return
         now = time.monotonic()
-        if force or now - self._last_beat >= 1.0:
-            self._last_beat = now
+        if force or what != self._last_what or now - self._last_beat >= 1.0:
+            self._last_beat, self._last_what = now, what
             self._store.set(f"audit/beat/{self.rank}", f"{time.time():.3f}|{what}")
 
     def post_error(self, line: str, code: int) -> None:
@@ -149,8 +151,8 @@ class World:
                 return
             now = time.monotonic()
             for r in sorted(pending):
-                key = f"audit/beat/{r}"
-                beat = self._store.get(key).decode() if self._store.check([key]) else "0|not started"
+                beat_key = f"audit/beat/{r}"
+                beat = self._store.get(beat_key).decode() if self._store.check([beat_key]) else "0|not started"
                 last = self._seen.get(r)
                 if last is None or last[0] != beat:
                     self._seen[r] = (beat, now)
@@ -162,6 +164,20 @@ class World:
                         "that slow", int(ExitCode.INTERNAL))
             self.beat(f"waiting at {phase}")
             time.sleep(0.05)
+
+    def first_error(self) -> str:
+        """The line of the first rank (in rank order) that posted one, or empty."""
+        if self._store is None:
+            return ""
+        try:
+            for r in range(self.size):
+                if r != self.rank:
+                    err = self._error_of(r)
+                    if err is not None:
+                        return err[1]
+        except Exception:  # noqa: BLE001 - the store may be gone
+            pass
+        return ""
 
     def lost_ranks(self) -> str:
         """The ranks on this host whose process is gone, in words (empty when none can be named)."""
