@@ -165,11 +165,14 @@ def main() -> None:
               help="Reuse the rows a killed or failed run of the same audit left in --out/cache (same model, data, "
                    "recipe, seed and tool version; any world size) and compute only the missing ones. Without it "
                    "the cache is emptied and every row computed.")
+@click.option("--no-cache", is_flag=True,
+              help="Do not save finished rows in --out/cache (a killed run then starts from zero; --resume has "
+                   "nothing to read).")
 @quiet_option
 @debug_option
 @handle_errors
 def run(model: Path, recipe: Path, suites: tuple[str, ...], out: Path, seed: int | None, device: str | None,
-        batch_size: int | None, trust_checkpoint: bool, resume: bool, quiet: bool) -> None:
+        batch_size: int | None, trust_checkpoint: bool, resume: bool, no_cache: bool, quiet: bool) -> None:
     """Audit MODEL (a state_dict, training checkpoint or safetensors file; TorchScript or .pt2 with
     --trust-checkpoint) as RECIPE describes, and write the report to --out.
 
@@ -178,7 +181,7 @@ def run(model: Path, recipe: Path, suites: tuple[str, ...], out: Path, seed: int
     from audit.runner import RunOptions, execute
 
     opts = RunOptions(recipe=recipe, model_path=model, out=out, suites=list(suites), seed=seed, device=device,
-                      batch_size=batch_size, quiet=quiet, trust_checkpoint=trust_checkpoint, resume=resume)
+                      batch_size=batch_size, quiet=quiet, trust_checkpoint=trust_checkpoint, resume=resume, cache=not no_cache)
     report, code = execute(opts)
     if not quiet and report:
         _summary(report, out)

@@ -28,6 +28,7 @@ class RunOptions:
     quiet: bool = False
     trust_checkpoint: bool = False
     resume: bool = False
+    cache: bool = True  # save finished rows in --out/cache (--no-cache: not)
     argv: list[str] = field(default_factory=lambda: list(sys.argv))
 
 
@@ -204,17 +205,25 @@ def _execute(opts: RunOptions, folder: Any, world: Any) -> tuple[dict[str, Any],
     # every suite's recipe section against the data, before any suite does any work
     plans = {name: get_suite(name).validate(recipe.section(name), facts) for name in suites}
 
-    block = shard.block_size(run_cfg["block_rows"], batch_size,
+    block = shard.block_size(run_cfg["block_rows"], len(data), batch_size,
                              *[recipe.section(n).get("batch_size") for n in suites],
                              *[recipe.section(n).get("autoattack_chunk") for n in suites if n == "robustness"])
     notice = _notice(opts.quiet)
+    if opts.resume and not opts.cache:
+        raise AuditError("--resume and --no-cache contradict each other: --resume reads the cache")
     cache = None
-    if world.is_main:
+    if world.is_main and opts.cache:
         cache = RowCache.prepare(opts.out, cache_key(recipe, loaded, data, seed, block, batch_size, device),
                                  opts.resume, notice)
     world.wait_all("output folder and cache ready")  # rank 0 moved the previous run aside, cleared the cache
-    if cache is None:
+    if cache is None and opts.cache:
         cache = RowCache(opts.out / "cache", {}, notice)
+    if not opts.cache:
+        import shutil
+
+        if world.is_main:  # a stale cache from an earlier run must not be resumed from later
+            shutil.rmtree(opts.out / "cache", ignore_errors=True)
+        cache = RowCache(opts.out / "cache", {}, notice, enabled=False)
     stages = _Stages(world, cache, notice, opts.quiet or not world.is_main, len(data))
 
     timing: dict[str, float] = {}
@@ -222,7 +231,8 @@ def _execute(opts: RunOptions, folder: Any, world: Any) -> tuple[dict[str, Any],
     needs_logits = [n for n in suites if get_suite(n).needs_logits]
     blocks = shard.blocks(len(data), block)
     with capture.phase("inference"):
-        cols, _, _ = stages.run("core", blocks, lambda pos: core_fill(model, data, pos, device, batch_size), dense=True)
+        cols, _, _ = stages.run("core", blocks, lambda pos, _: core_fill(model, data, pos, device, batch_size),
+                                dense=True)
         raw_logits = cols["logits"]
         timing["inference_s"] = time.perf_counter() - t
         core_checks, logits = core_validity_checks(raw_logits, cols["check:repeat_max_diff"], needs_logits,
@@ -252,15 +262,20 @@ def _execute(opts: RunOptions, folder: Any, world: Any) -> tuple[dict[str, Any],
         with capture.phase("attack_gradient" if suite.needs_logits else "inference", suite=name):
             if suite.fill is not None:
                 cols, meta, partials[name] = stages.run(
-                    name, blocks, lambda pos: suite.fill(fc, plan, pos, table.take(pos)), dense=True)
+                    name, blocks, lambda pos, _: suite.fill(fc, plan, pos, table.take(pos)), dense=True)
                 table.update(cols, meta)
-            if suite.fill_checks is not None and suite.check_chunks is not None:
-                chunks = suite.check_chunks(table, plan)
+                timing[f"{name}.fill_s"] = time.perf_counter() - t
+            if suite.fill_checks is not None and suite.check_tasks is not None:
+                t1 = time.perf_counter()
+                tasks = suite.check_tasks(table, plan)
                 cols, meta, partials[f"{name}.checks"] = stages.run(
-                    f"{name}.checks", chunks, lambda pos: suite.fill_checks(fc, plan, pos, table.take(pos)),
-                    dense=False)
+                    f"{name}.checks", tasks,
+                    lambda pos, task: suite.fill_checks(fc, plan, pos, table.take(pos), task), dense=False)
                 table.update(cols, meta)
+                timing[f"{name}.checks_s"] = time.perf_counter() - t1
+            t1 = time.perf_counter()
             result = suite.summarise(table, plan, facts, partials) if world.is_main else None
+            timing[f"{name}.summarise_s"] = time.perf_counter() - t1
         timing[f"{name}_s"] = time.perf_counter() - t
         if result is not None:
             timing.update({f"{name}.{part}_s": seconds for part, seconds in result.timing.items()})
@@ -295,7 +310,8 @@ def _execute(opts: RunOptions, folder: Any, world: Any) -> tuple[dict[str, Any],
     # finished: the rows are in examples.npz now; the cache only serves a run that did not get here
     import shutil
 
-    shutil.rmtree(cache.root, ignore_errors=True)
+    if opts.cache:
+        shutil.rmtree(cache.root, ignore_errors=True)
     return report, report["exit_code"]
 
 
@@ -337,23 +353,27 @@ def _notice(quiet: bool):
 
 
 class _Stages:
-    """Runs one unit of fill work over its blocks (or chunks): this rank's share, each block from the cache
-    when it is there, else computed and cached; then every rank's rows, merged, on every rank."""
+    """Runs one unit of fill work over its items (blocks of rows, or a suite's check tasks: rows and what
+    to do with them): this rank's share (item i on rank i % world size), each item from the cache when it
+    is there, else computed and cached; then every rank's parts, merged, on every rank."""
 
     def __init__(self, world: Any, cache: Any, notice: Any, quiet: bool, n: int):
         self.world, self.cache, self.notice, self.quiet, self.n = world, cache, notice, quiet, n
 
-    def run(self, unit: str, items: list[np.ndarray], compute: Any, dense: bool
+    def run(self, unit: str, items: list[Any], compute: Any, dense: bool
             ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]], list[dict[str, Any]]]:
+        """``items``: positions arrays (a task of None) or (positions, task) pairs; ``compute(positions,
+        task) -> Part``."""
         from audit.engine.cache import fill_cached
         from audit.engine.shard import mine
         from audit.engine.table import merge_parts
 
         parts = []
         before = self.cache.resumed.get(unit, 0)
-        for i, pos in mine(items, self.world.rank, self.world.size):
-            self.world.beat(f"{unit} block {i}")
-            parts.append(fill_cached(self.cache, unit, i, lambda pos=pos: compute(pos)))
+        items = [it if isinstance(it, tuple) else (it, None) for it in items]
+        for i, (pos, task) in mine(items, self.world.rank, self.world.size):
+            self.world.beat(f"{unit} {'block' if task is None else 'task'} {i}")
+            parts.append(fill_cached(self.cache, unit, i, lambda pos=pos, task=task: compute(pos, task)))
         resumed = self.cache.resumed.get(unit, 0) - before
         gathered = self.world.allgather_object((parts, resumed, self.cache.computed.get(unit, 0)), unit)
         everything = [p for rank_parts, _, _ in gathered for p in rank_parts]
@@ -361,7 +381,7 @@ class _Stages:
         self.cache.resumed_total[unit] = total_resumed
         self.cache.computed_total[unit] = sum(c for _, _, c in gathered)
         if total_resumed and not self.quiet:
-            rows = sum(len(p) for p in items)
+            rows = sum(len(p) for p, _ in items)
             print(f"audit: {unit}: {total_resumed} of {rows} rows resumed from {self.cache.root}", file=sys.stderr,
                   flush=True)
         return merge_parts(everything, self.n, dense)

@@ -325,3 +325,23 @@ def test_repro_says_it_does_not_run_under_torchrun(credit_model, recipes, tmp_pa
     assert res.returncode != 0  # torchrun's own code; its summary has the ranks' exit code, 2
     assert "exitcode  : 2" in res.stderr
     assert res.stderr.count("audit: error: audit repro does not run under torchrun (WORLD_SIZE = 2)") == 2
+
+
+def test_two_nodes_with_c10d_rendezvous_equal_one_process(credit_model, recipes, single, tmp_path):
+    """`torchrun --nnodes=2 --rdzv-backend=c10d --rdzv-endpoint=HOST:PORT`: two agents (two "nodes" on this
+    machine, one rank each) meet at the rendezvous; the report equals the single-process run."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "out"
+    cmd = TORCHRUN + ["--nnodes=2", "--nproc_per_node=1", "--rdzv-backend=c10d",
+                      f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=audit-test", "-m", "audit", "run",
+                      str(credit_model), "--recipe", str(recipes["sharded"]), "--out", str(out), "--quiet"]
+    nodes = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=ROOT)
+             for _ in range(2)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in nodes]
+    assert all(code in (0, 1) for code, _ in results), results
+    assert_same_audit(single, out)
+    assert json.loads((out / "report.json").read_text())["provenance"]["sharding"]["world_size"] == 2

@@ -26,7 +26,9 @@ direction at each epsilon. AutoAttack's components use torch's global RNG intern
 ``chunk`` examples taken in table order (independent of ``batch_size``), each component seeded from the
 master seed, the epsilon and the chunk's first global index. Its results are therefore reproducible for
 the same data and chunk size, and independent of the batch size, but an example's result can change if
-the set of examples changes (another ``[data] limit``, or sharding), because its chunk-mates change.
+the set of examples in its block changes (another ``[data] limit`` or ``[run] block_rows``), because its
+chunk-mates change. The runner calls a sweep once per block (``audit.engine.shard``), the same blocks for
+any number of torchrun ranks, so sharding does not change it.
 """
 
 from __future__ import annotations

@@ -50,6 +50,7 @@ class RowCache:
     # over every rank (set by the runner after each unit's gather)
     resumed_total: dict[str, int] = field(default_factory=dict)
     computed_total: dict[str, int] = field(default_factory=dict)
+    enabled: bool = True  # False (--no-cache): nothing is read or written, rows are only counted
 
     @classmethod
     def prepare(cls, out: Path, key: dict[str, Any], resume: bool, notice: Callable[[str], None],
@@ -85,6 +86,8 @@ class RowCache:
 
     def get(self, unit: str, item: int) -> Part | None:
         """The cached rows of ``unit`` / ``item``, or None (absent, or failed its checksum: then removed)."""
+        if not self.enabled:
+            return None
         folder = self.root / unit
         for path in sorted(folder.glob(f"{item:06d}.*.npz")) if folder.is_dir() else []:
             try:
@@ -101,6 +104,9 @@ class RowCache:
         return None
 
     def put(self, unit: str, item: int, part: Part) -> None:
+        if not self.enabled:
+            self.computed[unit] = self.computed.get(unit, 0) + len(part.positions)
+            return
         data = _encode(part)
         folder = self.root / unit
         folder.mkdir(parents=True, exist_ok=True)

@@ -7,8 +7,9 @@ set of examples as in a single-process run with the same block size: the per-exa
 bitwise identical whatever the world size (batched kernels may round differently for another batch), and
 a run resumed under another world size reuses its cached blocks as they are.
 
-The validity checks' examples (a fixed subset, chosen from the whole clean table) are cut the same way
-into chunks, dealt round-robin too (:func:`chunks`).
+The validity checks' work on their examples (a fixed subset, chosen from the whole clean table) is cut
+into tasks (a chunk of a batch of those examples, and one check at one eps), dealt round-robin too: each
+task runs exactly the batches a single process would, so its columns are the same bitwise.
 """
 
 from __future__ import annotations
@@ -16,15 +17,20 @@ from __future__ import annotations
 import numpy as np
 
 RULE = "blocks of consecutive rows, block b on rank b % world_size"
-DEFAULT_BLOCK_ROWS = 1024
+MIN_BLOCKS = 32  # a default block is small enough that n examples make this many blocks (up to 4 batches each)
 
 
-def block_size(configured: int | None, *batch_sizes: int | None) -> int:
-    """``[run] block_rows`` when set, else 1024 or the largest batch size if that is larger (a batch
-    never crosses a block, so a block smaller than a batch would shrink the batch)."""
+def block_size(configured: int | None, n: int, *batch_sizes: int | None) -> int:
+    """``[run] block_rows`` when set. Else a whole number of batches (a batch never crosses a block, so a
+    block smaller than a batch would shrink the batch): B = the largest batch size, times k = n / (32 B)
+    rounded up and kept within 1..4, so that big data makes at least 32 blocks (ranks stay balanced, a
+    killed run loses little) and a block holds at most 4 batches. It depends on n and the batch sizes,
+    never on the number of ranks: that is what keeps a sharded report equal to a single-process one."""
     if configured:
         return int(configured)
-    return max([DEFAULT_BLOCK_ROWS] + [int(b) for b in batch_sizes if b])
+    b = max([1] + [int(x) for x in batch_sizes if x])
+    k = min(4, max(1, -(-n // (MIN_BLOCKS * b))))
+    return b * k
 
 
 def blocks(n: int, size: int) -> list[np.ndarray]:

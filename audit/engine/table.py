@@ -167,19 +167,22 @@ def blank(dtype: np.dtype) -> Any:
 def merge_parts(parts: Sequence[Part], n: int, dense: bool) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]],
                                                                        list[dict[str, Any]]]:
     """Columns of length ``n`` from the parts (rows no part covers get :func:`blank`), their metadata, and
-    the parts' partials in position order. ``dense``: every row must be covered exactly once."""
+    the parts' partials in position order. Several parts may fill the same rows with different columns
+    (check tasks), never the same column twice. ``dense``: every column covers every row."""
     parts = sorted(parts, key=lambda p: int(p.positions[0]) if len(p.positions) else -1)
-    seen = np.zeros(n, dtype=np.int64)
     cols: dict[str, np.ndarray] = {}
+    seen: dict[str, np.ndarray] = {}
     meta: dict[str, dict[str, Any]] = {}
     for p in parts:
-        seen[p.positions] += 1
         meta.update(p.column_meta)
         for k, v in p.columns.items():
             if k not in cols:
                 cols[k] = np.full((n,) + v.shape[1:], blank(v.dtype), dtype=v.dtype)
+                seen[k] = np.zeros(n, dtype=np.int64)
             cols[k][p.positions] = v
-    if (seen > 1).any() or (dense and (seen == 0).any()):
-        bad = int(np.flatnonzero(seen != 1)[0])
-        raise ValueError(f"row {bad} is filled {int(seen[bad])} times (expected once)")
+            seen[k][p.positions] += 1
+    for k, count in seen.items():
+        if (count > 1).any() or (dense and (count == 0).any()):
+            bad = int(np.flatnonzero((count > 1) | (dense & (count == 0)))[0])
+            raise ValueError(f"row {bad} of column {k!r} is filled {int(count[bad])} times (expected once)")
     return cols, meta, [p.partials for p in parts if p.partials]

@@ -226,7 +226,9 @@ RUN = Section(
         Field("block_rows", "integer >= 1",
               "Examples per block: the unit of sharding under torchrun (block b runs on rank b % world size) and "
               "of the resume cache (a killed run keeps its finished blocks). Batches never cross a block. "
-              "Default: 1024, or the largest batch size when that is larger.", parse=p_int(1), example="1024"),
+              "Default: a whole number of batches (the largest batch size B of the run, times n / (32 B) rounded "
+              "up and kept within 1..4): at least 32 blocks when the data allows, at most 4 batches each.",
+              parse=p_int(1), example="1024"),
         Field("rank_timeout", "number > 0 (seconds)",
               "Under torchrun: a rank that shows no progress (no batch finished) for this long while the others "
               "wait for it is reported as hung, and every rank stops with one line naming it.", default=300.0,

@@ -11,7 +11,8 @@ A suite is three steps (torchmetrics' state/update/compute, with "concatenate ro
    checks that need the model are work here too: as columns (``check:...``), or as mergeable partial
    results (``Part.partials``: e.g. the largest perturbation measured) that ``summarise`` reduces.
    Work on a subset chosen from the whole table (the checks' examples) is a second fill,
-   ``fill_checks``, over the chunks ``check_chunks`` cuts from the complete table of the first.
+   ``fill_checks(fill_context, plan, positions, rows, task)``, over the tasks ``check_tasks`` lists from
+   the complete table of the first: (rows, what to compute on them) pairs, dealt to ranks like blocks.
 3. ``summarise(table, plan, facts, partials) -> SuiteResult``: metric records, checks, curves and tables
    from the complete table, with no model: pure (``audit.metrics`` holds the formulas).
 
@@ -104,8 +105,8 @@ class Suite:
     validate: Callable[[dict[str, Any], Facts], Any] = _as_is
     # None: the suite needs only the core columns (label, logits, groups) that the clean pass fills
     fill: Callable[[FillContext, Any, "np.ndarray", "ExampleTable"], "Part"] | None = None
-    check_chunks: Callable[["ExampleTable", Any], list["np.ndarray"]] | None = None
-    fill_checks: Callable[[FillContext, Any, "np.ndarray", "ExampleTable"], "Part"] | None = None
+    check_tasks: Callable[["ExampleTable", Any], list[tuple["np.ndarray", Any]]] | None = None
+    fill_checks: Callable[[FillContext, Any, "np.ndarray", "ExampleTable", Any], "Part"] | None = None
     # Suites whose numbers are wrong on a softmax output (attacks follow logit gradients) make the
     # core check logits_not_probabilities fail instead of warn.
     needs_logits: bool = False

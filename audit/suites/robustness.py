@@ -198,8 +198,9 @@ SECTION = Section(
               "FAB-T): an upper bound on what standard would report. The report lists every setting that ran.",
               default="standard", parse=p_str(tuple(AUTOATTACK_PRESETS)), example='"standard"'),
         Field("autoattack_chunk", "integer >= 1",
-              "AutoAttack runs on fixed chunks of this many examples (in data order), each seeded from the master "
-              "seed and its first global index: results do not depend on batch_size.", default=128,
+              "AutoAttack runs on fixed chunks of this many examples (in data order, within a [run] block), each "
+              "seeded from the master seed and its first global index: results do not depend on batch_size or "
+              "on the number of torchrun ranks.", default=128,
               parse=p_int(1)),
         Field("noise", "table kind -> list of levels",
               "Noise robustness: gaussian (std), uniform (half-width), salt_pepper (fraction of input values "
@@ -283,10 +284,11 @@ METRICS = {
 DETERMINISM = (
     "FGSM and PGD: bitwise reproducible for the same seed, and independent of batch size, order and sharding up "
     "to floating-point differences between batched kernels: every random start is drawn per example from the "
-    "master seed and the example's global index. AutoAttack: reproducible for the same seed, data and "
-    "autoattack_chunk, independent of batch_size; its components draw randomness per chunk, so an example's "
-    "result may change when the set of examples changes (another [data] limit, or sharding). Noise: per example "
-    "and draw, from the master seed and the global index.")
+    "master seed and the example's global index. AutoAttack: reproducible for the same seed, data, "
+    "autoattack_chunk and [run] block_rows, independent of batch_size and of the number of torchrun ranks; its "
+    "components draw randomness per chunk of a block's survivors, so an example's result may change when the "
+    "set of examples in its block changes (another [data] limit or block_rows). Noise: per example and draw, "
+    "from the master seed and the global index.")
 
 
 class _Plan(dict):
@@ -305,6 +307,8 @@ def validate(cfg: dict[str, Any], facts: Facts) -> _Plan:
         plan["_noise_note"] = "Salt-and-pepper noise needs [model] input_bounds (the values it writes): not run."
     plan["_noise_kinds"] = kinds
     plan["_bs"] = plan["batch_size"] or facts.batch_size
+    plan["_bounds"] = facts.input_bounds
+    plan["_large_eps"] = {norm: _large_eps_of(plan, facts, norm) for norm in plan["norm"]}
     return plan
 
 
@@ -430,14 +434,28 @@ def _finite(v: float) -> float | None:
     return None if not np.isfinite(v) else float(v)
 
 
-def check_chunks(table: Any, plan: _Plan) -> list[np.ndarray]:
-    """The checks' examples (the first check_examples clean-correct ones, in data order), in chunks of the
-    attack batch size: the units that fill_checks fills, whatever the number of ranks."""
+def check_tasks(table: Any, plan: _Plan) -> list[tuple[np.ndarray, dict[str, Any]]]:
+    """The checks' work, as tasks that ranks share: the checks' examples (the first check_examples
+    clean-correct ones, in data order) in chunks of one attack batch, times each piece of work on them
+    (the gradients; per eps, the independent PGD and the stronger PGD on its survivors; FGSM's sweep; per
+    eps, the reference attack; the large-eps PGD). Each task runs the batches a single process runs, so
+    the columns do not depend on the number of ranks; per-eps tasks let up to (1 + 2 x eps + 2) ranks share
+    even a single batch of checked examples."""
     from audit.engine.shard import chunks
 
     cc = table["pred"] == table["label"]
     sub = np.flatnonzero(cc)[: plan["check_examples"]]
-    return chunks(sub, plan["_bs"])
+    facts_bounds = plan["_bounds"]  # the reference attack works in a box
+    work: list[dict[str, Any]] = [{"do": "gradients"}]
+    for norm in _worst_norms(plan):
+        work += [{"do": "pgd", "norm": norm, "eps": j} for j in range(len(plan["eps"][norm]))]
+        if norm == "linf":
+            work.append({"do": "fgsm", "norm": norm})
+        if facts_bounds is not None:
+            work += [{"do": "reference", "norm": norm, "eps": j} for j in range(len(plan["eps"][norm]))]
+        if plan["_large_eps"].get(norm) is not None:
+            work.append({"do": "large_eps", "norm": norm})
+    return [(c, w) for c in chunks(sub, plan["_bs"]) for w in work]
 
 
 def _attack_losses(configs: list[AttackConfig]) -> dict[str, list[str]]:
@@ -477,11 +495,12 @@ def _large_eps_of(plan: _Plan, facts: Facts, norm: str) -> Eps | None:
     return Eps(v, str(float(v)))
 
 
-def fill_checks(fc: FillContext, plan: _Plan, positions: np.ndarray, rows: Any) -> Part:
-    """The costlier validity checks on one chunk of the checks' examples (all clean-correct), as columns:
-    the input gradients of every loss (zero, not finite, L1 norm), an independent (non-nested) PGD run per
-    eps and the stronger PGD on its survivors, FGSM's independent sweep (Linf), the reference attack on what
-    the configured attacks left standing, and a PGD at the large eps."""
+def fill_checks(fc: FillContext, plan: _Plan, positions: np.ndarray, rows: Any, task: dict[str, Any]) -> Part:
+    """One task of the costlier validity checks (:func:`check_tasks`) on a chunk of the checks' examples
+    (all clean-correct), as columns: the input gradients of every loss (zero, not finite, L1 norm); at one
+    eps, an independent (non-nested) PGD run and the stronger PGD on its survivors; FGSM's independent
+    sweep (Linf); at one eps, the reference attack on what the configured attacks left standing; a PGD at
+    the large eps."""
     from audit.attacks import sweep as S
     from audit.attacks.gradients import loss_gradient_stats
 
@@ -489,41 +508,46 @@ def fill_checks(fc: FillContext, plan: _Plan, positions: np.ndarray, rows: Any) 
     bounds, bs, seed, cfg = fc.facts.input_bounds, plan["_bs"], fc.seed, plan
     m = len(positions)
     ones = np.ones(m, dtype=bool)
-    cols: dict[str, np.ndarray] = {"check:subset": ones.copy()}
-    meta: dict[str, dict[str, Any]] = {"check:subset": {"kind": "check"}}
-    g = loss_gradient_stats(fc.model, xs, ys, fc.device, bs, _gradient_losses(plan))
-    for loss, v in g.items():
-        cols[f"check:grad:{loss}:zero"] = v["zero"]
-        cols[f"check:grad:{loss}:nonfinite"] = v["nonfinite"]
-        cols[f"check:grad:{loss}:l1"] = v["l1"]
-    for norm in _worst_norms(plan):
-        eps = cfg["eps"][norm]
-        indep = np.zeros((m, len(eps)), dtype=bool)
-        strong = np.zeros((m, len(eps)), dtype=bool)
-        for j, e in enumerate(eps):  # independent (non-nested) runs: the raw curve that nesting would hide
-            one = pgd_config(cfg, norm, [e])
-            r1 = S.pgd_sweep(fc.model, one, xs, ys, ids, ones, bs, fc.device, bounds, seed)
-            alive = r1.eps_broken > e.value
-            # the stronger PGD: twice the steps at each stride, one restart more, from fresh random starts, with
-            # every loss (those the recipe left out too), on what the configured one left standing. On robust
-            # models fresh restarts move more than extra steps do (BENCHMARKS.md), so both are added.
-            r2 = S.pgd_sweep(fc.model, stronger_pgd(one), xs, ys, ids, alive, bs, fc.device, bounds, seed,
-                             steps=2 * cfg["steps"], restarts=cfg["restarts"] + 1, stream="pgd-stronger")
-            indep[:, j] = alive
-            strong[:, j] = alive & (r2.eps_broken > e.value)
-        cols[f"check:pgd_independent:{norm}"], cols[f"check:pgd_stronger:{norm}"] = indep, strong
-        if norm == "linf":
-            f = S.fgsm_sweep(fc.model, AttackConfig("fgsm", norm, eps), xs, ys, ids, ones, bs, fc.device, bounds)
-            cols["check:fgsm_independent:linf"] = f.eps_broken
-        if bounds is not None:
-            cols[f"check:reference:{norm}"] = _reference(fc, norm, eps, rows[f"robust:worst:{norm}:eps_broken"],
-                                                         xs, ys, ids)
-        e = _large_eps_of(plan, fc.facts, norm)
-        if e is not None:
-            one = AttackConfig("pgd", norm, [e], steps=max(cfg["steps"], 20), restarts=1, random_start=True,
-                               losses=tuple(cfg["losses"]), targets=cfg["targets"])
-            r = S.pgd_sweep(fc.model, one, xs, ys, ids, ones, bs, fc.device, bounds, seed, stream="large-eps")
-            cols[f"check:large_eps:{norm}"] = r.eps_broken > e.value
+    cols: dict[str, np.ndarray] = {}
+    meta: dict[str, dict[str, Any]] = {}
+    do, norm = task["do"], task.get("norm")
+    if do == "gradients":
+        cols["check:subset"] = ones.copy()
+        meta["check:subset"] = {"kind": "check", "what": "the checks' examples"}
+        for loss, v in loss_gradient_stats(fc.model, xs, ys, fc.device, bs, _gradient_losses(plan)).items():
+            cols[f"check:grad:{loss}:zero"] = v["zero"]
+            cols[f"check:grad:{loss}:nonfinite"] = v["nonfinite"]
+            cols[f"check:grad:{loss}:l1"] = v["l1"]
+    elif do == "pgd":  # an independent (non-nested) run: the raw curve that nesting would hide
+        e = cfg["eps"][norm][task["eps"]]
+        one = pgd_config(cfg, norm, [e])
+        r1 = S.pgd_sweep(fc.model, one, xs, ys, ids, ones, bs, fc.device, bounds, seed)
+        alive = r1.eps_broken > e.value
+        # the stronger PGD: twice the steps at each stride, one restart more, from fresh random starts, with
+        # every loss (those the recipe left out too), on what the configured one left standing. On robust
+        # models fresh restarts move more than extra steps do (BENCHMARKS.md), so both are added.
+        r2 = S.pgd_sweep(fc.model, stronger_pgd(one), xs, ys, ids, alive, bs, fc.device, bounds, seed,
+                         steps=2 * cfg["steps"], restarts=cfg["restarts"] + 1, stream="pgd-stronger")
+        cols[f"check:pgd_independent:{norm}:{e.label}"] = alive
+        cols[f"check:pgd_stronger:{norm}:{e.label}"] = alive & (r2.eps_broken > e.value)
+    elif do == "fgsm":
+        f = S.fgsm_sweep(fc.model, AttackConfig("fgsm", norm, cfg["eps"][norm]), xs, ys, ids, ones, bs, fc.device,
+                         bounds)
+        cols[f"check:fgsm_independent:{norm}"] = f.eps_broken
+    elif do == "reference":
+        e = cfg["eps"][norm][task["eps"]]
+        cols[f"check:reference:{norm}:{e.label}"] = _reference(fc, norm, e, rows[f"robust:worst:{norm}:eps_broken"],
+                                                               xs, ys, ids)
+    elif do == "large_eps":
+        e = cfg["_large_eps"][norm]
+        one = AttackConfig("pgd", norm, [e], steps=max(cfg["steps"], 20), restarts=1, random_start=True,
+                           losses=tuple(cfg["losses"]), targets=cfg["targets"])
+        r = S.pgd_sweep(fc.model, one, xs, ys, ids, ones, bs, fc.device, bounds, seed, stream="large-eps")
+        cols[f"check:large_eps:{norm}"] = r.eps_broken > e.value
+    else:
+        raise ValueError(f"unknown check task {task!r}")
+    for k in cols:
+        meta.setdefault(k, {"kind": "check", "task": dict(task)})
     return Part(positions, cols, meta, {})
 
 
@@ -546,10 +570,10 @@ def _reference_components(k: int) -> tuple[list[dict[str, Any]], str]:
     return comps, desc
 
 
-def _reference(fc: FillContext, norm: str, eps: list[Eps], reported: np.ndarray, xs: np.ndarray, ys: np.ndarray,
+def _reference(fc: FillContext, norm: str, e: Eps, reported: np.ndarray, xs: np.ndarray, ys: np.ndarray,
                ids: np.ndarray) -> np.ndarray:
     """AutoAttack's gradient components (cheap preset budget) on the checked examples that the configured
-    attacks left standing at each eps: (m, E) bool, broken by the reference."""
+    attacks left standing at ``e``: bool per example, broken by the reference."""
     import torch
 
     from audit.attacks.adapters import AutoAttackRunner, TamedLogits
@@ -564,24 +588,22 @@ def _reference(fc: FillContext, norm: str, eps: list[Eps], reported: np.ndarray,
     runners = [AutoAttackRunner(TamedLogits(fc.model) if comp["component"] == "apgd-ce" else fc.model, [comp], norm,
                                 fc.facts.input_bounds, k) for comp in comps]
     chunk = 128
-    out = np.zeros((len(reported), len(eps)), dtype=bool)
-    for j, e in enumerate(eps):
-        alive = np.flatnonzero(reported > e.value)
-        broken = out[:, j]
-        for start in range(0, len(alive), chunk):
-            b = alive[start:start + chunk]
-            for nm, runner in zip(names, runners):
-                b = b[~broken[b]]
-                if len(b) == 0:
-                    break
-                xb = torch.from_numpy(xs[b]).to(fc.device)
-                yb = torch.from_numpy(ys[b]).to(fc.device)
-                seed = stream_key(fc.seed, "reference", nm, norm, e.label, int(ids[b[0]])) >> 1
-                adv, _, _ = runner.run(xb, yb, e.value, [seed])
-                with torch.no_grad(), fp32_decisions():
-                    wrong = (fc.model(adv).argmax(1) != yb).cpu().numpy()
-                broken[b[wrong]] = True
-    return out
+    broken = np.zeros(len(reported), dtype=bool)
+    alive = np.flatnonzero(reported > e.value)
+    for start in range(0, len(alive), chunk):
+        b = alive[start:start + chunk]
+        for nm, runner in zip(names, runners):
+            b = b[~broken[b]]
+            if len(b) == 0:
+                break
+            xb = torch.from_numpy(xs[b]).to(fc.device)
+            yb = torch.from_numpy(ys[b]).to(fc.device)
+            seed = stream_key(fc.seed, "reference", nm, norm, e.label, int(ids[b[0]])) >> 1
+            adv, _, _ = runner.run(xb, yb, e.value, [seed])
+            with torch.no_grad(), fp32_decisions():
+                wrong = (fc.model(adv).argmax(1) != yb).cpu().numpy()
+            broken[b[wrong]] = True
+    return broken
 
 
 # ------------------------------------------------------------------------------------------- summarise
@@ -863,8 +885,8 @@ def _checks(c: _Sum, sweeps: list[dict[str, Any]], worst: dict[str, np.ndarray])
     for norm in norms:
         eps = cfg["eps"][norm]
         labels = [e.label for e in eps]
-        indep = [float(v) for v in t[f"check:pgd_independent:{norm}"][sub].mean(axis=0)]
-        strong = [float(v) for v in t[f"check:pgd_stronger:{norm}"][sub].mean(axis=0)]
+        indep = [float(np.mean(t[f"check:pgd_independent:{norm}:{lab}"][sub])) for lab in labels]
+        strong = [float(np.mean(t[f"check:pgd_stronger:{norm}:{lab}"][sub])) for lab in labels]
         details[f"pgd_independent_{norm}"] = {"eps": labels, "steps": cfg["steps"], "accuracy": indep,
                                               "accuracy_stronger_pgd": strong, "n": n}
         mono[norm] = (labels, indep)
@@ -885,9 +907,9 @@ def _checks(c: _Sum, sweeps: list[dict[str, Any]], worst: dict[str, np.ndarray])
         j = int(np.argmax(gaps))
         rnd.append((gaps[j], f"{norm} eps {labels[j]}", float(a_acc[j]), float(r_acc[j])))
         details[f"random_noise_{norm}"] = {"eps": labels, "accuracy": [float(v) for v in r_acc]}
-        if f"check:reference:{norm}" in t:
+        if c.bounds is not None:
             reported = worst[norm][sub]
-            broken = t[f"check:reference:{norm}"][sub]
+            broken = np.stack([t[f"check:reference:{norm}:{lab}"][sub] for lab in labels], axis=1)
             before = [float(np.mean(reported > e.value)) for e in eps]
             after = [float(np.mean((reported > e.value) & ~broken[:, j])) for j, e in enumerate(eps)]
             share = [float(broken[:, j].sum()) / n for j in range(len(eps))]
@@ -960,4 +982,4 @@ CHECK_IDS = ("perturbation_within_eps", "adversarial_within_bounds", "eps_within
              "attack_stronger_than_noise", "pgd_converged", "reference_attack_agrees")
 
 SUITE = Suite("robustness", SECTION.doc, SECTION, METRICS, summarise, validate=validate, fill=fill,
-              check_chunks=check_chunks, fill_checks=fill_checks, needs_logits=True, check_ids=CHECK_IDS)
+              check_tasks=check_tasks, fill_checks=fill_checks, needs_logits=True, check_ids=CHECK_IDS)
