@@ -98,7 +98,7 @@ def execute(opts: RunOptions) -> tuple[dict[str, Any], int]:
     from audit.engine.distributed import World, env_world_size
     from audit.report.outdir import RunFolder
 
-    world = World.from_env(device=opts.device or "auto") if env_world_size() > 1 else World()
+    world = World.from_env() if env_world_size() > 1 else World()
     try:
         if world.is_main:
             with RunFolder.open(opts.out, "run", opts.argv,
@@ -107,11 +107,11 @@ def execute(opts: RunOptions) -> tuple[dict[str, Any], int]:
         else:
             with _sigterm_raises():
                 result = _execute(opts, None, world)
+        world.close()
     except BaseException as e:
         if not world.distributed:
             raise
         raise _rank_error(e, world) from None
-    world.close()
     return result
 
 
@@ -121,8 +121,8 @@ def _rank_error(e: BaseException, world: Any) -> BaseException:
     from audit.engine.distributed import RankFailed
     from audit.errors import Terminated, error_line
 
-    if isinstance(e, RankFailed):  # posted too: a rank that torchrun then stops can say why
-        world.post_error(str(e), int(e.exit_code))
+    if isinstance(e, RankFailed):  # posted too (as a follow-on): a rank that torchrun then stops can say why
+        world.post_error(str(e), int(e.exit_code), follow_on=True)
         world.abort()
         return e
     line, code = error_line(e)
@@ -188,16 +188,22 @@ def _execute(opts: RunOptions, folder: Any, world: Any) -> tuple[dict[str, Any],
     world.timeout_s = float(run_cfg["rank_timeout"])
     seed = opts.seed if opts.seed is not None else run_cfg["seed"]
     requested = opts.device or run_cfg["device"]
-    if world.distributed and world.backend == "nccl" and requested in ("auto", "cuda"):
-        requested = f"cuda:{world.local_rank}"  # each rank on its own GPU
+    if world.distributed and requested in ("auto", "cuda"):
+        import torch
+
+        if torch.cuda.is_available():  # each rank on its own GPU
+            requested = f"cuda:{world.local_rank}"
+            torch.cuda.set_device(world.local_rank)
     device = resolve_device(requested, None if opts.device else f"{recipe.path}: [run] device = {run_cfg['device']!r}")
     batch_size = opts.batch_size or run_cfg["batch_size"]
     suites = choose_suites(recipe, opts.suites)
     model_cfg = recipe.section("model")
     progress = make_progress(opts.quiet or not world.is_main, world)
 
-    loaded = load_checkpoint(opts.model_path, model_cfg, recipe.base_dir, recipe.path, trust=opts.trust_checkpoint)
-    data = load_data(recipe)
+    with world.beating("loading the model and the data"):
+        loaded = load_checkpoint(opts.model_path, model_cfg, recipe.base_dir, recipe.path,
+                                 trust=opts.trust_checkpoint)
+        data = load_data(recipe)
     model = WrappedModel(loaded.module, model_cfg["mean"], model_cfg["std"], model_cfg["input_bounds"],
                          model_cfg["num_classes"]).to(device)
     probe_model(model, data, device, model_cfg["num_classes"])
@@ -211,19 +217,21 @@ def _execute(opts: RunOptions, folder: Any, world: Any) -> tuple[dict[str, Any],
     notice = _notice(opts.quiet)
     if opts.resume and not opts.cache:
         raise AuditError("--resume and --no-cache contradict each other: --resume reads the cache")
-    cache = None
-    if world.is_main and opts.cache:
-        cache = RowCache.prepare(opts.out, cache_key(recipe, loaded, data, seed, block, batch_size, device),
-                                 opts.resume, notice)
-    world.wait_all("output folder and cache ready")  # rank 0 moved the previous run aside, cleared the cache
-    if cache is None and opts.cache:
-        cache = RowCache(opts.out / "cache", {}, notice)
+    # Every rank computes the key and reads only entries filed under it, so a node whose --out is not
+    # shared never reuses rows of another audit; rank 0 prepares (empties, or checks on --resume) the
+    # folder it sees before anyone writes, and without --resume no rank reads anything.
+    key = cache_key(recipe, loaded, data, seed, block, batch_size, device)
     if not opts.cache:
         import shutil
 
         if world.is_main:  # a stale cache from an earlier run must not be resumed from later
             shutil.rmtree(opts.out / "cache", ignore_errors=True)
-        cache = RowCache(opts.out / "cache", {}, notice, enabled=False)
+        cache = RowCache(opts.out / "cache", key, notice, enabled=False)
+    elif world.is_main:
+        cache = RowCache.prepare(opts.out, key, opts.resume, notice)
+    else:
+        cache = RowCache(opts.out / "cache", key, notice, readable=opts.resume)
+    world.wait_all("output folder and cache ready")  # rank 0 moved the previous run aside, cleared the cache
     stages = _Stages(world, cache, notice, opts.quiet or not world.is_main, len(data))
 
     timing: dict[str, float] = {}
@@ -234,6 +242,7 @@ def _execute(opts: RunOptions, folder: Any, world: Any) -> tuple[dict[str, Any],
         cols, _, _ = stages.run("core", blocks, lambda pos, _: core_fill(model, data, pos, device, batch_size),
                                 dense=True)
         raw_logits = cols["logits"]
+        _require_finite(raw_logits, data.index)  # on the whole table, so the counts are the data's
         timing["inference_s"] = time.perf_counter() - t
         core_checks, logits = core_validity_checks(raw_logits, cols["check:repeat_max_diff"], needs_logits,
                                                    cols["check:repeat_flip"])
@@ -262,7 +271,7 @@ def _execute(opts: RunOptions, folder: Any, world: Any) -> tuple[dict[str, Any],
         with capture.phase("attack_gradient" if suite.needs_logits else "inference", suite=name):
             if suite.fill is not None:
                 cols, meta, partials[name] = stages.run(
-                    name, blocks, lambda pos, _: suite.fill(fc, plan, pos, table.take(pos)), dense=True)
+                    name, blocks, lambda pos, _: suite.fill(fc, plan, pos, table.take(pos)), dense=True, table=table)
                 table.update(cols, meta)
                 timing[f"{name}.fill_s"] = time.perf_counter() - t
             if suite.fill_checks is not None and suite.check_tasks is not None:
@@ -270,7 +279,8 @@ def _execute(opts: RunOptions, folder: Any, world: Any) -> tuple[dict[str, Any],
                 tasks = suite.check_tasks(table, plan)
                 cols, meta, partials[f"{name}.checks"] = stages.run(
                     f"{name}.checks", tasks,
-                    lambda pos, task: suite.fill_checks(fc, plan, pos, table.take(pos), task), dense=False)
+                    lambda pos, task: suite.fill_checks(fc, plan, pos, table.take(pos), task), dense=False,
+                    table=table)
                 table.update(cols, meta)
                 timing[f"{name}.checks_s"] = time.perf_counter() - t1
             t1 = time.perf_counter()
@@ -290,7 +300,8 @@ def _execute(opts: RunOptions, folder: Any, world: Any) -> tuple[dict[str, Any],
     prov["created"] = created
     prov["sharding"] = {"world_size": world.size, "hosts": world.hosts or None, "rule": shard.RULE,
                         "block_rows": block, "backend": world.backend}
-    prov["resume"] = {"resumed_rows": dict(cache.resumed_total), "computed_rows": dict(cache.computed_total)} \
+    prov["resume"] = {"resumed_rows": dict(cache.resumed_total), "computed_rows": dict(cache.computed_total),
+                      "resumed_tasks": dict(cache.resumed_tasks), "computed_tasks": dict(cache.computed_tasks)} \
         if opts.resume else None
     timing["total_s"] = time.perf_counter() - t0
     report = assemble(
@@ -331,8 +342,12 @@ def make_facts(recipe: Recipe, data: Any, seed: int, batch_size: int) -> Any:
 
 def cache_key(recipe: Recipe, loaded: Any, data: Any, seed: int, block: int, batch_size: int, device: Any
               ) -> dict[str, Any]:
-    """What every cached row depends on (``audit.engine.cache``). Gates, [validity] and the rank timeout
-    change no row, so they are left out: re-gating or a longer timeout resumes."""
+    """What every cached row depends on (``audit.engine.cache``): the model (its weights and its factory's
+    source), the data, the recipe, the seed, the blocks, the batch size, the device and the libraries
+    that compute rows. Gates, [validity] and the rank timeout change no row, so they are left out:
+    re-gating or a longer timeout resumes."""
+    import hashlib
+
     import torch
 
     from audit import __version__
@@ -340,9 +355,26 @@ def cache_key(recipe: Recipe, loaded: Any, data: Any, seed: int, block: int, bat
 
     sections = {k: v for k, v in recipe.sections.items() if k != "validity"}
     sections["run"] = {k: v for k, v in sections.get("run", {}).items() if k != "rank_timeout"}
-    return {"tool": __version__, "torch": torch.__version__, "model_sha256": loaded.sha256,
-            "data_sha256": data.meta.get("sha256"), "recipe": sections, "seed": seed, "sharding": RULE,
-            "block_rows": block, "batch_size": batch_size, "device": device.type}
+    factory = str(recipe.section("model").get("factory") or "")
+    source = None
+    if ":" in factory and factory.rsplit(":", 1)[0].endswith(".py"):
+        try:
+            source = hashlib.sha256(recipe.resolve(factory.rsplit(":", 1)[0]).read_bytes()).hexdigest()
+        except (OSError, TypeError):
+            source = None
+    try:
+        import torchattacks
+
+        ta = getattr(torchattacks, "__version__", None)
+    except ImportError:
+        ta = None
+    dev: dict[str, Any] = {"type": device.type}
+    if device.type == "cuda":
+        dev.update(name=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
+                   cudnn=torch.backends.cudnn.version())
+    return {"tool": __version__, "torch": torch.__version__, "torchattacks": ta, "model_sha256": loaded.sha256,
+            "model_factory_sha256": source, "data_sha256": data.meta.get("sha256"), "recipe": sections,
+            "seed": seed, "sharding": RULE, "block_rows": block, "batch_size": batch_size, "device": dev}
 
 
 def _notice(quiet: bool):
@@ -360,30 +392,42 @@ class _Stages:
     def __init__(self, world: Any, cache: Any, notice: Any, quiet: bool, n: int):
         self.world, self.cache, self.notice, self.quiet, self.n = world, cache, notice, quiet, n
 
-    def run(self, unit: str, items: list[Any], compute: Any, dense: bool
+    def run(self, unit: str, items: list[Any], compute: Any, dense: bool, table: Any = None
             ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]], list[dict[str, Any]]]:
         """``items``: positions arrays (a task of None) or (positions, task) pairs; ``compute(positions,
-        task) -> Part``."""
-        from audit.engine.cache import fill_cached
+        task) -> Part``. ``table``: what ``compute`` reads besides the data (its rows' digest goes into
+        each cache entry, so a part computed from other rows is never read back)."""
+        from audit.engine.cache import fill_cached, rows_digest
         from audit.engine.shard import mine
         from audit.engine.table import merge_parts
 
-        parts = []
-        before = self.cache.resumed.get(unit, 0)
         items = [it if isinstance(it, tuple) else (it, None) for it in items]
-        for i, (pos, task) in mine(items, self.world.rank, self.world.size):
-            self.world.beat(f"{unit} {'block' if task is None else 'task'} {i}")
-            parts.append(fill_cached(self.cache, unit, i, lambda pos=pos, task=task: compute(pos, task)))
-        resumed = self.cache.resumed.get(unit, 0) - before
-        gathered = self.world.allgather_object((parts, resumed, self.cache.computed.get(unit, 0)), unit)
-        everything = [p for rank_parts, _, _ in gathered for p in rank_parts]
-        total_resumed = sum(r for _, r, _ in gathered)
-        self.cache.resumed_total[unit] = total_resumed
-        self.cache.computed_total[unit] = sum(c for _, _, c in gathered)
-        if total_resumed and not self.quiet:
-            rows = sum(len(p) for p, _ in items)
-            print(f"audit: {unit}: {total_resumed} of {rows} rows resumed from {self.cache.root}", file=sys.stderr,
-                  flush=True)
+        tasks = any(t is not None for _, t in items)
+        costs = [float(t["cost"]) for _, t in items] if items and all(
+            isinstance(t, dict) and "cost" in t for _, t in items) else None
+        parts = []
+        resumed = resumed_rows = 0
+        for i, (pos, task) in mine(items, self.world.rank, self.world.size, costs):
+            self.world.beat(f"{unit} {'task' if tasks else 'block'} {i}", force=True)
+            expect = rows_digest(pos, task, None if table is None else table.take(pos))
+            part, was_cached = fill_cached(self.cache, unit, i, lambda pos=pos, task=task: compute(pos, task), expect)
+            resumed += was_cached
+            resumed_rows += len(pos) if was_cached else 0
+            parts.append((i, part))
+        gathered = self.world.allgather_object((parts, resumed, resumed_rows), unit)
+        # in item order, whoever computed them: the table's columns come out in the same order for any world size
+        everything = [p for _, p in sorted((ip for g in gathered for ip in g[0]), key=lambda ip: ip[0])]
+        n_resumed = sum(g[1] for g in gathered)
+        if tasks:  # tasks share rows: count tasks
+            self.cache.resumed_tasks[unit], self.cache.computed_tasks[unit] = n_resumed, len(items) - n_resumed
+        else:
+            total = sum(len(p) for p, _ in items)
+            self.cache.resumed_total[unit] = sum(g[2] for g in gathered)
+            self.cache.computed_total[unit] = total - self.cache.resumed_total[unit]
+        if n_resumed and not self.quiet:
+            what = (f"{n_resumed} of {len(items)} tasks" if tasks else
+                    f"{self.cache.resumed_total[unit]} of {sum(len(p) for p, _ in items)} rows")
+            print(f"audit: {unit}: {what} resumed from {self.cache.root}", file=sys.stderr, flush=True)
         return merge_parts(everything, self.n, dense)
 
 
@@ -391,14 +435,14 @@ def core_fill(model: Any, data: Any, positions: np.ndarray, device: Any, batch_s
     """The clean pass over these rows: logits, and for rows among the first 1024 of the data a second pass
     (inference_deterministic compares them: the largest |logit difference| per row)."""
     from audit.engine.inference import predict_logits
+    from audit.engine.shard import take
     from audit.engine.table import Part
 
-    logits = predict_logits(model, data.x[positions], device, batch_size)
-    _require_finite(logits, data.index[positions])
+    logits = predict_logits(model, take(data.x, positions), device, batch_size)
     diff = np.full(len(positions), np.nan)
     again = positions < REPEAT_ROWS  # independent of batch size and sharding, so the report is too
     if again.any():
-        second = predict_logits(model, data.x[positions[again]], device, batch_size)
+        second = predict_logits(model, take(data.x, positions[again]), device, batch_size)
         d = np.abs(second.astype(np.float64) - logits[again].astype(np.float64)).max(axis=1)
         # bitwise: a NaN (impossible after _require_finite) or any difference counts
         d[np.any(second != logits[again], axis=1) & (d == 0)] = np.finfo(np.float64).tiny

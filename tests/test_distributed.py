@@ -252,7 +252,7 @@ def test_a_failing_rank_stops_every_rank_with_one_line(credit_model, recipes, tm
 def _wait_for_entries(proc: subprocess.Popen, folder: Path, unit: str, count: int, timeout: float = 120) -> None:
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
-        if len(list((folder / "cache" / unit).glob("*.npz"))) >= count:
+        if len(list((folder / "cache").glob(f"*/{unit}/*.npz"))) >= count:
             return
         if proc.poll() is not None:
             raise AssertionError(f"the run ended before {count} {unit} blocks were cached: {proc.stderr.read()}")
@@ -274,7 +274,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(credit_model, recipes, 
     proc = start(*args)
     _wait_for_entries(proc, out, "robustness", 3)
     _kill(proc)
-    entries = sorted((out / "cache" / "robustness").glob("*.npz"))
+    entries = sorted((out / "cache").glob("*/robustness/*.npz"))
     assert 3 <= len(entries) < 8
     # damage one block: flipped bytes in the middle (its checksum no longer matches its name)
     data = bytearray(entries[0].read_bytes())
@@ -283,7 +283,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(credit_model, recipes, 
     res = audit("run", credit_model, "--recipe", recipes["sharded"], "--out", out, "--resume")
     assert res.returncode in (0, 1), res.stderr
     assert "is damaged" in res.stderr and entries[0].name in res.stderr
-    assert "robustness: " in res.stderr and "rows resumed" in res.stderr
+    assert "audit: robustness: " in res.stderr and "rows resumed from" in res.stderr
     assert_same_audit(single, out)
     resume = json.loads((out / "report.json").read_text())["provenance"]["resume"]
     assert resume["resumed_rows"]["core"] == 299
@@ -292,17 +292,20 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(credit_model, recipes, 
 
 
 def test_resume_ignores_rows_of_another_audit(credit_model, recipes, tmp_path):
-    """A cache from another recipe (here another seed) is ignored with its one-line notice; without
-    --resume the cache is emptied without a word and the run starts clean."""
+    """A cache left by another recipe (here PGD with 6 steps instead of 5) is ignored with its one-line
+    notice, and every row is computed again."""
     out = tmp_path / "out"
-    proc = start("run", credit_model, "--recipe", recipes["sharded"], "--out", out, "--quiet", "--seed", "3")
+    other = tmp_path / "other.toml"
+    other.write_text(recipes["sharded"].read_text().replace("steps = 5", "steps = 6"))
+    proc = start("run", credit_model, "--recipe", other, "--out", out, "--quiet")
     _wait_for_entries(proc, out, "robustness", 1)
     _kill(proc)
     res = audit("run", credit_model, "--recipe", recipes["sharded"], "--out", out, "--resume", "--suite",
                 "performance")
     assert res.returncode in (0, 1), res.stderr
     notices = [ln for ln in res.stderr.splitlines() if ln.startswith("audit: notice:")]
-    assert len(notices) == 1 and "rows of another audit (different seed)" in notices[0], res.stderr
+    assert len(notices) == 1 and "holds rows of another audit (different recipe)" in notices[0], res.stderr
+    assert "rows resumed" not in res.stderr
     assert json.loads((out / "report.json").read_text())["provenance"]["resume"]["resumed_rows"] == {"core": 0}
 
 

@@ -94,33 +94,42 @@ def test_cache_detects_damage_and_other_audits(tmp_path):
     cache = RowCache.prepare(tmp_path, key, resume=False, notice=notices.append)
     part = Part(np.arange(3), {"x": np.arange(3.0)}, {"x": {"kind": "t"}}, {"s": 1})
     calls = []
-    got = fill_cached(cache, "u", 0, lambda: calls.append(1) or part)
-    assert calls == [1] and got is part
-    again = fill_cached(cache, "u", 0, lambda: calls.append(1) or part)
-    assert calls == [1] and again.columns["x"].tolist() == [0.0, 1.0, 2.0] and again.partials == {"s": 1}
-    assert cache.resumed == {"u": 3} and cache.computed == {"u": 3}
+    got, cached = fill_cached(cache, "u", 0, lambda: calls.append(1) or part, "rows-1")
+    assert calls == [1] and got is part and not cached
+    again, cached = fill_cached(cache, "u", 0, lambda: calls.append(1) or part, "rows-1")
+    assert calls == [1] and cached and again.columns["x"].tolist() == [0.0, 1.0, 2.0] and again.partials == {"s": 1}
+    assert again.column_meta == {"x": {"kind": "t"}}
+    # an entry computed from other table rows (the clean pass predicted otherwise) is not read back
+    _, cached = fill_cached(cache, "u", 0, lambda: calls.append(1) or part, "rows-2")
+    assert not cached and calls == [1, 1] and not notices
+    entries = lambda: list(cache.folder.glob("u/000000.*.npz"))  # noqa: E731
+    assert len(entries()) == 1  # the new entry replaced the old one
     # a flipped byte: the checksum in the name no longer matches; reported, deleted, recomputed
-    (entry,) = (tmp_path / "cache" / "u").glob("000000.*.npz")
+    (entry,) = entries()
     data = bytearray(entry.read_bytes())
     data[-10] ^= 1
     entry.write_bytes(bytes(data))
-    fill_cached(cache, "u", 0, lambda: calls.append(1) or part)
-    assert calls == [1, 1] and len(notices) == 1 and "is damaged" in notices[0] and entry.name in notices[0]
+    _, cached = fill_cached(cache, "u", 0, lambda: calls.append(1) or part, "rows-2")
+    assert not cached and len(notices) == 1 and "is damaged" in notices[0] and entry.name in notices[0]
     # a truncated file (a torn write that somehow got its final name)
-    (entry,) = (tmp_path / "cache" / "u").glob("000000.*.npz")
+    (entry,) = entries()
     entry.write_bytes(entry.read_bytes()[:20])
-    assert cache.get("u", 0) is None and "is damaged" in notices[-1]
-    # resume with another key: ignored, with what differs
-    fill_cached(cache, "u", 1, lambda: part)
+    assert cache.get("u", 0, "rows-2") is None and "is damaged" in notices[-1]
+    # entries live under the key's hash: a cache opened with another key never sees them
+    fill_cached(cache, "u", 1, lambda: part, "rows-1")
+    other = RowCache(tmp_path / "cache", {"model_sha256": "bb", "seed": 0}, notices.append)
+    assert other.get("u", 1, "rows-1") is None
+    # resume with another key: ignored, with what differs, and removed
     RowCache.prepare(tmp_path, {"model_sha256": "bb", "seed": 0}, resume=True, notice=notices.append)
     assert "holds rows of another audit (different model_sha256)" in notices[-1]
-    assert not list((tmp_path / "cache").glob("u/*.npz"))
-    # without --resume: emptied silently
+    assert not list((tmp_path / "cache").glob("*/u/*.npz"))
+    # without --resume: emptied silently; and a non-resuming reader reads nothing
     n = len(notices)
     c2 = RowCache.prepare(tmp_path, key, resume=False, notice=notices.append)
-    fill_cached(c2, "u", 0, lambda: part)
+    fill_cached(c2, "u", 0, lambda: part, "rows-1")
+    assert RowCache(tmp_path / "cache", key, notices.append, readable=False).get("u", 0, "rows-1") is None
     RowCache.prepare(tmp_path, key, resume=False, notice=notices.append)
-    assert len(notices) == n and not list((tmp_path / "cache").glob("u/*.npz"))
+    assert len(notices) == n and not list((tmp_path / "cache").glob("*/u/*.npz"))
 
 
 def test_a_typo_in_a_later_suite_stops_before_any_suite_works(digits_checkpoint, write_recipe, tmp_path):

@@ -54,8 +54,8 @@ def loss_gradient_stats(model: nn.Module, x: np.ndarray, y: np.ndarray, device: 
             fin = torch.isfinite(g).all(dim=1)
             nonfinite.append((~fin).cpu().numpy())
             zero.append(((g == 0).all(dim=1) & fin).cpu().numpy())
-            l1.append(torch.where(fin, g.abs().sum(dim=1), torch.nan).double().cpu().numpy())
-        per = _cat(l1, np.float64)
+            l1.append(torch.where(fin, g.abs().sum(dim=1), torch.nan).cpu().numpy())
+        per = _cat(l1, np.float32)
         norms = per[np.isfinite(per)]
         out[loss] = {"zero": _cat(zero, bool), "nonfinite": _cat(nonfinite, bool), "l1": per,
                      "median_l1": float(np.median(norms)) if len(norms) else float("nan")}

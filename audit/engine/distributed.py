@@ -2,7 +2,7 @@
 failure reaches every other rank.
 
 Only PyTorch's own machinery is used: torchrun starts the processes and sets RANK / WORLD_SIZE /
-LOCAL_RANK; ``torch.distributed`` (Gloo on CPU, NCCL on CUDA for the process group, the c10d key-value
+LOCAL_RANK; ``torch.distributed`` (a Gloo process group, on GPU machines too, and the c10d key-value
 store for the control messages) carries the rows and the messages. Rows travel as pickled numpy arrays
 through ``all_gather_object`` (Gloo sends CPU tensors whatever the device).
 
@@ -28,6 +28,17 @@ from typing import Any
 from audit.errors import AuditError, ExitCode
 
 DEFAULT_TIMEOUT_S = 300.0
+
+# The heartbeat of this process while it evaluates the model: WrappedModel.forward calls pulse() on every
+# forward pass (every attack step of every attack, AutoAttack's and the checks' included), so "progress"
+# means "the model is being evaluated"; a rank stuck inside a forward stops beating. None: one process.
+_pulse_target: "World | None" = None
+
+
+def pulse() -> None:
+    w = _pulse_target
+    if w is not None:
+        w.beat()
 
 
 class RankFailed(AuditError):
@@ -58,6 +69,7 @@ class World:
     _store: Any = None
     _last_beat: float = 0.0
     _last_what: str = ""
+    _beats: int = 0
     _seen: dict[int, tuple[str, float]] = field(default_factory=dict)
     _seq: int = 0
 
@@ -70,21 +82,20 @@ class World:
         return self.rank == 0
 
     @classmethod
-    def from_env(cls, timeout_s: float = DEFAULT_TIMEOUT_S, device: str = "auto") -> "World":
+    def from_env(cls, timeout_s: float = DEFAULT_TIMEOUT_S) -> "World":
         """The world torchrun describes (WORLD_SIZE > 1), its process group started; else one process."""
         size = env_world_size()
         if size <= 1:
             return cls()
         import datetime
 
-        import torch
         import torch.distributed as dist
 
         rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-        use_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-        backend = "nccl" if use_cuda else "gloo"
-        if use_cuda:
-            torch.cuda.set_device(local)
+        # Gloo, on GPU machines too: everything the ranks exchange is host memory (numpy rows, control
+        # messages); NCCL would copy each gathered row to a GPU and back. Each rank's model still runs on
+        # its own GPU (cuda:LOCAL_RANK, chosen by the runner).
+        backend = "gloo"
         # the process group's own timeout is only the backstop: the control protocol above stops first
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s + 120))
         w = cls(rank=rank, size=size, local_rank=local, timeout_s=timeout_s, backend=backend)
@@ -92,35 +103,62 @@ class World:
         w._store.set(f"audit/host/{rank}", f"{socket.gethostname()}|{os.getpid()}")
         w.beat("started", force=True)
         w.hosts = w.allgather_object(socket.gethostname(), "start")
+        global _pulse_target
+        _pulse_target = w
         return w
+
+    def beating(self, what: str) -> "_Beating":
+        """A context in which a thread beats every second: for work that evaluates no model and shows no
+        progress, but is not stuck (loading the checkpoint and the data)."""
+        return _Beating(self, what)
 
     # ---------------------------------------------------------------------------------- control messages
 
-    def beat(self, what: str = "", force: bool = False) -> None:
-        """Progress: this rank is alive and working (a new description is written at once, the same one at
-        most once a second)."""
+    def beat(self, what: str | None = None, force: bool = False) -> None:
+        """Progress: this rank is alive and working on ``what`` (kept as its current activity; written to
+        the store at most once a second unless ``force``)."""
+        if what is not None:
+            self._last_what = what
         if self._store is None:
             return
         now = time.monotonic()
-        if force or what != self._last_what or now - self._last_beat >= 1.0:
-            self._last_beat, self._last_what = now, what
-            self._store.set(f"audit/beat/{self.rank}", f"{time.time():.3f}|{what}")
+        if force or now - self._last_beat >= 1.0:
+            self._last_beat = now
+            self._beats += 1
+            self._store.set(f"audit/beat/{self.rank}", f"{self._beats}|{self._last_what}")
 
-    def post_error(self, line: str, code: int) -> None:
-        """Tell the other ranks that this one failed, and why (best effort: the store may be gone)."""
+    def post_error(self, line: str, code: int, follow_on: bool = False) -> None:
+        """Tell the other ranks that this one failed, and why (best effort: the store may be gone). A
+        ``follow_on`` stop (this rank stops because another failed) is kept apart, so that every rank
+        names the rank where the failure began, not the first rank that passed it on."""
         if self._store is None:
             return
         try:
-            self._store.set(f"audit/error/{self.rank}", f"{code}|{line}")
+            if follow_on:
+                self._store.set(f"audit/stopped/{self.rank}", f"{code}|{line}")
+            else:
+                self._store.set(f"audit/error/{self.rank}", f"{code}|{line}")
+                self._store.add("audit/errors", 1)
         except Exception:  # noqa: BLE001 - the line is printed here anyway
             pass
 
-    def _error_of(self, r: int) -> tuple[int, str] | None:
-        key = f"audit/error/{r}"
+    def _posted(self, kind: str, r: int) -> tuple[int, str] | None:
+        key = f"audit/{kind}/{r}"
         if not self._store.check([key]):
             return None
         code, _, line = self._store.get(key).decode().partition("|")
         return int(code), line
+
+    def _first_error(self) -> tuple[int, int, str] | None:
+        """(rank, exit code, line) of the lowest rank that posted a failure of its own."""
+        if self._store.add("audit/errors", 0) == 0:  # one round trip while nothing failed
+            return None
+        for r in range(self.size):
+            if r != self.rank:
+                err = self._posted("error", r)
+                if err is not None:
+                    return r, err[0], err[1]
+        return None
 
     def wait_all(self, phase: str) -> None:
         """Block until every rank reached ``phase``; raise :class:`RankFailed` if one failed or hangs."""
@@ -137,20 +175,21 @@ class World:
                              "stopped") from None
 
     def _wait(self, key: str, phase: str) -> None:
-        self._store.set(f"audit/done/{key}/{self.rank}", "1")
-        pending = set(range(self.size))
+        count_key = f"audit/done/{key}"
+        self._store.add(count_key, 1)
         while True:
-            for r in range(self.size):
-                if r == self.rank:
-                    continue
-                err = self._error_of(r)
-                if err is not None:
-                    raise RankFailed(f"rank {self.rank}: stopped because rank {r} failed: {err[1]}", err[0])
-            pending = {r for r in pending if not self._store.check([f"audit/done/{key}/{r}"])}
-            if not pending:
+            err = self._first_error()
+            if err is not None:
+                r, code, line = err
+                raise RankFailed(f"rank {self.rank}: stopped because rank {r} failed: {line}", code)
+            if self._store.add(count_key, 0) >= self.size:
                 return
             now = time.monotonic()
-            for r in sorted(pending):
+            # who is not here yet: each rank marks its arrival too (read only while someone is missing)
+            self._store.set(f"audit/at/{key}/{self.rank}", "1")
+            for r in range(self.size):
+                if r == self.rank or self._store.check([f"audit/at/{key}/{r}"]):
+                    continue
                 beat_key = f"audit/beat/{r}"
                 beat = self._store.get(beat_key).decode() if self._store.check([beat_key]) else "0|not started"
                 last = self._seen.get(r)
@@ -163,18 +202,22 @@ class World:
                         f"(last seen: {what}; waiting at: {phase}). Raise [run] rank_timeout if its batches are "
                         "that slow", int(ExitCode.INTERNAL))
             self.beat(f"waiting at {phase}")
-            time.sleep(0.05)
+            time.sleep(0.1)
 
     def first_error(self) -> str:
-        """The line of the first rank (in rank order) that posted one, or empty."""
+        """The line of the rank where the failure began (or, failing that, of a rank that stopped
+        because of it), or empty."""
         if self._store is None:
             return ""
         try:
+            err = self._first_error()
+            if err is not None:
+                return err[2]
             for r in range(self.size):
                 if r != self.rank:
-                    err = self._error_of(r)
-                    if err is not None:
-                        return err[1]
+                    stop = self._posted("stopped", r)
+                    if stop is not None:
+                        return stop[1]
         except Exception:  # noqa: BLE001 - the store may be gone
             pass
         return ""
@@ -215,24 +258,47 @@ class World:
         return out
 
     def close(self) -> None:
-        if self._store is None:
-            return
-        import torch.distributed as dist
-
-        try:
-            self.wait_all("end")
-            dist.destroy_process_group()
-        finally:
-            self._store = None
+        """Leave after the last gather. No rank waits for the others here: rank 0 still summarises and
+        writes the report (no heartbeat to judge it by), and the others have nothing left to give it; a
+        failure of rank 0 from here on is its own exit code, which torchrun reports."""
+        self.abort()
 
     def abort(self) -> None:
-        """Leave without waiting for the others (after a failure)."""
+        """Leave without waiting for the others (after a failure, or after the last gather)."""
+        global _pulse_target
         if self._store is None:
             return
         import torch.distributed as dist
 
         self._store = None
+        _pulse_target = None
         try:
             dist.destroy_process_group()
         except Exception:  # noqa: BLE001 - tearing down after a failure: nothing left to report
             pass
+
+
+class _Beating:
+    def __init__(self, world: World, what: str):
+        self.world, self.what = world, what
+        self._stop = None
+
+    def __enter__(self) -> None:
+        import threading
+
+        if not self.world.distributed:
+            return
+        self._stop = threading.Event()
+
+        def run() -> None:
+            while not self._stop.wait(1.0):
+                try:
+                    self.world.beat(self.what, force=True)
+                except Exception:  # noqa: BLE001 - the store is gone: the main thread will hear of it
+                    return
+
+        threading.Thread(target=run, daemon=True).start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._stop is not None:
+            self._stop.set()

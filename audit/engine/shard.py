@@ -43,6 +43,27 @@ def chunks(positions: np.ndarray, size: int) -> list[np.ndarray]:
     return [positions[s:s + size] for s in range(0, len(positions), size)]
 
 
-def mine(items: list, rank: int, world_size: int) -> list[tuple[int, object]]:
-    """(item number, item) of the items that ``rank`` fills."""
-    return [(i, it) for i, it in enumerate(items) if i % world_size == rank]
+def mine(items: list, rank: int, world_size: int, costs: list[float] | None = None) -> list[tuple[int, object]]:
+    """(item number, item) of the items that ``rank`` fills: item i on rank i % world size, or, given an
+    estimated cost per item, the longest-processing-time-first deal (each item, costliest first, to the
+    rank with the least work so far; ties to the lower rank). Who computes an item never changes its
+    result (an item runs the same batches on any rank), so the deal may depend on the world size."""
+    if costs is None or world_size == 1:
+        return [(i, it) for i, it in enumerate(items) if i % world_size == rank]
+    load = [0.0] * world_size
+    owner = [0] * len(items)
+    for i in sorted(range(len(items)), key=lambda i: (-costs[i], i)):
+        r = min(range(world_size), key=lambda r: (load[r], r))
+        owner[i] = r
+        load[r] += costs[i]
+    return [(i, it) for i, it in enumerate(items) if owner[i] == rank]
+
+
+def take(x: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """``x[positions]``, as a view when the positions are one consecutive run (a block): no copy of the
+    inputs, and the same memory layout as the whole array's rows, so kernels that pick their algorithm
+    from the strides compute what they would on the whole array."""
+    positions = np.asarray(positions)
+    if len(positions) and positions[-1] - positions[0] == len(positions) - 1 and (np.diff(positions) == 1).all():
+        return x[int(positions[0]):int(positions[-1]) + 1]
+    return x[positions]

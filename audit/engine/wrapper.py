@@ -13,6 +13,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
+from audit.engine.distributed import pulse
 from audit.errors import AuditError
 
 
@@ -41,6 +42,7 @@ class WrappedModel(nn.Module):
         return (x - self.mean.view(shape)) / self.std.view(shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pulse()  # under torchrun: this rank's heartbeat (``audit.engine.distributed``); else nothing
         return self.net(self.normalise(x))
 
     def train(self, mode: bool = True) -> "WrappedModel":

@@ -386,7 +386,9 @@ def fill(fc: FillContext, plan: _Plan, positions: np.ndarray, rows: Any) -> Part
     from audit.attacks import sweep as S
     from audit.attacks.noise import noise_correct, random_ball_correct
 
-    x, y, index = fc.data.x[positions], rows["label"], rows["index"]
+    from audit.engine.shard import take
+
+    x, y, index = take(fc.data.x, positions), rows["label"], rows["index"]
     cc = rows["pred"] == y
     bounds, bs, seed = fc.facts.input_bounds, plan["_bs"], fc.seed
     cols: dict[str, np.ndarray] = {}
@@ -431,31 +433,47 @@ def fill(fc: FillContext, plan: _Plan, positions: np.ndarray, rows: Any) -> Part
 
 
 def _finite(v: float) -> float | None:
-    return None if not np.isfinite(v) else float(v)
+    """-inf (nothing was attacked) as None; +inf (a broken attack) stays, for perturbation_within_eps."""
+    return None if v == -np.inf else float(v)
 
 
 def check_tasks(table: Any, plan: _Plan) -> list[tuple[np.ndarray, dict[str, Any]]]:
-    """The checks' work, as tasks that ranks share: the checks' examples (the first check_examples
-    clean-correct ones, in data order) in chunks of one attack batch, times each piece of work on them
-    (the gradients; per eps, the independent PGD and the stronger PGD on its survivors; FGSM's sweep; per
-    eps, the reference attack; the large-eps PGD). Each task runs the batches a single process runs, so
-    the columns do not depend on the number of ranks; per-eps tasks let up to (1 + 2 x eps + 2) ranks share
-    even a single batch of checked examples."""
+    """The checks' work, as tasks that ranks share, on the checks' examples (the first check_examples
+    clean-correct ones, in data order): the gradients; per eps, the independent PGD and the stronger PGD
+    on its survivors; FGSM's sweep; per eps and chunk of 128 survivors, the reference attack; the
+    large-eps PGD."""
     from audit.engine.shard import chunks
 
     cc = table["pred"] == table["label"]
     sub = np.flatnonzero(cc)[: plan["check_examples"]]
-    facts_bounds = plan["_bounds"]  # the reference attack works in a box
-    work: list[dict[str, Any]] = [{"do": "gradients"}]
+    bounded = plan["_bounds"] is not None  # the reference attack works in a box
+    steps, restarts = plan["steps"], plan["restarts"]
+    runs = len(plan["losses"]) + (plan["targets"] - 1 if "targeted" in plan["losses"] else 0)
+    runs_all = len(LOSSES) + plan["targets"] - 1
+    m = len(sub)
+    if m == 0:
+        return []
+    # Each task runs on the whole set of checked examples (in batches of the attack batch size) exactly as
+    # one process would, so its columns are the same for any number of ranks; the reference attack runs on
+    # chunks of 128 of the examples each eps left standing, as AutoAttack's chunks are seeded.
+    # Costs: estimated backward rows (upper bounds where early stopping cuts them short), so that ranks get
+    # even shares (``audit.engine.shard.mine``); who runs a task never changes its result.
+    out: list[tuple[np.ndarray, dict[str, Any]]] = [(sub, {"do": "gradients", "cost": 4.0 * m})]
     for norm in _worst_norms(plan):
-        work += [{"do": "pgd", "norm": norm, "eps": j} for j in range(len(plan["eps"][norm]))]
+        worst = table[f"robust:worst:{norm}:eps_broken"]
+        for j, e in enumerate(plan["eps"][norm]):
+            alive = float(np.sum(worst[sub] > e.value))
+            out.append((sub, {"do": "pgd", "norm": norm, "eps": j,
+                              "cost": steps * restarts * runs * m + 2 * steps * (restarts + 1) * runs_all * alive}))
         if norm == "linf":
-            work.append({"do": "fgsm", "norm": norm})
-        if facts_bounds is not None:
-            work += [{"do": "reference", "norm": norm, "eps": j} for j in range(len(plan["eps"][norm]))]
+            out.append((sub, {"do": "fgsm", "norm": norm, "cost": 2.0 * m}))
+        if bounded:
+            for j, e in enumerate(plan["eps"][norm]):
+                for chunk in chunks(sub[worst[sub] > e.value], REFERENCE_CHUNK):
+                    out.append((chunk, {"do": "reference", "norm": norm, "eps": j, "cost": 20.0 * 4 * len(chunk)}))
         if plan["_large_eps"].get(norm) is not None:
-            work.append({"do": "large_eps", "norm": norm})
-    return [(c, w) for c in chunks(sub, plan["_bs"]) for w in work]
+            out.append((sub, {"do": "large_eps", "norm": norm, "cost": max(steps, 20) * runs * 0.5 * m}))
+    return out
 
 
 def _attack_losses(configs: list[AttackConfig]) -> dict[str, list[str]]:
@@ -534,10 +552,9 @@ def fill_checks(fc: FillContext, plan: _Plan, positions: np.ndarray, rows: Any, 
         f = S.fgsm_sweep(fc.model, AttackConfig("fgsm", norm, cfg["eps"][norm]), xs, ys, ids, ones, bs, fc.device,
                          bounds)
         cols[f"check:fgsm_independent:{norm}"] = f.eps_broken
-    elif do == "reference":
+    elif do == "reference":  # on one chunk of the examples that the configured attacks left standing at e
         e = cfg["eps"][norm][task["eps"]]
-        cols[f"check:reference:{norm}:{e.label}"] = _reference(fc, norm, e, rows[f"robust:worst:{norm}:eps_broken"],
-                                                               xs, ys, ids)
+        cols[f"check:reference:{norm}:{e.label}"] = _reference(fc, norm, e, xs, ys, ids)
     elif do == "large_eps":
         e = cfg["_large_eps"][norm]
         one = AttackConfig("pgd", norm, [e], steps=max(cfg["steps"], 20), restarts=1, random_start=True,
@@ -570,10 +587,10 @@ def _reference_components(k: int) -> tuple[list[dict[str, Any]], str]:
     return comps, desc
 
 
-def _reference(fc: FillContext, norm: str, e: Eps, reported: np.ndarray, xs: np.ndarray, ys: np.ndarray,
-               ids: np.ndarray) -> np.ndarray:
-    """AutoAttack's gradient components (cheap preset budget) on the checked examples that the configured
-    attacks left standing at ``e``: bool per example, broken by the reference."""
+def _reference(fc: FillContext, norm: str, e: Eps, xs: np.ndarray, ys: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """AutoAttack's gradient components (cheap preset budget), one after the other on what the previous
+    left standing, on one chunk of the checked examples that the configured attacks left standing at
+    ``e`` (each component seeded from the chunk's first global index): bool per example, broken."""
     import torch
 
     from audit.attacks.adapters import AutoAttackRunner, TamedLogits
@@ -587,23 +604,23 @@ def _reference(fc: FillContext, norm: str, e: Eps, reported: np.ndarray, xs: np.
     # the model's own logits (taming would bend APGD-T's scale-invariant DLR loss and weaken it)
     runners = [AutoAttackRunner(TamedLogits(fc.model) if comp["component"] == "apgd-ce" else fc.model, [comp], norm,
                                 fc.facts.input_bounds, k) for comp in comps]
-    chunk = 128
-    broken = np.zeros(len(reported), dtype=bool)
-    alive = np.flatnonzero(reported > e.value)
-    for start in range(0, len(alive), chunk):
-        b = alive[start:start + chunk]
-        for nm, runner in zip(names, runners):
-            b = b[~broken[b]]
-            if len(b) == 0:
-                break
-            xb = torch.from_numpy(xs[b]).to(fc.device)
-            yb = torch.from_numpy(ys[b]).to(fc.device)
-            seed = stream_key(fc.seed, "reference", nm, norm, e.label, int(ids[b[0]])) >> 1
-            adv, _, _ = runner.run(xb, yb, e.value, [seed])
-            with torch.no_grad(), fp32_decisions():
-                wrong = (fc.model(adv).argmax(1) != yb).cpu().numpy()
-            broken[b[wrong]] = True
+    broken = np.zeros(len(xs), dtype=bool)
+    b = np.arange(len(xs))
+    for nm, runner in zip(names, runners):
+        b = b[~broken[b]]
+        if len(b) == 0:
+            break
+        xb = torch.from_numpy(xs[b]).to(fc.device)
+        yb = torch.from_numpy(ys[b]).to(fc.device)
+        seed = stream_key(fc.seed, "reference", nm, norm, e.label, int(ids[b[0]])) >> 1
+        adv, _, _ = runner.run(xb, yb, e.value, [seed])
+        with torch.no_grad(), fp32_decisions():
+            wrong = (fc.model(adv).argmax(1) != yb).cpu().numpy()
+        broken[b[wrong]] = True
     return broken
+
+
+REFERENCE_CHUNK = 128  # examples per reference-attack call (its components draw randomness per call)
 
 
 # ------------------------------------------------------------------------------------------- summarise
@@ -649,7 +666,7 @@ def _merge_sweeps(plan: _Plan, table: Any, parts: list[dict[str, Any]]) -> list[
             "attacked": [int(np.sum(cc & (col >= e.value))) for e in eps],
             "broken": [int(np.sum(cc & (col == e.value))) for e in eps],
             "forward_rows": sum(m["forward_rows"] for m in mine), "backward_rows": sum(m["backward_rows"] for m in mine),
-            "max_norm_excess": max(excess) if excess else None,
+            "max_norm_excess": max(excess) if excess else None,  # +inf kept: perturbation_within_eps fails on it
             "max_bound_excess": max([m["max_bound_excess"] for m in mine], default=0.0),
             "seconds": sum(m["seconds"] for m in mine),
             "components": {e.label: comps[e.label] for e in eps if e.label in comps},
@@ -660,7 +677,9 @@ def _merge_sweeps(plan: _Plan, table: Any, parts: list[dict[str, Any]]) -> list[
 def _work(s: dict[str, Any]) -> dict[str, Any]:
     return {"attack": s["attack"], "norm": s["norm"], "eps": [e.label for e in s["eps"]],
             "attacked": s["attacked"], "broken": s["broken"], "forward_rows": s["forward_rows"],
-            "backward_rows": s["backward_rows"], "max_norm_excess": s["max_norm_excess"],
+            "backward_rows": s["backward_rows"],
+            "max_norm_excess": s["max_norm_excess"] if s["max_norm_excess"] is None or np.isfinite(s["max_norm_excess"])
+            else None,
             "max_bound_excess": s["max_bound_excess"], **({"components": s["components"]} if s["components"] else {})}
 
 
@@ -909,7 +928,9 @@ def _checks(c: _Sum, sweeps: list[dict[str, Any]], worst: dict[str, np.ndarray])
         details[f"random_noise_{norm}"] = {"eps": labels, "accuracy": [float(v) for v in r_acc]}
         if c.bounds is not None:
             reported = worst[norm][sub]
-            broken = np.stack([t[f"check:reference:{norm}:{lab}"][sub] for lab in labels], axis=1)
+            # no column at an eps where nothing was left standing (no task ran): nothing broken there
+            broken = np.stack([t[f"check:reference:{norm}:{lab}"][sub] if f"check:reference:{norm}:{lab}" in t
+                               else np.zeros(len(sub), dtype=bool) for lab in labels], axis=1)
             before = [float(np.mean(reported > e.value)) for e in eps]
             after = [float(np.mean((reported > e.value) & ~broken[:, j])) for j, e in enumerate(eps)]
             share = [float(broken[:, j].sum()) / n for j in range(len(eps))]
