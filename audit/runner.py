@@ -335,7 +335,7 @@ def make_facts(recipe: Recipe, data: Any, seed: int, batch_size: int) -> Any:
                  class_names=list(m["class_names"]) if m["class_names"] else [str(i) for i in range(k)],
                  input_bounds=tuple(m["input_bounds"]) if m["input_bounds"] else None,
                  input_shape=tuple(data.x.shape[1:]),
-                 input_absmax=float(np.max(np.abs(data.x))) if data.x.size else 0.0,
+                 input_absmax=float(max(data.x.max(), -data.x.min())) if data.x.size else 0.0,  # no |x| copy
                  n=len(data), attributes=list(data.groups), categories={a: list(c) for a, (_, c) in data.groups.items()},
                  index=data.index, batch_size=batch_size)
 

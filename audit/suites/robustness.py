@@ -199,8 +199,9 @@ SECTION = Section(
               default="standard", parse=p_str(tuple(AUTOATTACK_PRESETS)), example='"standard"'),
         Field("autoattack_chunk", "integer >= 1",
               "AutoAttack runs on fixed chunks of this many examples (in data order, within a [run] block), each "
-              "seeded from the master seed and its first global index: results do not depend on batch_size or "
-              "on the number of torchrun ranks.", default=128,
+              "seeded from the master seed and its first global index: results do not depend on the number of "
+              "torchrun ranks, nor on batch_size when [run] block_rows is set (its default follows the batch "
+              "size).", default=128,
               parse=p_int(1)),
         Field("noise", "table kind -> list of levels",
               "Noise robustness: gaussian (std), uniform (half-width), salt_pepper (fraction of input values "
@@ -285,10 +286,11 @@ DETERMINISM = (
     "FGSM and PGD: bitwise reproducible for the same seed, and independent of batch size, order and sharding up "
     "to floating-point differences between batched kernels: every random start is drawn per example from the "
     "master seed and the example's global index. AutoAttack: reproducible for the same seed, data, "
-    "autoattack_chunk and [run] block_rows, independent of batch_size and of the number of torchrun ranks; its "
-    "components draw randomness per chunk of a block's survivors, so an example's result may change when the "
-    "set of examples in its block changes (another [data] limit or block_rows). Noise: per example and draw, "
-    "from the master seed and the global index.")
+    "autoattack_chunk and blocks, and independent of the number of torchrun ranks; its components draw "
+    "randomness per chunk of a block's survivors, so an example's result may change when the set of examples in "
+    "its block changes: another [data] limit, or other blocks (the default [run] block_rows follows the batch "
+    "size; set block_rows to make AutoAttack independent of batch_size). Noise: per example and draw, from the "
+    "master seed and the global index.")
 
 
 class _Plan(dict):
