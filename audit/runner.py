@@ -398,37 +398,42 @@ class _Stages:
         task) -> Part``. ``table``: what ``compute`` reads besides the data (its rows' digest goes into
         each cache entry, so a part computed from other rows is never read back)."""
         from audit.engine.cache import fill_cached, rows_digest
-        from audit.engine.shard import mine
-        from audit.engine.table import merge_parts
+        from audit.engine.shard import owners
+        from audit.engine.table import Merger
 
         items = [it if isinstance(it, tuple) else (it, None) for it in items]
         tasks = any(t is not None for _, t in items)
         costs = [float(t["cost"]) for _, t in items] if items and all(
             isinstance(t, dict) and "cost" in t for _, t in items) else None
-        parts = []
+        owner = owners(len(items), self.world.size, costs)
+        mine: dict[int, Any] = {}
         resumed = resumed_rows = 0
-        for i, (pos, task) in mine(items, self.world.rank, self.world.size, costs):
+        for i, (pos, task) in enumerate(items):
+            if owner[i] != self.world.rank:
+                continue
             self.world.beat(f"{unit} {'task' if tasks else 'block'} {i}", force=True)
             expect = rows_digest(pos, task, None if table is None else table.take(pos))
             part, was_cached = fill_cached(self.cache, unit, i, lambda pos=pos, task=task: compute(pos, task), expect)
             resumed += was_cached
             resumed_rows += len(pos) if was_cached else 0
-            parts.append((i, part))
-        gathered = self.world.allgather_object((parts, resumed, resumed_rows), unit)
-        # in item order, whoever computed them: the table's columns come out in the same order for any world size
-        everything = [p for _, p in sorted((ip for g in gathered for ip in g[0]), key=lambda ip: ip[0])]
-        n_resumed = sum(g[1] for g in gathered)
+            mine[i] = part
+        # in item order, whoever computed them: the table's columns come out in the same order for any world
+        # size; one part in flight at a time
+        merger = Merger(self.n, dense)
+        self.world.stream(unit, owner, mine, merger.add)
+        counts = self.world.allgather_object((resumed, resumed_rows), f"{unit} counts")
+        n_resumed = sum(c[0] for c in counts)
         if tasks:  # tasks share rows: count tasks
             self.cache.resumed_tasks[unit], self.cache.computed_tasks[unit] = n_resumed, len(items) - n_resumed
         else:
             total = sum(len(p) for p, _ in items)
-            self.cache.resumed_total[unit] = sum(g[2] for g in gathered)
+            self.cache.resumed_total[unit] = sum(c[1] for c in counts)
             self.cache.computed_total[unit] = total - self.cache.resumed_total[unit]
         if n_resumed and not self.quiet:
             what = (f"{n_resumed} of {len(items)} tasks" if tasks else
                     f"{self.cache.resumed_total[unit]} of {sum(len(p) for p, _ in items)} rows")
             print(f"audit: {unit}: {what} resumed from {self.cache.root}", file=sys.stderr, flush=True)
-        return merge_parts(everything, self.n, dense)
+        return merger.done()
 
 
 def core_fill(model: Any, data: Any, positions: np.ndarray, device: Any, batch_size: int) -> Any:

@@ -3,15 +3,16 @@ failure reaches every other rank.
 
 Only PyTorch's own machinery is used: torchrun starts the processes and sets RANK / WORLD_SIZE /
 LOCAL_RANK; ``torch.distributed`` (a Gloo process group, on GPU machines too, and the c10d key-value
-store for the control messages) carries the rows and the messages. Rows travel as pickled numpy arrays
-through ``all_gather_object`` (Gloo sends CPU tensors whatever the device).
+store for the control messages) carries the rows and the messages. Rows travel as pickled numpy arrays,
+one block (or check task) at a time from its owner to every rank (:meth:`World.stream`), so no rank ever
+holds every rank's rows in flight.
 
 Why a control protocol on top of the collectives: a collective only returns when every rank enters it,
 so a rank that raised (and left) or hangs would leave the others blocked until the process group's
 timeout, and they could not say which rank. Instead, before each collective every rank marks itself done
 in the store and waits, polling, until all ranks are done, some rank posted an error (then every rank
 stops with that rank's line), or some rank not done has shown no progress for ``timeout_s`` (its
-heartbeat, renewed as batches complete, stopped changing; measured on the waiting rank's own clock, so
+heartbeat, renewed on every forward pass of the model and while loading, stopped changing; measured on the waiting rank's own clock, so
 clock skew between nodes does not matter). A rank killed outright (SIGKILL, out of memory) is seen by
 torchrun, which sends SIGTERM to the others; their line then names the rank whose process is gone when it
 ran on the same host.
@@ -256,6 +257,24 @@ class World:
         out: list[Any] = [None] * self.size
         dist.all_gather_object(out, obj)
         return out
+
+    def stream(self, phase: str, owner: list[int], mine: dict[int, Any], consume: Any) -> None:
+        """Every item, in order, to every rank: item i is sent by its owner (``owner[i]``) with one
+        broadcast, and ``consume(item)`` runs on every rank before the next is sent, so a rank never holds
+        more than its own items and one in flight (a gather of every rank's rows at once would not fit in
+        memory for big tables). One process: ``consume`` on its own items."""
+        if not self.distributed:
+            for i in range(len(owner)):
+                consume(mine[i])
+            return
+        import torch.distributed as dist
+
+        self.wait_all(phase)
+        for i, src in enumerate(owner):
+            box = [mine.get(i) if src == self.rank else None]
+            dist.broadcast_object_list(box, src=src)
+            consume(box[0])
+            mine.pop(i, None)
 
     def close(self) -> None:
         """Leave after the last gather. No rank waits for the others here: rank 0 still summarises and

@@ -43,19 +43,25 @@ def chunks(positions: np.ndarray, size: int) -> list[np.ndarray]:
     return [positions[s:s + size] for s in range(0, len(positions), size)]
 
 
-def mine(items: list, rank: int, world_size: int, costs: list[float] | None = None) -> list[tuple[int, object]]:
-    """(item number, item) of the items that ``rank`` fills: item i on rank i % world size, or, given an
-    estimated cost per item, the longest-processing-time-first deal (each item, costliest first, to the
-    rank with the least work so far; ties to the lower rank). Who computes an item never changes its
-    result (an item runs the same batches on any rank), so the deal may depend on the world size."""
+def owners(n_items: int, world_size: int, costs: list[float] | None = None) -> list[int]:
+    """The rank that fills each item: item i on rank i % world size, or, given an estimated cost per item,
+    the longest-processing-time-first deal (each item, costliest first, to the rank with the least work so
+    far; ties to the lower rank). Who computes an item never changes its result (an item runs the same
+    batches on any rank), so the deal may depend on the world size."""
     if costs is None or world_size == 1:
-        return [(i, it) for i, it in enumerate(items) if i % world_size == rank]
+        return [i % world_size for i in range(n_items)]
     load = [0.0] * world_size
-    owner = [0] * len(items)
-    for i in sorted(range(len(items)), key=lambda i: (-costs[i], i)):
+    owner = [0] * n_items
+    for i in sorted(range(n_items), key=lambda i: (-costs[i], i)):
         r = min(range(world_size), key=lambda r: (load[r], r))
         owner[i] = r
         load[r] += costs[i]
+    return owner
+
+
+def mine(items: list, rank: int, world_size: int, costs: list[float] | None = None) -> list[tuple[int, object]]:
+    """(item number, item) of the items that ``rank`` fills (:func:`owners`)."""
+    owner = owners(len(items), world_size, costs)
     return [(i, it) for i, it in enumerate(items) if owner[i] == rank]
 
 

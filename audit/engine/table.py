@@ -164,25 +164,42 @@ def blank(dtype: np.dtype) -> Any:
     return np.nan
 
 
+class Merger:
+    """Builds columns of length ``n`` from parts added one at a time (so that a gather can stream: one part
+    in flight, never every rank's parts at once). Rows no part covers get :func:`blank`. Several parts may
+    fill the same rows with different columns (check tasks), never the same column twice. ``dense``:
+    every column covers every row."""
+
+    def __init__(self, n: int, dense: bool):
+        self.n, self.dense = n, dense
+        self.cols: dict[str, np.ndarray] = {}
+        self.seen: dict[str, np.ndarray] = {}
+        self.meta: dict[str, dict[str, Any]] = {}
+        self.partials: list[dict[str, Any]] = []
+
+    def add(self, p: Part) -> None:
+        self.meta.update(p.column_meta)
+        if p.partials:
+            self.partials.append(p.partials)
+        for k, v in p.columns.items():
+            if k not in self.cols:
+                self.cols[k] = np.full((self.n,) + v.shape[1:], blank(v.dtype), dtype=v.dtype)
+                self.seen[k] = np.zeros(self.n, dtype=np.int64)
+            self.cols[k][p.positions] = v
+            self.seen[k][p.positions] += 1
+
+    def done(self) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]], list[dict[str, Any]]]:
+        for k, count in self.seen.items():
+            if (count > 1).any() or (self.dense and (count == 0).any()):
+                bad = int(np.flatnonzero((count > 1) | (self.dense & (count == 0)))[0])
+                raise ValueError(f"row {bad} of column {k!r} is filled {int(count[bad])} times (expected once)")
+        return self.cols, self.meta, self.partials
+
+
 def merge_parts(parts: Sequence[Part], n: int, dense: bool) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]],
                                                                        list[dict[str, Any]]]:
-    """Columns of length ``n`` from the parts (rows no part covers get :func:`blank`), their metadata, and
-    the parts' partials in position order. Several parts may fill the same rows with different columns
-    (check tasks), never the same column twice. ``dense``: every column covers every row."""
-    parts = sorted(parts, key=lambda p: int(p.positions[0]) if len(p.positions) else -1)
-    cols: dict[str, np.ndarray] = {}
-    seen: dict[str, np.ndarray] = {}
-    meta: dict[str, dict[str, Any]] = {}
-    for p in parts:
-        meta.update(p.column_meta)
-        for k, v in p.columns.items():
-            if k not in cols:
-                cols[k] = np.full((n,) + v.shape[1:], blank(v.dtype), dtype=v.dtype)
-                seen[k] = np.zeros(n, dtype=np.int64)
-            cols[k][p.positions] = v
-            seen[k][p.positions] += 1
-    for k, count in seen.items():
-        if (count > 1).any() or (dense and (count == 0).any()):
-            bad = int(np.flatnonzero((count > 1) | (dense & (count == 0)))[0])
-            raise ValueError(f"row {bad} of column {k!r} is filled {int(count[bad])} times (expected once)")
-    return cols, meta, [p.partials for p in parts if p.partials]
+    """:class:`Merger` over ``parts`` in position order: columns, their metadata, the partials in order."""
+    m = Merger(n, dense)
+    for p in sorted(parts, key=lambda p: int(p.positions[0]) if len(p.positions) else -1):
+        m.add(p)
+    return m.done()

@@ -230,7 +230,7 @@ RUN = Section(
               "up and kept within 1..4): at least 32 blocks when the data allows, at most 4 batches each.",
               parse=p_int(1), example="1024"),
         Field("rank_timeout", "number > 0 (seconds)",
-              "Under torchrun: a rank that shows no progress (no batch finished) for this long while the others "
+              "Under torchrun: a rank that shows no progress (no forward pass of the model, no batch) for this long while the others "
               "wait for it is reported as hung, and every rank stops with one line naming it.", default=300.0,
               parse=p_float(1e-3, 1e9), example="300"),
     ),
