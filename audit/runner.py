@@ -271,7 +271,8 @@ def _execute(opts: RunOptions, folder: Any, world: Any) -> tuple[dict[str, Any],
         with capture.phase("attack_gradient" if suite.needs_logits else "inference", suite=name):
             if suite.fill is not None:
                 cols, meta, partials[name] = stages.run(
-                    name, blocks, lambda pos, _: suite.fill(fc, plan, pos, table.take(pos)), dense=True, table=table)
+                    name, blocks, lambda pos, _, suite=suite, plan=plan: suite.fill(fc, plan, pos, table.take(pos)),
+                    dense=True, table=table)
                 table.update(cols, meta)
                 timing[f"{name}.fill_s"] = time.perf_counter() - t
             if suite.fill_checks is not None and suite.check_tasks is not None:
@@ -279,8 +280,8 @@ def _execute(opts: RunOptions, folder: Any, world: Any) -> tuple[dict[str, Any],
                 tasks = suite.check_tasks(table, plan)
                 cols, meta, partials[f"{name}.checks"] = stages.run(
                     f"{name}.checks", tasks,
-                    lambda pos, task: suite.fill_checks(fc, plan, pos, table.take(pos), task), dense=False,
-                    table=table)
+                    lambda pos, task, suite=suite, plan=plan: suite.fill_checks(fc, plan, pos, table.take(pos), task),
+                    dense=False, table=table)
                 table.update(cols, meta)
                 timing[f"{name}.checks_s"] = time.perf_counter() - t1
             t1 = time.perf_counter()

@@ -42,7 +42,6 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
 
 
 def train_digits(d: Path) -> Path:
-    import torch
     from safetensors.torch import save_file
 
     from examples.digits.train import train

@@ -4,7 +4,6 @@ the block rule, the resume cache's integrity checks, and validation before any w
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

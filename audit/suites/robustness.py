@@ -817,7 +817,7 @@ def _noise(c: _Sum) -> bool:
     curves, rows = [], {}
     for kind, levels in kinds.items():
         accs, los, his = [], [], []
-        for j, lv in enumerate(levels):
+        for lv in levels:
             counts = c.table[f"noise:{kind}:{lv.label}:correct"]
             acc = R.noise_accuracy(counts, draws)
             ci = R.count_mean_interval(counts, draws, cfg["bootstrap"],
