@@ -82,6 +82,21 @@ def digits_checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def credit_checkpoint(tmp_path_factory) -> Path:
+    """The credit MLP trained with examples/credit/train.py (30 epochs: seconds), saved as safetensors."""
+    import torch
+    from safetensors.torch import save_file
+
+    from examples.credit import train as credit_train
+
+    torch.set_num_threads(2)
+    net = credit_train.train(epochs=30, seed=0)
+    path = tmp_path_factory.mktemp("credit") / "credit.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
 def digits_recipe() -> Path:
     return ROOT / "recipes" / "digits.toml"
 

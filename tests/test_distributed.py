@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from audit.engine.table import ExampleTable
+from conftest import DIGITS_MODEL
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]  # what the `torchrun` script runs
@@ -53,15 +54,7 @@ downgrade = ["gradients_not_masked", "accuracy_non_increasing_in_eps", "pgd_stro
              "attack_stronger_than_noise"]
 '''
 
-DIGITS = f'''
-[model]
-factory = "{ROOT / 'examples' / 'digits' / 'model.py'}:DigitsCNN"
-num_classes = 10
-input_bounds = [0.0, 1.0]
-input_shape = [1, 8, 8]
-mean = [0.5]
-std = [0.5]
-
+DIGITS = DIGITS_MODEL + '''
 [data]
 source = "sklearn"
 name = "digits"
@@ -75,7 +68,7 @@ attacks = ["pgd"]
 eps = ["4/255", "16/255"]
 steps = 5
 targets = 2
-noise = {{ gaussian = [0.2] }}
+noise = { gaussian = [0.2] }
 noise_draws = 1
 batch_size = 16
 check_examples = 30
@@ -158,17 +151,8 @@ def assert_same_audit(a: Path, b: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def credit_model(tmp_path_factory) -> Path:
-    import torch
-    from safetensors.torch import save_file
-
-    from examples.credit import train as credit_train
-
-    torch.set_num_threads(2)
-    net = credit_train.train(epochs=30, seed=0)
-    path = tmp_path_factory.mktemp("credit") / "credit.safetensors"
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
-    return path
+def credit_model(credit_checkpoint) -> Path:
+    return credit_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -23,20 +23,6 @@ CREDIT = (ROOT / "recipes" / "credit.toml").read_text().replace("../examples", f
 
 
 @pytest.fixture(scope="module")
-def credit_checkpoint(tmp_path_factory):
-    import torch
-    from safetensors.torch import save_file
-
-    from examples.credit import train as credit_train
-
-    torch.set_num_threads(2)
-    net = credit_train.train(epochs=30, seed=0)
-    path = tmp_path_factory.mktemp("credit") / "credit.safetensors"
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
-    return path
-
-
-@pytest.fixture(scope="module")
 def credit_run(credit_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("credit-run")
     res = run_cli("run", credit_checkpoint, "--recipe", ROOT / "recipes" / "credit.toml", "--out", out, "--quiet")
