@@ -126,6 +126,16 @@ def _rank_error(e: BaseException, world: Any) -> BaseException:
         world.abort()
         return e
     line, code = error_line(e)
+    if not isinstance(e, (AuditError, InvalidEvaluation, KeyboardInterrupt)):
+        # an internal error here may only be the echo of another rank's failure (a collective whose peer
+        # left raises "connection closed"): if a rank posted a failure of its own, that is the cause
+        posted = world.posted_error(wait_s=2.0)
+        if posted is not None:
+            r, pcode, pline = posted
+            failed = RankFailed(f"rank {world.rank}: stopped because rank {r} failed: {pline}", pcode)
+            world.post_error(str(failed), pcode, follow_on=True)
+            world.abort()
+            return failed
     if isinstance(e, Terminated):
         posted, gone = world.first_error(), world.lost_ranks()
         line = f"rank {world.rank}: terminated (SIGTERM): torchrun stops every rank when one exits"
@@ -285,7 +295,8 @@ def _execute(opts: RunOptions, folder: Any, world: Any) -> tuple[dict[str, Any],
                 table.update(cols, meta)
                 timing[f"{name}.checks_s"] = time.perf_counter() - t1
             t1 = time.perf_counter()
-            result = suite.summarise(table, plan, facts, partials) if world.is_main else None
+            with world.beating(f"summarising {name}"):  # the others may be waiting for rank 0 meanwhile
+                result = suite.summarise(table, plan, facts, partials) if world.is_main else None
             timing[f"{name}.summarise_s"] = time.perf_counter() - t1
         timing[f"{name}_s"] = time.perf_counter() - t
         if result is not None:
@@ -403,7 +414,7 @@ class _Stages:
         from audit.engine.table import Merger
 
         items = [it if isinstance(it, tuple) else (it, None) for it in items]
-        tasks = any(t is not None for _, t in items)
+        tasks = not dense  # check tasks share rows: count tasks; blocks: rows
         costs = [float(t["cost"]) for _, t in items] if items and all(
             isinstance(t, dict) and "cost" in t for _, t in items) else None
         owner = owners(len(items), self.world.size, costs)

@@ -177,7 +177,11 @@ class World:
 
     def _wait(self, key: str, phase: str) -> None:
         count_key = f"audit/done/{key}"
+        # arrive first, count second: a rank that sees the count complete may leave at once, and every
+        # rank still waiting must find its arrival mark
+        self._store.set(f"audit/at/{key}/{self.rank}", "1")
         self._store.add(count_key, 1)
+        self._seen.clear()  # silence is measured from this wait's start, never from an earlier wait
         while True:
             err = self._first_error()
             if err is not None:
@@ -186,8 +190,6 @@ class World:
             if self._store.add(count_key, 0) >= self.size:
                 return
             now = time.monotonic()
-            # who is not here yet: each rank marks its arrival too (read only while someone is missing)
-            self._store.set(f"audit/at/{key}/{self.rank}", "1")
             for r in range(self.size):
                 if r == self.rank or self._store.check([f"audit/at/{key}/{r}"]):
                     continue
@@ -196,13 +198,28 @@ class World:
                 last = self._seen.get(r)
                 if last is None or last[0] != beat:
                     self._seen[r] = (beat, now)
-                elif now - last[1] > self.timeout_s:
+                elif now - last[1] > self.timeout_s and not self._store.check([f"audit/at/{key}/{r}"]):
                     what = beat.partition("|")[2] or "?"
                     raise RankFailed(
                         f"rank {self.rank}: stopped because rank {r} made no progress for {self.timeout_s:g} s "
                         f"(last seen: {what}; waiting at: {phase}). Raise [run] rank_timeout if its batches are "
                         "that slow", int(ExitCode.INTERNAL))
             self.beat(f"waiting at {phase}")
+            time.sleep(0.1)
+
+    def posted_error(self, wait_s: float = 0.0) -> tuple[int, int, str] | None:
+        """(rank, exit code, line) of a failure another rank posted, waiting up to ``wait_s`` for one (a
+        collective that failed because a peer closed its connection: that peer is about to post why)."""
+        if self._store is None:
+            return None
+        end = time.monotonic() + wait_s
+        while True:
+            try:
+                err = self._first_error()
+            except Exception:  # noqa: BLE001 - the store is gone too
+                return None
+            if err is not None or time.monotonic() >= end:
+                return err
             time.sleep(0.1)
 
     def first_error(self) -> str:
@@ -275,6 +292,7 @@ class World:
             dist.broadcast_object_list(box, src=src)
             consume(box[0])
             mine.pop(i, None)
+            self.beat(f"receiving {phase}")
 
     def close(self) -> None:
         """Leave after the last gather. No rank waits for the others here: rank 0 still summarises and
