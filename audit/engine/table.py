@@ -144,7 +144,7 @@ class ExampleTable:
 
 @dataclass
 class Part:
-    """Rows filled by one unit of work (a block of one rank, a chunk of the checks' examples): their
+    """Rows filled by one unit of work (a block, or one check task on the checks' examples): their
     positions in the data, their columns (one entry per position), the columns' metadata, and the suite's
     mergeable partial results for these rows (JSON-able; the suite's ``summarise`` reduces the list of
     every part's partials, e.g. the largest perturbation measured, the sum of backward rows)."""

@@ -15,6 +15,14 @@ Per-example columns added to the table (``examples.npz``):
   robust:worst:<norm>:eps_broken     float64  the minimum of the above over the attacks of <norm>
   noise:<kind>:<level>:correct       int64    of the noise_draws noisy copies at that level, how many
                                               the model still classifies correctly
+  check:*                                     the validity checks' per-example facts (random-perturbation
+                                              baseline on every row; on the checks' examples, marked by
+                                              check:subset: gradients per loss, independent and stronger
+                                              PGD and the reference attack per eps, FGSM, large eps);
+                                              blank (False / NaN) elsewhere
+
+Each column's metadata (``ExampleTable.column_meta``, ``colmeta:<column>`` in examples.npz) says what it
+holds (kind, attack, norm, eps labels and values, noise level, draws).
 
 Metric records and how a gate names them (params are compared as strings; an eps or level is named as
 the recipe writes it: "8/255" for a fraction string, 0.1 or "0.1" for a number; see
@@ -516,8 +524,8 @@ def _large_eps_of(plan: _Plan, facts: Facts, norm: str) -> Eps | None:
 
 
 def fill_checks(fc: FillContext, plan: _Plan, positions: np.ndarray, rows: Any, task: dict[str, Any]) -> Part:
-    """One task of the costlier validity checks (:func:`check_tasks`) on a chunk of the checks' examples
-    (all clean-correct), as columns: the input gradients of every loss (zero, not finite, L1 norm); at one
+    """One task of the costlier validity checks (:func:`check_tasks`) on its rows (the checks' examples,
+    all clean-correct; for the reference attack, one chunk of those left standing), as columns: the input gradients of every loss (zero, not finite, L1 norm); at one
     eps, an independent (non-nested) PGD run and the stronger PGD on its survivors; FGSM's independent
     sweep (Linf); at one eps, the reference attack on what the configured attacks left standing; a PGD at
     the large eps."""
