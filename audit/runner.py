@@ -32,24 +32,14 @@ class RunOptions:
     argv: list[str] = field(default_factory=lambda: list(sys.argv))
 
 
-def make_progress(quiet: bool, world: Any = None):
-    """A tqdm factory writing to stderr; silent under --quiet or when stderr is not a terminal. Under
-    torchrun every update is also this rank's heartbeat (``World.beat``), shown or not."""
+def make_progress(quiet: bool):
+    """A tqdm factory writing to stderr; silent under --quiet or when stderr is not a terminal."""
     from tqdm.auto import tqdm
 
     disable = quiet or not sys.stderr.isatty()
 
     def progress(total: int, desc: str):
-        bar = tqdm(total=total, desc=desc, disable=disable, file=sys.stderr, leave=False, dynamic_ncols=True)
-        if world is not None and world.distributed:
-            update = bar.update
-
-            def beating(n: float = 1) -> Any:
-                world.beat(desc)
-                return update(n)
-
-            bar.update = beating  # type: ignore[method-assign]
-        return bar
+        return tqdm(total=total, desc=desc, disable=disable, file=sys.stderr, leave=False, dynamic_ncols=True)
 
     return progress
 
@@ -208,7 +198,7 @@ def _execute(opts: RunOptions, folder: Any, world: Any) -> tuple[dict[str, Any],
     batch_size = opts.batch_size or run_cfg["batch_size"]
     suites = choose_suites(recipe, opts.suites)
     model_cfg = recipe.section("model")
-    progress = make_progress(opts.quiet or not world.is_main, world)
+    progress = make_progress(opts.quiet or not world.is_main)  # heartbeats: audit.engine.distributed.pulse
 
     with world.beating("loading the model and the data"):
         loaded = load_checkpoint(opts.model_path, model_cfg, recipe.base_dir, recipe.path,
@@ -224,7 +214,6 @@ def _execute(opts: RunOptions, folder: Any, world: Any) -> tuple[dict[str, Any],
     block = shard.block_size(run_cfg["block_rows"], len(data), batch_size,
                              *[recipe.section(n).get("batch_size") for n in suites],
                              *[recipe.section(n).get("autoattack_chunk") for n in suites if n == "robustness"])
-    notice = _notice(opts.quiet)
     if opts.resume and not opts.cache:
         raise AuditError("--resume and --no-cache contradict each other: --resume reads the cache")
     # Every rank computes the key and reads only entries filed under it, so a node whose --out is not
@@ -236,21 +225,21 @@ def _execute(opts: RunOptions, folder: Any, world: Any) -> tuple[dict[str, Any],
 
         if world.is_main:  # a stale cache from an earlier run must not be resumed from later
             shutil.rmtree(opts.out / "cache", ignore_errors=True)
-        cache = RowCache(opts.out / "cache", key, notice, enabled=False)
+        cache = RowCache(opts.out / "cache", key, _notice, enabled=False)
     elif world.is_main:
-        cache = RowCache.prepare(opts.out, key, opts.resume, notice)
+        cache = RowCache.prepare(opts.out, key, opts.resume, _notice)
     else:
-        cache = RowCache(opts.out / "cache", key, notice, readable=opts.resume)
+        cache = RowCache(opts.out / "cache", key, _notice, readable=opts.resume)
     world.wait_all("output folder and cache ready")  # rank 0 moved the previous run aside, cleared the cache
-    stages = _Stages(world, cache, notice, opts.quiet or not world.is_main, len(data))
+    stages = _Stages(world, cache, opts.quiet or not world.is_main, len(data))
 
     timing: dict[str, float] = {}
     t = time.perf_counter()
     needs_logits = [n for n in suites if get_suite(n).needs_logits]
     blocks = shard.blocks(len(data), block)
     with capture.phase("inference"):
-        cols, _, _ = stages.run("core", blocks, lambda pos, _: core_fill(model, data, pos, device, batch_size),
-                                dense=True)
+        cols, _, _ = stages.run("core", blocks, lambda pos, _task, _rows: core_fill(model, data, pos, device,
+                                                                                     batch_size), dense=True)
         raw_logits = cols["logits"]
         _require_finite(raw_logits, data.index)  # on the whole table, so the counts are the data's
         timing["inference_s"] = time.perf_counter() - t
@@ -281,7 +270,7 @@ def _execute(opts: RunOptions, folder: Any, world: Any) -> tuple[dict[str, Any],
         with capture.phase("attack_gradient" if suite.needs_logits else "inference", suite=name):
             if suite.fill is not None:
                 cols, meta, partials[name] = stages.run(
-                    name, blocks, lambda pos, _, suite=suite, plan=plan: suite.fill(fc, plan, pos, table.take(pos)),
+                    name, blocks, lambda pos, _task, rows, suite=suite, plan=plan: suite.fill(fc, plan, pos, rows),
                     dense=True, table=table)
                 table.update(cols, meta)
                 timing[f"{name}.fill_s"] = time.perf_counter() - t
@@ -290,7 +279,7 @@ def _execute(opts: RunOptions, folder: Any, world: Any) -> tuple[dict[str, Any],
                 tasks = suite.check_tasks(table, plan)
                 cols, meta, partials[f"{name}.checks"] = stages.run(
                     f"{name}.checks", tasks,
-                    lambda pos, task, suite=suite, plan=plan: suite.fill_checks(fc, plan, pos, table.take(pos), task),
+                    lambda pos, task, rows, suite=suite, plan=plan: suite.fill_checks(fc, plan, pos, rows, task),
                     dense=False, table=table)
                 table.update(cols, meta)
                 timing[f"{name}.checks_s"] = time.perf_counter() - t1
@@ -312,9 +301,7 @@ def _execute(opts: RunOptions, folder: Any, world: Any) -> tuple[dict[str, Any],
     prov["created"] = created
     prov["sharding"] = {"world_size": world.size, "hosts": world.hosts or None, "rule": shard.RULE,
                         "block_rows": block, "backend": world.backend}
-    prov["resume"] = {"resumed_rows": dict(cache.resumed_total), "computed_rows": dict(cache.computed_total),
-                      "resumed_tasks": dict(cache.resumed_tasks), "computed_tasks": dict(cache.computed_tasks)} \
-        if opts.resume else None
+    prov["resume"] = stages.counts if opts.resume else None
     timing["total_s"] = time.perf_counter() - t0
     report = assemble(
         provenance=prov,
@@ -359,6 +346,7 @@ def cache_key(recipe: Recipe, loaded: Any, data: Any, seed: int, block: int, bat
     that compute rows. Gates, [validity] and the rank timeout change no row, so they are left out:
     re-gating or a longer timeout resumes."""
     import hashlib
+    import inspect
 
     import torch
 
@@ -367,13 +355,13 @@ def cache_key(recipe: Recipe, loaded: Any, data: Any, seed: int, block: int, bat
 
     sections = {k: v for k, v in recipe.sections.items() if k != "validity"}
     sections["run"] = {k: v for k, v in sections.get("run", {}).items() if k != "rank_timeout"}
-    factory = str(recipe.section("model").get("factory") or "")
-    source = None
-    if ":" in factory and factory.rsplit(":", 1)[0].endswith(".py"):
-        try:
-            source = hashlib.sha256(recipe.resolve(factory.rsplit(":", 1)[0]).read_bytes()).hexdigest()
-        except (OSError, TypeError):
-            source = None
+    # the file that defines the model's class (a `file.py:Name` or a `package.module:Name` factory alike):
+    # editing it changes the rows as surely as new weights do
+    try:
+        source_file = inspect.getsourcefile(type(loaded.module))
+        source = hashlib.sha256(Path(source_file).read_bytes()).hexdigest() if source_file else None
+    except (OSError, TypeError):
+        source = None
     try:
         import torchattacks
 
@@ -389,32 +377,33 @@ def cache_key(recipe: Recipe, loaded: Any, data: Any, seed: int, block: int, bat
             "seed": seed, "sharding": RULE, "block_rows": block, "batch_size": batch_size, "device": dev}
 
 
-def _notice(quiet: bool):
-    def notice(line: str) -> None:
-        print(f"audit: notice: {line}", file=sys.stderr, flush=True)
-
-    return notice
+def _notice(line: str) -> None:
+    """The cache's one-line notices (an entry recomputed, a cache of another audit ignored): always shown."""
+    print(f"audit: notice: {line}", file=sys.stderr, flush=True)
 
 
 class _Stages:
     """Runs one unit of fill work over its items (blocks of rows, or a suite's check tasks: rows and what
-    to do with them): this rank's share (item i on rank i % world size), each item from the cache when it
+    to do with them): this rank's share (``audit.engine.shard.owners``), each item from the cache when it
     is there, else computed and cached; then every rank's parts, merged, on every rank."""
 
-    def __init__(self, world: Any, cache: Any, notice: Any, quiet: bool, n: int):
-        self.world, self.cache, self.notice, self.quiet, self.n = world, cache, notice, quiet, n
+    def __init__(self, world: Any, cache: Any, quiet: bool, n: int):
+        self.world, self.cache, self.quiet, self.n = world, cache, quiet, n
+        # over every rank, per unit: rows of blocks and check tasks, read back or computed (provenance.resume)
+        self.counts: dict[str, dict[str, int]] = {"resumed_rows": {}, "computed_rows": {}, "resumed_tasks": {},
+                                                  "computed_tasks": {}}
 
     def run(self, unit: str, items: list[Any], compute: Any, dense: bool, table: Any = None
             ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]], list[dict[str, Any]]]:
         """``items``: positions arrays (a task of None) or (positions, task) pairs; ``compute(positions,
-        task) -> Part``. ``table``: what ``compute`` reads besides the data (its rows' digest goes into
-        each cache entry, so a part computed from other rows is never read back)."""
+        task, rows) -> Part``, where ``rows`` is ``table`` at those positions (None without a table): what
+        ``compute`` reads besides the data; its digest goes into each cache entry, so a part computed from
+        other rows is never read back."""
         from audit.engine.cache import fill_cached, rows_digest
         from audit.engine.shard import owners
         from audit.engine.table import Merger
 
         items = [it if isinstance(it, tuple) else (it, None) for it in items]
-        tasks = not dense  # check tasks share rows: count tasks; blocks: rows
         costs = [float(t["cost"]) for _, t in items] if items and all(
             isinstance(t, dict) and "cost" in t for _, t in items) else None
         owner = owners(len(items), self.world.size, costs)
@@ -423,9 +412,10 @@ class _Stages:
         for i, (pos, task) in enumerate(items):
             if owner[i] != self.world.rank:
                 continue
-            self.world.beat(f"{unit} {'task' if tasks else 'block'} {i}", force=True)
-            expect = rows_digest(pos, task, None if table is None else table.take(pos))
-            part, was_cached = fill_cached(self.cache, unit, i, lambda pos=pos, task=task: compute(pos, task), expect)
+            self.world.beat(f"{unit} {'block' if dense else 'task'} {i}", force=True)
+            rows = None if table is None else table.take(pos)
+            part, was_cached = fill_cached(self.cache, unit, i, lambda pos=pos, task=task, rows=rows:
+                                           compute(pos, task, rows), rows_digest(pos, task, rows))
             resumed += was_cached
             resumed_rows += len(pos) if was_cached else 0
             mine[i] = part
@@ -435,15 +425,14 @@ class _Stages:
         self.world.stream(unit, owner, mine, merger.add)
         counts = self.world.allgather_object((resumed, resumed_rows), f"{unit} counts")
         n_resumed = sum(c[0] for c in counts)
-        if tasks:  # tasks share rows: count tasks
-            self.cache.resumed_tasks[unit], self.cache.computed_tasks[unit] = n_resumed, len(items) - n_resumed
-        else:
-            total = sum(len(p) for p, _ in items)
-            self.cache.resumed_total[unit] = sum(c[1] for c in counts)
-            self.cache.computed_total[unit] = total - self.cache.resumed_total[unit]
+        total_rows = sum(len(p) for p, _ in items)
+        if dense:
+            back = sum(c[1] for c in counts)
+            self.counts["resumed_rows"][unit], self.counts["computed_rows"][unit] = back, total_rows - back
+        else:  # check tasks share rows: count tasks
+            self.counts["resumed_tasks"][unit], self.counts["computed_tasks"][unit] = n_resumed, len(items) - n_resumed
         if n_resumed and not self.quiet:
-            what = (f"{n_resumed} of {len(items)} tasks" if tasks else
-                    f"{self.cache.resumed_total[unit]} of {sum(len(p) for p, _ in items)} rows")
+            what = f"{back} of {total_rows} rows" if dense else f"{n_resumed} of {len(items)} tasks"
             print(f"audit: {unit}: {what} resumed from {self.cache.root}", file=sys.stderr, flush=True)
         return merger.done()
 

@@ -10,7 +10,7 @@ import pytest
 
 from audit.engine import shard
 from audit.engine.cache import RowCache, fill_cached
-from audit.engine.table import ExampleTable, Part, merge_parts
+from audit.engine.table import ExampleTable, Merger, Part
 from conftest import DIGITS_DATA, DIGITS_MODEL, run_cli
 
 
@@ -59,11 +59,14 @@ def test_column_metadata_round_trips_through_examples_npz(tmp_path):
 def test_blocks_are_dealt_round_robin_without_padding():
     blocks = shard.blocks(10, 4)
     assert [b.tolist() for b in blocks] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
-    r0 = [i for i, _ in shard.mine(blocks, 0, 2)]
-    r1 = [i for i, _ in shard.mine(blocks, 1, 2)]
+    owner = shard.owners(len(blocks), 2)
+    r0 = [i for i, r in enumerate(owner) if r == 0]
+    r1 = [i for i, r in enumerate(owner) if r == 1]
     assert r0 == [0, 2] and r1 == [1]
-    covered = np.sort(np.concatenate([b for _, b in shard.mine(blocks, 0, 2)] + [b for _, b in shard.mine(blocks, 1, 2)]))
+    covered = np.sort(np.concatenate([blocks[i] for i in r0] + [blocks[i] for i in r1]))
     assert covered.tolist() == list(range(10))
+    # with costs: costliest first, each to the least-loaded rank
+    assert shard.owners(4, 2, [1.0, 5.0, 3.0, 2.0]) == [0, 0, 1, 1]  # loads 5+1 and 3+2
     # a whole number of batches; at least 32 blocks when the data allows; at most 4 batches a block
     assert shard.block_size(None, 450, 256) == 256  # small data: one batch a block
     assert shard.block_size(None, 20_000, 256) == 768  # 27 blocks (3 batches each)
@@ -71,19 +74,26 @@ def test_blocks_are_dealt_round_robin_without_padding():
     assert shard.block_size(100, 10**6, 4096) == 100  # [run] block_rows as given
 
 
-def test_merge_parts_fills_checks_sparsely_and_rejects_overlaps():
+def _merged(parts, n, dense):
+    m = Merger(n, dense)
+    for p in parts:
+        m.add(p)
+    return m.done()
+
+
+def test_merger_fills_checks_sparsely_and_rejects_overlaps():
     p1 = Part(np.array([0, 1]), {"v": np.array([1.0, 2.0]), "ok": np.array([True, False])}, {}, {"n": 2})
     p2 = Part(np.array([4]), {"v": np.array([5.0]), "ok": np.array([True])}, {}, {"n": 1})
-    cols, _, partials = merge_parts([p2, p1], 5, dense=False)
+    cols, _, partials = _merged([p1, p2], 5, dense=False)
     assert np.array_equal(cols["v"], [1.0, 2.0, np.nan, np.nan, 5.0], equal_nan=True)
     assert cols["ok"].tolist() == [True, False, False, False, True]
-    assert partials == [{"n": 2}, {"n": 1}]  # in position order, whatever order the ranks sent them
+    assert partials == [{"n": 2}, {"n": 1}]  # in the order given (the runner gives item order, on every rank)
     with pytest.raises(ValueError, match="row 2 of column 'v' is filled 0 times"):
-        merge_parts([p1, p2], 5, dense=True)
+        _merged([p1, p2], 5, dense=True)
     with pytest.raises(ValueError, match="row 1 of column 'v' is filled 2 times"):
-        merge_parts([p1, Part(np.array([1]), {"v": np.array([0.0]), "ok": np.array([True])})], 5, dense=False)
+        _merged([p1, Part(np.array([1]), {"v": np.array([0.0]), "ok": np.array([True])})], 5, dense=False)
     # two tasks on the same rows, other columns: fine
-    cols, _, _ = merge_parts([p1, Part(np.array([0, 1]), {"w": np.array([7, 8])})], 5, dense=False)
+    cols, _, _ = _merged([p1, Part(np.array([0, 1]), {"w": np.array([7, 8])})], 5, dense=False)
     assert cols["w"].tolist() == [7, 8, -1, -1, -1] and cols["v"][0] == 1.0
 
 

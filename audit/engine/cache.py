@@ -26,7 +26,8 @@ import io
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
@@ -46,17 +47,10 @@ class RowCache:
     root: Path
     key: dict[str, Any]
     notice: Callable[[str], None]
-    resumed: dict[str, int] = field(default_factory=dict)  # unit -> rows read back
-    computed: dict[str, int] = field(default_factory=dict)  # unit -> rows computed
-    # over every rank (set by the runner after each unit's gather): rows of blocks, and check tasks
-    resumed_total: dict[str, int] = field(default_factory=dict)
-    computed_total: dict[str, int] = field(default_factory=dict)
-    resumed_tasks: dict[str, int] = field(default_factory=dict)
-    computed_tasks: dict[str, int] = field(default_factory=dict)
     enabled: bool = True  # False (--no-cache): nothing is read or written
     readable: bool = True  # False: entries are written but none is read (a run without --resume)
 
-    @property
+    @cached_property
     def folder(self) -> Path:
         """Where this audit's entries live: under its key's hash, so entries of another audit (a node's
         --out that rank 0 never cleared) are never even looked at."""
@@ -111,12 +105,10 @@ class RowCache:
             if made_from != expect:  # e.g. the clean pass was recomputed and predicted otherwise
                 path.unlink(missing_ok=True)
                 continue
-            self.resumed[unit] = self.resumed.get(unit, 0) + len(part.positions)
             return part
         return None
 
     def put(self, unit: str, item: int, part: Part, made_from: str = "") -> None:
-        self.computed[unit] = self.computed.get(unit, 0) + len(part.positions)
         if not self.enabled:
             return
         data = _encode(part, made_from)

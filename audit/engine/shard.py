@@ -8,8 +8,9 @@ bitwise identical whatever the world size (batched kernels may round differently
 a run resumed under another world size reuses its cached blocks as they are.
 
 The validity checks' work on their examples (a fixed subset, chosen from the whole clean table) is cut
-into tasks (a chunk of a batch of those examples, and one check at one eps), dealt round-robin too: each
-task runs exactly the batches a single process would, so its columns are the same bitwise.
+into tasks (one check at one eps on those examples; the reference attack per 128 survivors), dealt by
+estimated cost (:func:`owners`): each task runs exactly the batches a single process would, so its
+columns are the same bitwise.
 """
 
 from __future__ import annotations
@@ -57,12 +58,6 @@ def owners(n_items: int, world_size: int, costs: list[float] | None = None) -> l
         owner[i] = r
         load[r] += costs[i]
     return owner
-
-
-def mine(items: list, rank: int, world_size: int, costs: list[float] | None = None) -> list[tuple[int, object]]:
-    """(item number, item) of the items that ``rank`` fills (:func:`owners`)."""
-    owner = owners(len(items), world_size, costs)
-    return [(i, it) for i, it in enumerate(items) if owner[i] == rank]
 
 
 def take(x: np.ndarray, positions: np.ndarray) -> np.ndarray:

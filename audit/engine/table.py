@@ -195,11 +195,3 @@ class Merger:
                 raise ValueError(f"row {bad} of column {k!r} is filled {int(count[bad])} times (expected once)")
         return self.cols, self.meta, self.partials
 
-
-def merge_parts(parts: Sequence[Part], n: int, dense: bool) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]],
-                                                                       list[dict[str, Any]]]:
-    """:class:`Merger` over ``parts`` in position order: columns, their metadata, the partials in order."""
-    m = Merger(n, dense)
-    for p in sorted(parts, key=lambda p: int(p.positions[0]) if len(p.positions) else -1):
-        m.add(p)
-    return m.done()

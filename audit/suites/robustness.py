@@ -467,7 +467,7 @@ def check_tasks(table: Any, plan: _Plan) -> list[tuple[np.ndarray, dict[str, Any
     # one process would, so its columns are the same for any number of ranks; the reference attack runs on
     # chunks of 128 of the examples each eps left standing, as AutoAttack's chunks are seeded.
     # Costs: estimated backward rows (upper bounds where early stopping cuts them short), so that ranks get
-    # even shares (``audit.engine.shard.mine``); who runs a task never changes its result.
+    # even shares (``audit.engine.shard.owners``); who runs a task never changes its result.
     out: list[tuple[np.ndarray, dict[str, Any]]] = [(sub, {"do": "gradients", "cost": 4.0 * m})]
     for norm in _worst_norms(plan):
         worst = table[f"robust:worst:{norm}:eps_broken"]
