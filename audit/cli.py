@@ -57,7 +57,7 @@ _NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
 # The commands that write a report into --out, and their default --out.
-OUT_DEFAULTS = {"run": Path("out"), "repro": Path("out/repro")}
+OUT_DEFAULTS = {"run": Path("out"), "repro": Path("out/repro"), "harden": Path("out/harden")}
 
 
 def _out_of(argv: list[str]) -> tuple[str, Path] | None:
@@ -294,6 +294,62 @@ def repro(model: Path | None, recipe: Path | None, seeds: int | None, repeats: i
         _repro_summary(report)
         _summary(report, out)
     sys.exit(code)
+
+
+@main.command(epilog=EXIT_CODES_HELP + " audit harden also exits 5 when training diverged (NaN or infinite loss or "
+              "gradient); the last good checkpoint stays in --out.")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--recipe", "-r", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Recipe TOML; its [harden] table sets the defaults (docs/recipe.md).")
+@click.option("--method", type=click.Choice(["pgd", "trades", "fast", "noise"]),
+              help="pgd (Madry), trades (TRADES), fast (FGSM with random start), noise (Gaussian augmentation). "
+                   "Default: [harden] method.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Epochs at most (overrides [harden] epochs).")
+@click.option("--lr", type=click.FloatRange(min=0.0, min_open=True), help="Peak learning rate (overrides [harden] lr).")
+@click.option("--eps", type=click.STRING, metavar="EPS", help="Training eps, a number or a fraction such as 8/255 "
+              "(overrides [harden] eps).")
+@click.option("--seed", type=click.IntRange(min=0), help="Master seed (overrides [run] seed).")
+@click.option("--device", type=click.STRING, metavar="auto|cpu|cuda[:N]", help="Device (overrides [run] device).")
+@click.option("--out", "-o", default=Path("out/harden"), show_default=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for model.safetensors, checkpoint.pt, history.json, before/ and after/ (the two audits), "
+                   "diff.json/html/md and the hardened model's report.json/html (locked; the previous run's files "
+                   "are moved to previous-runs/, a failure report on failure, as for `audit run`).")
+@click.option("--resume", is_flag=True,
+              help="Continue from --out/checkpoint.pt (after its last finished epoch; bitwise the same weights as an "
+                   "uninterrupted run on CPU). Refused when the checkpoint was made with another recipe, method, "
+                   "model or seed.")
+@quiet_option
+@debug_option
+@handle_errors
+def harden(model: Path, recipe: Path, method: str | None, epochs: int | None, lr: float | None, eps: str | None,
+           seed: int | None, device: str | None, out: Path, resume: bool, quiet: bool) -> None:
+    """Fine-tune MODEL (weights of the recipe's [model] factory) to resist the recipe's threat, then audit the
+    original and the hardened model on the evaluation data and compare them (`audit diff`). The recipe's
+    gates apply to the hardened model."""
+    from audit.harden.command import HardenOptions, execute_harden
+
+    opts = HardenOptions(recipe=recipe, model_path=model, out=out, method=method, epochs=epochs, lr=lr, eps=eps,
+                         seed=seed, device=device, resume=resume, quiet=quiet)
+    report, code = execute_harden(opts, log=lambda line: click.echo(line, err=True))
+    if not quiet:
+        _harden_summary(report)
+        _summary(report, out)
+    sys.exit(code)
+
+
+def _harden_summary(report: dict[str, Any]) -> None:
+    h = report["suites"]["harden"]
+    t = h["tables"]
+    click.echo(f"harden: {h['config']['method']} at eps {h['config']['eps_label']} ({h['config']['norm']}), best epoch "
+               f"{t['best_epoch']} of {len(t['history']) - 1}" + (f"; {t['stopped']}" if t["stopped"] else ""), err=True)
+    for r in t["tradeoff"]:
+        click.echo(f"  {r['norm']} eps {r['eps']}: robust accuracy {r['before']:.3f} -> {r['after']:.3f} "
+                   f"({r['verdict']}); clean accuracy {r['clean_before']:.3f} -> {r['clean_after']:.3f}", err=True)
+    d = t["diff"]
+    click.echo(f"  diff: {'paired' if d['paired'] else 'NOT paired'}; " +
+               ", ".join(f"{k} {v}" for k, v in (d["counts"] or {}).items()) + f"; {d['flips']} per-example flip(s)",
+               err=True)
 
 
 def _print_env_changes(changes: list[dict[str, Any]], base: Path) -> None:

@@ -16,6 +16,7 @@ class ExitCode(IntEnum):
     USAGE = 2
     INTERNAL = 3
     INVALID = 4
+    DIVERGED = 5  # `audit harden`: training diverged (NaN or infinite loss or gradient)
 
 
 class AuditError(Exception):
@@ -58,6 +59,16 @@ class InvalidEvaluation(Exception):
         super().__init__(" ".join(str(message).split()))
 
 
+class TrainingDiverged(Exception):
+    """`audit harden` stopped because the loss or the gradient became NaN or infinite (exit 5). The message
+    names the epoch, the step and the likely cause; the last good checkpoint stays in --out."""
+
+    exit_code: ExitCode = ExitCode.DIVERGED
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))
+
+
 INTERRUPTED = 130  # the shell's code for SIGINT (128 + 2), as for any interrupted command
 TERMINATED = 143  # 128 + SIGTERM (15): what a CI runner sends when a job is cancelled
 
@@ -71,7 +82,7 @@ class Terminated(KeyboardInterrupt):
 def error_line(e: BaseException) -> tuple[str, int]:
     """The one line the user sees for ``e`` and the exit code it maps to (the CLI prints the line; a run's
     failure report records both)."""
-    if isinstance(e, (AuditError, InvalidEvaluation)):
+    if isinstance(e, (AuditError, InvalidEvaluation, TrainingDiverged)):
         return str(e), int(e.exit_code)
     if isinstance(e, Terminated):
         return "terminated (SIGTERM)", TERMINATED

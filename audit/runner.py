@@ -29,6 +29,9 @@ class RunOptions:
     trust_checkpoint: bool = False
     resume: bool = False
     cache: bool = True  # save finished rows in --out/cache (--no-cache: not)
+    # an already validated recipe to run instead of reading ``recipe`` (``audit harden``'s before/after
+    # audits: the user's recipe with stronger attacks); ``recipe`` still names the file for messages
+    recipe_obj: Recipe | None = None
     argv: list[str] = field(default_factory=lambda: list(sys.argv))
 
 
@@ -183,7 +186,7 @@ def _execute(opts: RunOptions, folder: Any, world: Any) -> tuple[dict[str, Any],
     capture = DeterminismCapture.from_env()
     t0 = time.perf_counter()
     created = folder.created if folder is not None else None
-    recipe = load_recipe(opts.recipe)
+    recipe = opts.recipe_obj if opts.recipe_obj is not None else load_recipe(opts.recipe)
     run_cfg = recipe.section("run")
     world.timeout_s = float(run_cfg["rank_timeout"])
     seed = opts.seed if opts.seed is not None else run_cfg["seed"]

@@ -32,6 +32,9 @@ class Field:
     default: Any = None  # None: optional without a default; REQUIRED: must be given
     parse: Parser | None = None
     example: str | None = None  # a TOML value for the docs
+    # A nested table validated as another section (e.g. [harden.data] with the keys of [data]); messages
+    # then name it as [outer.name].
+    subsection: "Section | None" = None
 
     @property
     def required(self) -> bool:
@@ -81,6 +84,10 @@ def validate_table(section: Section, raw: Any, where: str) -> dict[str, Any]:
             out[f.name] = f.default
             continue
         value = raw[f.name]
+        if f.subsection is not None:
+            inner = where[:-1] + f".{f.name}]" if where.endswith("]") else f"{where} {f.name}"
+            out[f.name] = validate_table(f.subsection, value, inner)
+            continue
         if f.parse is not None:
             try:
                 value = f.parse(value)

@@ -79,8 +79,11 @@ class RunFolder:
     manager so that any exception, Ctrl-C included, leaves a failure report before it propagates."""
 
     def __init__(self, out: Path, command: str, argv: list[str] | None = None,
-                 inputs: dict[str, Any] | None = None):
+                 inputs: dict[str, Any] | None = None, extra_files: tuple[str, ...] = ()):
         self.out = Path(out)
+        # the command's own files and folders besides the report's (`audit harden`: the model, its
+        # checkpoint, the before/after audits): moved aside with the report, so none outlives its run
+        self.extra_files = tuple(extra_files)
         self.command = command
         self.argv = list(sys.argv if argv is None else argv)
         self.inputs = {k: str(v) for k, v in (inputs or {}).items() if v is not None}
@@ -96,8 +99,8 @@ class RunFolder:
 
     @classmethod
     def open(cls, out: Path, command: str, argv: list[str] | None = None,
-             inputs: dict[str, Any] | None = None) -> "RunFolder":
-        folder = cls(out, command, argv, inputs)
+             inputs: dict[str, Any] | None = None, extra_files: tuple[str, ...] = ()) -> "RunFolder":
+        folder = cls(out, command, argv, inputs, extra_files)
         folder._prepare()
         folder._lock()
         try:
@@ -168,7 +171,7 @@ class RunFolder:
     def _move_previous_aside(self) -> None:
         """Move every file of an earlier run (and staged leftovers of a killed one) into previous-runs/<id>/."""
         out = self.out
-        names = [n for n in OUTPUT_FILES + RUN_DIRS if os.path.lexists(out / n)]
+        names = [n for n in OUTPUT_FILES + RUN_DIRS + self.extra_files if os.path.lexists(out / n)]
         names += sorted(p.name for p in out.glob(".*.partial"))
         if not names:
             return

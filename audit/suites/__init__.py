@@ -17,6 +17,7 @@ _REGISTRY: dict[str, str] = {
     "calibration": "audit.suites.calibration",
     "fairness": "audit.suites.fairness",  # after the suites it crosses with (ECE, robust accuracy per group)
     "repro": "audit.suites.repro",  # command-only: `audit repro`
+    "harden": "audit.suites.harden",  # command-only: `audit harden`
 }
 
 
