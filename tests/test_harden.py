@@ -192,8 +192,8 @@ def test_killed_and_resumed_equals_uninterrupted_bitwise(digits_checkpoint, tmp_
     assert (tmp_path / "full" / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()
     ha = json.loads((tmp_path / "full" / "history.json").read_text())
     hb = json.loads((out / "history.json").read_text())
-    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in ha["history"]]
-    assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in hb["history"]]
+    strip = [{k: v for k, v in r.items() if "seconds" not in k} for r in ha["history"]]
+    assert strip == [{k: v for k, v in r.items() if "seconds" not in k} for r in hb["history"]]
     assert hb["resumed_after_epoch"] == saved["epoch"]
     # the resumed checkpoint on a changed recipe: refused, exit 2, naming what changed
     recipe.write_text(recipe.read_text().replace("lr = 0.002", "lr = 0.003"))
@@ -290,3 +290,54 @@ def test_learning_rate_schedule_is_a_pure_function_of_the_step():
     assert lrs[25] == pytest.approx(0.1 * 0.5 * (1 + np.cos(np.pi * 15 / 30)))
     step = Settings(**{**base, "schedule": "step", "warmup_epochs": 0})
     assert [learning_rate(step, i, 10) for i in (0, 19, 20, 29, 30, 39)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(__import__("tests.conftest", fromlist=["CHROMIUM"]).CHROMIUM is None, reason="needs headless Chromium")
+def test_harden_report_and_diff_render_in_chromium_and_load_nothing(pgd_run, tmp_path):
+    from tests.test_report_browser import chromium, page_requests
+
+    out, _ = pgd_run
+    for page in ("report.html", "diff.html"):
+        assert page_requests(out / page, tmp_path) == [], page
+    dom = chromium("--dump-dom", (out / "report.html").as_uri()).stdout
+    assert "Trade-off per eps" in dom and "harden-curves" in dom and "harden-tradeoff-linf" in dom
+    assert 'href="diff.html"' in dom and "Per epoch" in dom
+    shot = tmp_path / "harden.png"
+    chromium(f"--screenshot={shot}", "--window-size=1200,2400", (out / "report.html").as_uri())
+    import matplotlib.image as mpimg
+
+    rgb = mpimg.imread(shot)[..., :3]
+    assert (rgb.mean(axis=2) < 0.9).mean() > 0.02  # not a blank page
+    (Path("/tmp") / "audit-harden-screenshot.png").write_bytes(shot.read_bytes())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_mixed_precision_training_on_cuda(digits_checkpoint, write_recipe, tmp_path):
+    """bf16 autocast (or fp16 with a GradScaler) on CUDA: training runs, the accuracies are fp32 decisions."""
+    for amp in ("bf16", "fp16"):
+        recipe = write_recipe(recipe_text(f'method = "pgd"\neps = 0.1\nepochs = 2\nsteps = 5\nlr = 0.002\namp = "{amp}"\n',
+                                          data=DATA + "limit = 100\n"), name=f"{amp}.toml")
+        res = run_cli("harden", digits_checkpoint, "--recipe", recipe, "--out", tmp_path / amp, "--device", "cuda", "--quiet")
+        assert res.exit_code in (0, 1), res.stderr
+        hist = json.loads((tmp_path / amp / "history.json").read_text())
+        assert hist["settings"]["amp"] == amp and all(np.isfinite(r["loss"]) for r in hist["history"][1:])
+
+
+def test_catastrophic_overfitting_rule():
+    """The collapse rule on the shape Wong et al. (2020, fig. 2) report for FGSM training at a too-large step:
+    PGD accuracy falls to near 0 within an epoch while FGSM training accuracy jumps up. It must not fire on
+    an ordinary dip, nor when training accuracy falls too (that is divergence, not overfitting to FGSM)."""
+    from audit.harden.loop import collapsed
+
+    def h(*rows):
+        return [{"epoch": i, "val_robust_accuracy": v, "train_robust_accuracy": t} for i, (v, t) in enumerate(rows)]
+
+    co = h((0.30, None), (0.42, 0.45), (0.47, 0.50), (0.02, 0.81))
+    msg = collapsed(co, 2, 0.47, 0.2)
+    assert msg is not None and "catastrophic overfitting at epoch 3" in msg and "kept epoch 2's weights" in msg
+    assert "0.500 to 0.810" in msg
+    assert collapsed(h((0.30, None), (0.42, 0.45), (0.47, 0.50), (0.40, 0.55)), 2, 0.47, 0.2) is None  # a dip
+    assert collapsed(h((0.30, None), (0.42, 0.45), (0.47, 0.50), (0.05, 0.20)), 2, 0.47, 0.2) is None  # both fall
+    assert collapsed(h((0.30, None), (0.02, 0.45)), 0, 0.30, 0.2) is None  # epoch 1 has no training accuracy before it

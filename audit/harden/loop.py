@@ -108,6 +108,27 @@ def _state_copy(net: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone().cpu() for k, v in net.state_dict().items()}
 
 
+def collapsed(history: list[dict[str, Any]], best_epoch: int, best_robust: float, drop: float) -> str | None:
+    """Catastrophic overfitting of FGSM training (Wong, Rice & Kolter 2020, section 5; Andriushchenko &
+    Flammarion 2020): within an epoch or so, validation PGD accuracy collapses towards 0 while the training
+    (FGSM) accuracy keeps rising, because the model became locally non-linear and FGSM's single step no
+    longer finds its adversarial examples. The rule: the last epoch's validation PGD accuracy is more than
+    ``drop`` below the best so far while its training robust accuracy rose over the epoch before. Returns
+    the sentence the report and stderr show, or None."""
+    if len(history) < 2:
+        return None
+    last, prev = history[-1], history[-2]
+    robust = last["val_robust_accuracy"]
+    if prev["train_robust_accuracy"] is None or robust >= best_robust - drop:
+        return None
+    if last["train_robust_accuracy"] <= prev["train_robust_accuracy"]:
+        return None
+    return (f"catastrophic overfitting at epoch {last['epoch']}: validation PGD accuracy fell to {robust:.3f} "
+            f"from {best_robust:.3f} (epoch {best_epoch}) while training FGSM accuracy rose from "
+            f"{prev['train_robust_accuracy']:.3f} to {last['train_robust_accuracy']:.3f}; stopped and kept epoch "
+            f"{best_epoch}'s weights")
+
+
 class Trainer:
     """Trains ``net`` in place. ``forward(x)`` = the network on normalised inputs (the audit's wrapper)."""
 
@@ -196,7 +217,7 @@ class Trainer:
             clean, robust = self.evaluate()  # epoch 0: the original model, a candidate like any epoch
             history = [{"epoch": 0, "loss": None, "train_clean_accuracy": None, "train_robust_accuracy": None,
                         "val_clean_accuracy": clean, "val_robust_accuracy": robust, "lr": None, "seconds": 0.0,
-                        "skipped_steps": 0}]
+                        "train_seconds": 0.0, "skipped_steps": 0}]
             best = (0, (robust, clean), _state_copy(self.net))
             self._save(0, 0, best, history, 0, None)
         for epoch in range(start + 1, s.epochs + 1):
@@ -251,14 +272,14 @@ class Trainer:
                                     robust=f"{robust_ok / seen:.3f}")
             if bar is not None:
                 bar.close()
+            train_seconds = time.perf_counter() - t0
             if self.scaler is not None and skipped == self.steps_per_epoch:
                 self._diverged(epoch, self.steps_per_epoch, "every step overflowed in fp16", lr)
             clean, robust = self.evaluate()
-            prev = history[-1]
             history.append({"epoch": epoch, "loss": loss_sum / seen, "train_clean_accuracy": clean_ok / seen,
                             "train_robust_accuracy": robust_ok / seen, "val_clean_accuracy": clean,
                             "val_robust_accuracy": robust, "lr": lr, "seconds": time.perf_counter() - t0,
-                            "skipped_steps": skipped})
+                            "train_seconds": train_seconds, "skipped_steps": skipped})
             self.log(f"harden: epoch {epoch}/{s.epochs}: loss {loss_sum / seen:.4f}, train clean {clean_ok / seen:.3f}, "
                      f"train robust {robust_ok / seen:.3f}, val clean {clean:.3f}, val robust {robust:.3f}, "
                      f"{history[-1]['seconds']:.1f} s")
@@ -266,12 +287,9 @@ class Trainer:
                 best, bad_epochs = (epoch, (robust, clean), _state_copy(self.net)), 0
             else:
                 bad_epochs += 1
-            if (s.method == "fast" and robust < best[1][0] - s.collapse_drop and prev["train_robust_accuracy"] is not None
-                    and history[-1]["train_robust_accuracy"] > prev["train_robust_accuracy"]):
-                stopped = (f"catastrophic overfitting at epoch {epoch}: validation PGD accuracy fell to {robust:.3f} "
-                           f"from {best[1][0]:.3f} (epoch {best[0]}) while training FGSM accuracy rose from "
-                           f"{prev['train_robust_accuracy']:.3f} to {history[-1]['train_robust_accuracy']:.3f}; "
-                           f"stopped and kept epoch {best[0]}'s weights")
+            collapse = collapsed(history, best[0], best[1][0], s.collapse_drop) if s.method == "fast" else None
+            if collapse:
+                stopped = collapse
             elif s.patience and bad_epochs >= s.patience and epoch < s.epochs:
                 stopped = (f"early stopping after epoch {epoch}: no better validation score for {bad_epochs} "
                            f"epoch{'s' if bad_epochs != 1 else ''} (patience {s.patience}); kept epoch {best[0]}")
