@@ -170,7 +170,7 @@ def _agrees(point: float, value: float) -> bool:
     return abs(point - value) <= _SAME * max(1.0, abs(value))
 
 
-def _compare_metric(rb: dict[str, Any], rn: dict[str, Any], vb: View | None, vn: View | None,
+def compare_metric(rb: dict[str, Any], rn: dict[str, Any], vb: View | None, vn: View | None,
                     weights: np.ndarray | None, alpha: float, tolerance: float) -> dict[str, Any]:
     """One metric's row of the diff (keys in ``compare_reports``'s docstring)."""
     better = _better(rb["suite"], rb["name"])
@@ -240,7 +240,7 @@ def compare_metrics(base: Audit, new: Audit, views: tuple[View, View] | None, *,
                                "key": key, "gated": key in gated, "gates": gated.get(key, [])}
         if key in mb and key in mn:
             vb, vn = views if views is not None else (None, None)
-            row.update(_compare_metric(mb[key], mn[key], vb, vn, weights, alpha, tolerance))
+            row.update(compare_metric(mb[key], mn[key], vb, vn, weights, alpha, tolerance))
         else:
             only = "BASE" if key in mb else "NEW"
             row.update(base=_num(rec["value"]) if key in mb else None, new=_num(rec["value"]) if key in mn else None,

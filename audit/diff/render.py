@@ -38,11 +38,21 @@ def render_diff_html(diff: dict[str, Any]) -> str:
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["fmt"] = fmt
     verdicts = [v for v in _ORDER if v in diff["counts"]]
-    return env.get_template("diff.html.j2").render(d=diff, verdicts=verdicts, flip_cap=FLIP_CAP,
-                                                   change_text=change_text)
+    return env.get_template("diff.html.j2").render(d=diff, verdicts=verdicts, flip_cap=FLIP_CAP, change_text=change_text,
+                                                   moved_metrics=moved(diff), test_names=TEST_NAMES)
 
 
-def _f(v: Any) -> str:
+TEST_NAMES = {"mcnemar_exact": "McNemar exact", "paired_bootstrap": "paired bootstrap",
+              "intervals_unpaired": "intervals (unpaired)"}
+
+
+def moved(diff: dict[str, Any]) -> list[dict[str, Any]]:
+    """The metrics that are not unchanged, regressions first, then improvements, changes, inconclusive."""
+    rows = [m for m in diff["metrics"] if m["verdict"] != "unchanged"]
+    return sorted(rows, key=lambda m: _ORDER.index(m["verdict"]) if m["verdict"] in _ORDER else len(_ORDER))
+
+
+def _f(v: Any) -> str:  # one number as the HTML report writes it
     from audit.report.html import fmt
 
     return fmt(v)
@@ -64,18 +74,17 @@ def render_diff_markdown(diff: dict[str, Any]) -> str:
         lines.append(f"**NOT PAIRED**: {diff['unpaired_reason']}. Metrics compared through the reports' intervals only.")
     if diff.get("gated_regressions"):
         lines += ["", f"**A gated metric regressed**: {', '.join(diff['gated_regressions'])}"]
-    moved = [m for m in diff["metrics"] if m["verdict"] not in ("unchanged", "not_compared")]
-    moved.sort(key=lambda m: _ORDER.index(m["verdict"]) if m["verdict"] in _ORDER else len(_ORDER))
+    rows = [m for m in moved(diff) if m["verdict"] != "not_compared"]
     lines += ["", "| metric | base | new | delta [interval] | p | verdict |", "|---|---:|---:|---:|---:|---|"]
-    for m in moved[:FLIP_CAP]:
+    for m in rows[:FLIP_CAP]:
         ci = f" [{_f(m['ci_low'])}, {_f(m['ci_high'])}]" if m["ci_low"] is not None else ""
         gated = " (gated)" if m["gated"] else ""
         lines.append(f"| `{m['key']}`{gated} | {_f(m['base'])} | {_f(m['new'])} | {_f(m['delta'])}{ci} | "
                      f"{_f(m['p_value'])} | **{m['verdict']}** |")
-    if not moved:
+    if not rows:
         lines.append("| every metric | | | | | unchanged |")
-    elif len(moved) > FLIP_CAP:
-        lines.append(f"| … {len(moved) - FLIP_CAP} more in diff.json | | | | | |")
+    elif len(rows) > FLIP_CAP:
+        lines.append(f"| … {len(rows) - FLIP_CAP} more in diff.json | | | | | |")
     if diff["paired"]:
         t = diff["flip_counts"]["total"]
         lines += ["", f"**Flips**: {len(diff['flips'])} of {t['n']} examples changed; {t['correct_to_wrong']} correct → "
