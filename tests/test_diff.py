@@ -283,6 +283,36 @@ def test_flips_and_mcnemar_equal_a_direct_computation(audits):
             assert m["p_value"] is not None and m["p_value"] < 0.05
 
 
+def _recomputed(out: Path) -> tuple[int, list]:
+    """How many of a report's records examples.npz recomputes, and those that disagree with the report."""
+    from audit.diff.recompute import definition
+
+    report = json.loads((out / "report.json").read_text())
+    t = ExampleTable.load(out / "examples.npz")
+    view = View(t.columns, t.column_meta, t.categories, report["data"]["class_names"], report["suites"])
+    ones, done, wrong = np.ones((1, view.n), dtype=np.int64), 0, []
+    for m in report["metrics"]:
+        d = definition(m, view)
+        if d is None:
+            continue
+        done += 1
+        v = float(d(ones)[0])
+        if m["value"] is None:
+            if np.isfinite(v):
+                wrong.append((m, v))
+        elif not abs(v - m["value"]) <= 1e-9:
+            wrong.append((m, v))
+    return done, wrong
+
+
+def test_recomputed_records_equal_the_report(audits):
+    """Every record the diff recomputes from examples.npz (with the project's own metric functions) is the
+    report's value: the paired comparison compares the very numbers the reports state."""
+    for name in ("base", "near"):
+        done, wrong = _recomputed(audits[name])
+        assert done >= 130 and wrong == [], wrong[:3]
+
+
 def test_fail_on_regression_exit_codes_and_files(audits, tmp_path):
     out = tmp_path / "d"
     res = run_cli("diff", audits["base"], audits["worse"], "--out", out, "--bootstrap", "100", "--fail-on-regression")
@@ -366,6 +396,9 @@ def test_groups_flip_counts_equal_a_direct_computation(credit_checkpoint, tmp_pa
     b = _audit(other, recipe, tmp_path / "b")
     d = compare_reports(a, b, bootstrap=100)
     assert d["paired"] is True
+    for out in (a, b):
+        done, wrong = _recomputed(out)
+        assert done >= 140 and wrong == [], wrong[:3]  # group rates and disparities included
     ta, tb = ExampleTable.load(a / "examples.npz"), ExampleTable.load(b / "examples.npz")
     y = ta["label"]
     ok_a, ok_b = ta["pred"] == y, tb["pred"] == y

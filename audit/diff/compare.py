@@ -88,7 +88,7 @@ def load_audit(path: str | Path, role: str) -> Audit:
                           f"{' '.join(str(e).split())[:200]}); re-run the audit, or move the file away to compare "
                           "the reports unpaired") from None
     rid = table.meta.get("run_id")
-    if rid != report.get("run_id"):
+    if not rid or rid != report.get("run_id"):  # a table that cannot show it is this run's is not paired
         who = f"run {rid}" if rid else "no run (it carries no run id)"
         return Audit(role, rp, report, None, f"{role}'s {npz} is stale: it is from {who}, but {rp.name} from run "
                                              f"{report.get('run_id')}")

@@ -148,17 +148,30 @@ def eps_column(view: View, kind: str, params: dict[str, Any]) -> tuple[np.ndarra
 # ------------------------------------------------------------------------------------------ per suite
 
 
-def _weighted_cm(view: View, w: np.ndarray) -> np.ndarray:
-    """(B, K, K) confusion matrices of the weighted rows: cm_b[t, p] = sum_i W_bi [y_i = t, pred_i = p]."""
-    key = ("cm", id(w))
-    if key not in view.cache:
-        k = view.k
-        flat = view.label.astype(np.int64) * k + view.pred.astype(np.int64)
-        onehot = np.zeros((view.n, k * k))
-        onehot[np.arange(view.n), flat] = 1.0
-        view.cache[key] = (w.astype(np.float64) @ onehot).reshape(len(w), k, k)
-        view.cache[("cm-w", id(w))] = w  # keep w alive while its id is a cache key
-    return view.cache[key]
+_CM_CELLS = 20_000_000  # confusion-matrix cells held at once (B x K x K): 160 MB of float64
+
+
+def _cms(view: View, w: np.ndarray) -> np.ndarray:
+    """(B, K, K) confusion matrices of weighted rows, ``cm_b[t, p] = sum_i W_bi [y_i = t, pred_i = p]``: one
+    bincount over ``b K^2 + y K + pred`` (no one-hot matrix, so K = 1000 classes costs no n x K^2 array)."""
+    k2 = view.k * view.k
+    flat = view.label.astype(np.int64) * view.k + view.pred.astype(np.int64)
+    keys = (flat[None, :] + k2 * np.arange(len(w))[:, None]).ravel()
+    return np.bincount(keys, weights=w.astype(np.float64).ravel(), minlength=len(w) * k2).reshape(len(w), view.k, view.k)
+
+
+def _count_stat(view: View, w: np.ndarray, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``fn`` of each weighted confusion matrix, (B,) or (B, K). The matrices of one set of weights are
+    cached while they fit in :data:`_CM_CELLS` cells (every count metric reads the same ones); beyond that
+    they are built and reduced in chunks of replicates."""
+    per = max(1, _CM_CELLS // max(view.k * view.k, 1))
+    if len(w) <= per:
+        key = ("cm", id(w))
+        if key not in view.cache:
+            view.cache[key] = _cms(view, w)
+            view.cache[("cm-w", id(w))] = w  # keep w alive while its id is a cache key
+        return fn(view.cache[key])
+    return np.concatenate([fn(_cms(view, w[i:i + per])) for i in range(0, len(w), per)])
 
 
 def _ranking(view: View, w: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray]:
@@ -182,15 +195,15 @@ def _performance(view: View, name: str, params: dict[str, Any]) -> Definition | 
     }
     if name in count_fns and not params:
         fn = count_fns[name]
-        return Statistic(lambda w: fn(_weighted_cm(view, w)))
+        return Statistic(lambda w: _count_stat(view, w, fn))
     if name in ("precision", "recall", "f1"):
         if "average" in params and params["average"] in ("macro", "weighted", "micro"):
             avg = params["average"]
-            return Statistic(lambda w: C.precision_recall_f1(_weighted_cm(view, w))[name][avg])
+            return Statistic(lambda w: _count_stat(view, w, lambda cm: C.precision_recall_f1(cm)[name][avg]))
         c = view.class_index(params.get("class"))
         if c is None:
             return None
-        return Statistic(lambda w: C.precision_recall_f1(_weighted_cm(view, w))[name]["per_class"][:, c])
+        return Statistic(lambda w: _count_stat(view, w, lambda cm: C.precision_recall_f1(cm)[name]["per_class"][:, c]))
     if name in ("auroc", "average_precision"):
         pick = 0 if name == "auroc" else 1
         k = view.k
@@ -208,7 +221,9 @@ def _performance(view: View, name: str, params: dict[str, Any]) -> Definition | 
 
         def averaged(w: np.ndarray) -> np.ndarray:
             per = np.stack([_ranking(view, w, c)[pick] for c in range(k)], axis=1)  # (B, K)
-            support = _weighted_cm(view, w).sum(axis=-1)  # (B, K) true counts of each resample
+            onehot = np.zeros((view.n, k))
+            onehot[np.arange(view.n), view.label.astype(np.int64)] = 1.0
+            support = w.astype(np.float64) @ onehot  # (B, K) true counts of each resample
             ok = np.isfinite(per)
             if avg == "macro":
                 with np.errstate(invalid="ignore", divide="ignore"):

@@ -103,8 +103,12 @@ def bootstrap_weights(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarr
     """(B, n) counts: how often each of n rows occurs in each of B row resamples (n draws with replacement),
     so a weighted statistic equals the statistic of the resampled rows (Efron & Tibshirani, "An
     Introduction to the Bootstrap", 1993, ch. 6)."""
-    idx = rng.integers(0, n, size=(n_boot, n))
-    return np.bincount((idx + n * np.arange(n_boot)[:, None]).ravel(), minlength=n_boot * n).reshape(n_boot, n)
+    out = np.empty((n_boot, n), dtype=np.int32)  # int32: B x n counts of at most n each
+    for start in range(0, n_boot, 64):  # in chunks: the (chunk, n) index draws stay small
+        idx = rng.integers(0, n, size=(min(64, n_boot - start), n))
+        out[start:start + len(idx)] = np.bincount((idx + n * np.arange(len(idx))[:, None]).ravel(),
+                                                  minlength=len(idx) * n).reshape(len(idx), n)
+    return out
 
 
 def paired_bootstrap(delta_reps: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
