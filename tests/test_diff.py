@@ -422,6 +422,15 @@ def test_groups_flip_counts_equal_a_direct_computation(credit_checkpoint, tmp_pa
     assert ga["test"] == "mcnemar_exact" and ga["discordant"]["base_only"] == b_ and ga["discordant"]["new_only"] == c_
     disp = next(m for m in d["metrics"] if m["key"] == "fairness.demographic_parity_difference[attribute=sex]")
     assert disp["test"] == "paired_bootstrap" and disp["better"] == "lower"
+    # HTML and Markdown list at most 50 flips; diff.json all of them; the per-group counts are in both
+    write_diff(d, tmp_path / "d")
+    html, md = (tmp_path / "d" / "diff.html").read_text(), (tmp_path / "d" / "diff.md").read_text()
+    saved = json.loads((tmp_path / "d" / "diff.json").read_text())
+    assert len(saved["flips"]) == len(d["flips"])
+    assert "By group of sex" in html and "by sex" in md
+    if len(d["flips"]) > 50:
+        assert f"first 50 of {len(d['flips'])}" in html and f"{len(d['flips']) - 50} more in diff.json" in md
+    assert html.count("correct → wrong</td>") + html.count("wrong → correct</td>") <= 50
 
 
 def test_every_metric_of_every_suite_has_a_direction():

@@ -431,6 +431,7 @@ def compare_reports(base: str | Path, new: str | Path, *, alpha: float = 0.05, t
         "paired": aligned is not None,
         "unpaired_reason": reason,
         "n_paired": views[0].n if views is not None else 0,
+        "class_names": list((z.report.get("data") or {}).get("class_names") or []),
         "options": {"alpha": alpha, "tolerance": tolerance, "bootstrap": bootstrap, "seed": seed},
         "counts": {v: counts.get(v, 0) for v in (*S.VERDICTS, "not_compared")},
         "gated_regressions": gated_regressed,
