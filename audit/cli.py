@@ -142,6 +142,8 @@ def main() -> None:
     report.json and JUnit XML; the exit code gates CI. Start with `make demo` or:
 
         audit run model.safetensors --recipe recipes/digits.toml --out out/
+
+    Compare two audits (before/after a fine-tune): audit diff out/base out/new
     """
 
 
@@ -350,6 +352,54 @@ def _harden_summary(report: dict[str, Any]) -> None:
     click.echo(f"  diff: {'paired' if d['paired'] else 'NOT paired'}; " +
                ", ".join(f"{k} {v}" for k, v in (d["counts"] or {}).items()) + f"; {d['flips']} per-example flip(s)",
                err=True)
+
+
+@main.command(epilog="Exit codes: 0 compared (regressions or not, unless --fail-on-regression); 1 with "
+                    "--fail-on-regression, a metric that a gate of NEW reads regressed; 2 usage or input error (a "
+                    "missing file, not a report, the report of a failed or unfinished run, an unreadable examples.npz).")
+@click.argument("base", type=click.Path(path_type=Path))
+@click.argument("new", type=click.Path(path_type=Path))
+@click.option("--out", "-o", default=Path("out/diff"), show_default=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for diff.json, diff.html and diff.md (an earlier diff there is removed first).")
+@click.option("--fail-on-regression", is_flag=True, help="Exit 1 when a metric that a gate of NEW reads regressed.")
+@click.option("--alpha", type=float, default=0.05, show_default=True,
+              help="Significance level of the tests (and 1 - the level of the difference's interval).")
+@click.option("--tolerance", type=float, default=0.01, show_default=True,
+              help="A difference whose whole interval lies within +-tolerance is 'unchanged'.")
+@click.option("--bootstrap", type=int, default=1000, show_default=True,
+              help="Paired bootstrap resamples for the metrics that are not a proportion of examples.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the paired bootstrap.")
+@quiet_option
+@debug_option
+@handle_errors
+def diff(base: Path, new: Path, out: Path, fail_on_regression: bool, alpha: float, tolerance: float, bootstrap: int,
+         seed: int, quiet: bool) -> None:
+    """Compare two audits: BASE and NEW are report.json files or the folders holding them (as `audit run`
+    writes them). Paired example by example when both ran on the same data and kept examples.npz
+    (McNemar's exact test, a paired bootstrap, per-example flips); else compared through the reports'
+    intervals, and the diff says why. Verdict per metric: improved, regressed, unchanged, inconclusive."""
+    from audit.diff import compare_reports, diff_exit_code, write_diff
+    from audit.diff.render import clear_diff
+
+    if out.exists() and not out.is_dir():
+        raise AuditError(f"--out {out}: exists and is not a folder; choose a folder for the diff")
+    if out.is_dir():
+        clear_diff(out)  # before comparing: a comparison that fails must not leave an older diff.json
+    result = compare_reports(base, new, alpha=alpha, tolerance=tolerance, bootstrap=bootstrap, seed=seed)
+    write_diff(result, out)
+    code = diff_exit_code(result, fail_on_regression)
+    if not quiet:
+        c = result["counts"]
+        how = (f"paired on {result['n_paired']} examples" if result["paired"]
+               else f"NOT paired ({result['unpaired_reason']})")
+        click.echo(f"audit diff: {how}", err=True)
+        click.echo(f"  {c['regressed']} regressed, {c['improved']} improved, {c['changed']} changed, "
+                   f"{c['inconclusive']} inconclusive, {c['unchanged']} unchanged; {len(result['flips'])} "
+                   "example(s) flipped", err=True)
+        for key in result["gated_regressions"]:
+            click.echo(f"  gated metric regressed: {key}", err=True)
+        click.secho(f"audit diff: exit {code} -> {out / 'diff.html'}", fg="red" if code else "green", err=True)
+    sys.exit(code)
 
 
 def _print_env_changes(changes: list[dict[str, Any]], base: Path) -> None:

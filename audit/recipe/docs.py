@@ -73,12 +73,13 @@ def render() -> str:
     lines = ["## Metric catalogue", "",
              "What a `[[gates]]` entry may name as `metric` (write `suite.name` when a name exists in several "
              "suites) and the `params` that select one record. A gate whose params match several records is an "
-             "error; with no params, the record without params is used.", ""]
+             "error; with no params, the record without params is used. *better*: which way is an improvement "
+             "(what `audit diff` calls improved or regressed; — : no direction, only changed or unchanged).", ""]
     for suite, metrics in cat.items():
-        lines += [f"### {suite}", "", "| metric | params | meaning |", "|---|---|---|"]
+        lines += [f"### {suite}", "", "| metric | params | better | meaning |", "|---|---|---|---|"]
         for name, spec in metrics.items():
             params = "<br>".join(f"`{k}`: {v}" for k, v in spec.params.items()) or "—"
-            lines.append(f"| `{name}` | {_cell(params)} | {_cell(spec.doc)} |")
+            lines.append(f"| `{name}` | {_cell(params)} | {spec.better or '—'} | {_cell(spec.doc)} |")
         lines.append("")
     parts.append("\n".join(lines).rstrip())
     parts.append(_checks())

@@ -42,6 +42,9 @@ class Progress(Protocol):
     def __call__(self, total: int, desc: str) -> Any: ...
 
 
+HIGHER, LOWER, UNSET = "higher", "lower", "unset"
+
+
 @dataclass(frozen=True)
 class MetricSpec:
     """An entry of the metric catalogue: what a gate may name."""
@@ -53,6 +56,11 @@ class MetricSpec:
     extra_params: bool = False
     # Params whose values form a closed set: a gate naming another value is a recipe error (exit 2).
     choices: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Which way is better: "higher" (accuracy), "lower" (ECE, a disparity) or None (no direction: prevalence,
+    # a fitted temperature). `audit diff` calls a significant change improved/regressed only with a
+    # direction (None: changed). Every catalogue entry sets it; UNSET is only the dataclass default, and a
+    # test refuses it.
+    better: str | None = "unset"
 
 
 @dataclass

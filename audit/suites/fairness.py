@@ -161,53 +161,63 @@ _DISP_DOC = {
     "disparate_impact_ratio": "The four-fifths statistic: the smallest group selection rate over the highest one "
                               "(29 CFR 1607.4(D)); the rule flags adverse impact below four_fifths_threshold.",
 }
+# Which way is better for each group rate and disparity (`audit diff`'s improved/regressed): error-like
+# rates and differences lower, accuracies and parity ratios higher (1 = parity; these ratios are at most
+# 1), selection and base rates have no direction.
+_BETTER = {"selection_rate": None, "accuracy": "higher", "tpr": "higher", "fpr": "lower", "fnr": "lower",
+           "precision": "higher", "fdr": "lower", "for": "lower", "base_rate": None,
+           "demographic_parity_difference": "lower", "demographic_parity_ratio": "higher",
+           "equalized_odds_difference": "lower", "equalized_odds_ratio": "higher",
+           "equal_opportunity_difference": "lower", "predictive_parity_difference": "lower",
+           "disparate_impact_ratio": "higher"}
 METRICS: dict[str, MetricSpec] = {}
 _OVR = ("Multiclass tasks: one-vs-rest for positive_class, and the record carries class = that class.")
 for _k, _d in _RATE_DOC.items():
     METRICS[f"group_{_k}"] = MetricSpec(_d + " n is the rate's denominator." + ("" if _k == "accuracy" else " " + _OVR),
                                         {"attribute": _ATTR, "group": _GROUP} |
-                                        ({} if _k == "accuracy" else {"class": "positive_class (multiclass tasks)"}))
+                                        ({} if _k == "accuracy" else {"class": "positive_class (multiclass tasks)"}),
+                                        better=_BETTER[_k])
 METRICS["group_impact_ratio"] = MetricSpec("Four-fifths ratio: the group's selection rate over the highest group "
                                            "selection rate (29 CFR 1607.4(D)); n is the group's size.",
-                                           {"attribute": _ATTR, "group": _GROUP})
+                                           {"attribute": _ATTR, "group": _GROUP}, better="higher")
 METRICS["group_reference_ratio"] = MetricSpec("The group's selection rate over the [fairness] reference group's "
                                               "(not capped at 1; only when reference is not 'highest').",
-                                              {"attribute": _ATTR, "group": _GROUP})
+                                              {"attribute": _ATTR, "group": _GROUP}, better=None)
 METRICS["group_error_rate"] = MetricSpec("Share predicted wrongly (multiclass: argmax != label; binary: 1 - "
-                                         "group_accuracy). n is the group's size.", {"attribute": _ATTR, "group": _GROUP})
+                                         "group_accuracy). n is the group's size.", {"attribute": _ATTR, "group": _GROUP}, better="lower")
 METRICS["group_ovr_accuracy"] = MetricSpec("Multiclass tasks only: the one-vs-rest accuracy for positive_class "
                                            "(is / is not that class). n is the group's size.",
-                                           {"attribute": _ATTR, "group": _GROUP, "class": "positive_class"})
+                                           {"attribute": _ATTR, "group": _GROUP, "class": "positive_class"}, better="higher")
 for _k, _d in _DISP_DOC.items():
     METRICS[_k] = MetricSpec(_d + " Inconclusive when a group's rate is undefined (0/0; the group is named). n is "
                              "the thinnest denominator among the group rates it compares, so min_n guards its "
                              "smallest group. " + _OVR,
-                             {"attribute": _ATTR, "class": "positive_class (multiclass tasks)"})
+                             {"attribute": _ATTR, "class": "positive_class (multiclass tasks)"}, better=_BETTER[_k])
 METRICS.update({
     "group_ece": MetricSpec("Top-label equal-width ECE within the group ([calibration] bins): the plug-in value, "
                             "which grows as the group shrinks; its interval is for the group's true ECE (bias-"
                             "corrected, may lie below the value; [calibration] interval_draws).",
-                            {"attribute": _ATTR, "group": _GROUP}),
+                            {"attribute": _ATTR, "group": _GROUP}, better="lower"),
     "group_ece_debiased": MetricSpec("The group's ECE with its upward bias removed (at least 0); interval as "
-                                     "group_ece's.", {"attribute": _ATTR, "group": _GROUP}),
+                                     "group_ece's.", {"attribute": _ATTR, "group": _GROUP}, better="lower"),
     "group_ece_reference": MetricSpec("Mean ECE a perfectly calibrated model would show on this group's examples "
                                       "(interval: its 95% range; [calibration] reference_draws). A group ECE "
                                       "above this range is miscalibration beyond the group's noise.",
-                                      {"attribute": _ATTR, "group": _GROUP}),
+                                      {"attribute": _ATTR, "group": _GROUP}, better=None),
     "group_robust_accuracy": MetricSpec("Worst-case robust accuracy within the group (when robustness ran).",
                                         {"attribute": _ATTR, "group": _GROUP, "norm": "'linf' | 'l2'",
-                                         "eps": "an epsilon as [robustness] writes it"}),
+                                         "eps": "an epsilon as [robustness] writes it"}, better="higher"),
     "group_noise_accuracy": MetricSpec("Noise accuracy within the group (when robustness ran noise).",
                                        {"attribute": _ATTR, "group": _GROUP, "noise": "a noise kind",
-                                        "level": "a level as [robustness] writes it"}),
+                                        "level": "a level as [robustness] writes it"}, better="higher"),
     "postprocessed_accuracy": MetricSpec("Diagnostic, not applied: accuracy of ThresholdOptimizer's per-group "
-                                         "thresholds on the held-out half.", {"attribute": _ATTR}),
+                                         "thresholds on the held-out half.", {"attribute": _ATTR}, better="higher"),
     "postprocessed_demographic_parity_difference": MetricSpec(
         "Diagnostic, not applied: demographic parity difference under ThresholdOptimizer's thresholds.",
-        {"attribute": _ATTR}),
+        {"attribute": _ATTR}, better="lower"),
     "postprocessed_equalized_odds_difference": MetricSpec(
         "Diagnostic, not applied: equalized odds difference under ThresholdOptimizer's thresholds.",
-        {"attribute": _ATTR}),
+        {"attribute": _ATTR}, better="lower"),
 })
 
 INTERVAL_SENTENCE = (

@@ -82,41 +82,41 @@ METRICS = {
     "bitwise_identical": MetricSpec(
         "1 when every same-seed repeat (a fresh process) reproduced the first run bitwise: SHA-256 of every "
         "per-example column (logits, predictions, attack and noise outcomes) and of every metric record; "
-        "else 0. n = the number of repeats."),
+        "else 0. n = the number of repeats.", better="higher"),
     "within_tolerance": MetricSpec(
         "1 when no same-seed repeat moved a logit or a metric by more than [repro] tolerance and no prediction "
-        "flipped; else 0."),
-    "max_abs_logit_diff": MetricSpec("Largest |delta logit| between a same-seed repeat and the first run."),
-    "prediction_flips": MetricSpec("Most predictions that changed between a same-seed repeat and the first run."),
+        "flipped; else 0.", better="higher"),
+    "max_abs_logit_diff": MetricSpec("Largest |delta logit| between a same-seed repeat and the first run.", better="lower"),
+    "prediction_flips": MetricSpec("Most predictions that changed between a same-seed repeat and the first run.", better="lower"),
     "outcome_flips": MetricSpec("Most per-example attack/noise outcomes that changed between a same-seed repeat "
-                                "and the first run."),
+                                "and the first run.", better="lower"),
     "metrics_changed": MetricSpec("Most metric records (value or interval) that changed between a same-seed "
-                                  "repeat and the first run."),
+                                  "repeat and the first run.", better="lower"),
     "nondeterministic_ops": MetricSpec(
         "Distinct ops that raised PyTorch's nondeterminism alert on this device in the capture run "
-        "(torch.use_deterministic_algorithms(True, warn_only=True)).", {"phase": _PHASE}, choices=_PHASES),
+        "(torch.use_deterministic_algorithms(True, warn_only=True)).", {"phase": _PHASE}, choices=_PHASES, better="lower"),
     "latent_cuda_hazards": MetricSpec(
         "Distinct ops the model runs (forward, input gradient, parameter gradient) that PyTorch documents as "
-        "nondeterministic on CUDA: hazards for a GPU run, found on any device.", {"phase": _PHASE}, choices=_PHASES),
+        "nondeterministic on CUDA: hazards for a GPU run, found on any device.", {"phase": _PHASE}, choices=_PHASES, better="lower"),
     "batch_invariance_max_abs_diff": MetricSpec(
-        "Largest |delta logit| between batch size 1 and the configured batch size (capture run)."),
+        "Largest |delta logit| between batch size 1 and the configured batch size (capture run).", better="lower"),
     "batch_invariance_flips": MetricSpec("Predictions that differ between batch size 1 and the configured batch "
-                                         "size (capture run)."),
+                                         "size (capture run).", better="lower"),
     "seed_mean": MetricSpec("Mean of a metric across seeds; ci_low/ci_high: its Student-t interval at [repro] "
-                            "confidence.", {"metric": _OF}, extra_params=True),
+                            "confidence.", {"metric": _OF}, extra_params=True, better=None),
     "seed_std": MetricSpec("Sample standard deviation (n - 1) of a metric across seeds.", {"metric": _OF},
-                           extra_params=True),
-    "seed_min": MetricSpec("Smallest value of a metric across seeds.", {"metric": _OF}, extra_params=True),
-    "seed_max": MetricSpec("Largest value of a metric across seeds.", {"metric": _OF}, extra_params=True),
+                           extra_params=True, better="lower"),
+    "seed_min": MetricSpec("Smallest value of a metric across seeds.", {"metric": _OF}, extra_params=True, better=None),
+    "seed_max": MetricSpec("Largest value of a metric across seeds.", {"metric": _OF}, extra_params=True, better=None),
     "seed_worst": MetricSpec("The metric's value under its worst seed (lowest where higher is better, highest "
                              "where lower is better, else farthest from the mean).", {"metric": _OF},
-                             extra_params=True),
+                             extra_params=True, better=None),
     "seeds_needed": MetricSpec("Seeds needed for the metric's t-interval half-width to reach [repro] "
-                               "target_half_width, given the observed spread.", {"metric": _OF}, extra_params=True),
+                               "target_half_width, given the observed spread.", {"metric": _OF}, extra_params=True, better="lower"),
     "prediction_churn": MetricSpec("Mean over pairs of seeds of the fraction of examples whose prediction "
-                                   "differs."),
+                                   "differs.", better="lower"),
     "outcome_churn": MetricSpec("Mean over pairs of seeds of the fraction of examples whose per-example outcome "
-                                "differs.", {"column": "an examples.npz column, e.g. \"robust:worst:linf:eps_broken\""}),
+                                "differs.", {"column": "an examples.npz column, e.g. \"robust:worst:linf:eps_broken\""}, better="lower"),
 }
 
 
