@@ -94,6 +94,8 @@ def test_pgd_hardening_raises_robust_accuracy_measured_by_a_stronger_attack(pgd_
     assert report["passed"] is True and report["exit_code"] == 0 and report["run_status"] == "finished"
     row = next(r for r in h["tables"]["tradeoff"] if r["eps"] == "0.1")
     assert row["gain"] == pytest.approx(gain) and row["clean_lost"] == pytest.approx(lost)
+    assert row["verdict"] == "improved" and row["ci_low"] > 0  # paired (McNemar) on the same 450 examples
+    assert h["tables"]["diff"]["paired"] is True and (out / "diff.json").is_file()
     # the written weights are the best epoch's by validation robust accuracy (Rice et al.)
     hist = json.loads((out / "history.json").read_text())
     scores = [(r["val_robust_accuracy"], r["val_clean_accuracy"]) for r in hist["history"]]

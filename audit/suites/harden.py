@@ -19,7 +19,7 @@ from audit.errors import RecipeError
 from audit.recipe.fields import Field, FieldError, Section, p_bool, p_float, p_int, p_str
 from audit.recipe.sections import DATA
 from audit.report.records import SuiteResult
-from audit.suites.base import MetricSpec, Suite
+from audit.suites.base import HIGHER, MetricSpec, Suite
 
 METHODS = ("pgd", "trades", "fast", "noise")
 
@@ -125,11 +125,11 @@ SECTION = Section(
 )
 
 METRICS = {
-    "best_epoch": MetricSpec("The epoch whose weights were written (0: the original model was best)."),
-    "epochs_run": MetricSpec("Epochs trained (fewer than `epochs` after early stopping or a collapse)."),
-    "val_clean_accuracy": MetricSpec("The written model's clean accuracy on the validation split."),
+    "best_epoch": MetricSpec("The epoch whose weights were written (0: the original model was best).", better=None),
+    "epochs_run": MetricSpec("Epochs trained (fewer than `epochs` after early stopping or a collapse).", better=None),
+    "val_clean_accuracy": MetricSpec("The written model's clean accuracy on the validation split.", better=HIGHER),
     "val_robust_accuracy": MetricSpec("The written model's PGD accuracy (noise: Gaussian-noise accuracy) on the "
-                                      "validation split."),
+                                      "validation split.", better=HIGHER),
 }
 
 
