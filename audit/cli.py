@@ -343,11 +343,17 @@ def harden(model: Path, recipe: Path, method: str | None, epochs: int | None, lr
 def _harden_summary(report: dict[str, Any]) -> None:
     h = report["suites"]["harden"]
     t = h["tables"]
-    click.echo(f"harden: {h['config']['method']} at eps {h['config']['eps_label']} ({h['config']['norm']}), best epoch "
+    c = h["config"]
+    threat = f"sigma {c['sigma']:g}" if c["method"] == "noise" else f"eps {c['eps_label']} ({c['norm']})"
+    click.echo(f"harden: {c['method']} at {threat}, best epoch "
                f"{t['best_epoch']} of {len(t['history']) - 1}" + (f"; {t['stopped']}" if t["stopped"] else ""), err=True)
     for r in t["tradeoff"]:
         click.echo(f"  {r['norm']} eps {r['eps']}: robust accuracy {r['before']:.3f} -> {r['after']:.3f} "
                    f"({r['verdict']}); clean accuracy {r['clean_before']:.3f} -> {r['clean_after']:.3f}", err=True)
+    for r in t.get("noise_tradeoff", []):
+        if c["method"] == "noise" and r["noise"] == "gaussian":
+            click.echo(f"  gaussian noise {r['level']}: accuracy {r['before']:.3f} -> {r['after']:.3f} ({r['verdict']})",
+                       err=True)
     d = t["diff"]
     click.echo(f"  diff: {'paired' if d['paired'] else 'NOT paired'}; " +
                ", ".join(f"{k} {v}" for k, v in (d["counts"] or {}).items()) + f"; {d['flips']} per-example flip(s)",

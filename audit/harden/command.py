@@ -360,7 +360,7 @@ def final_report(after: dict[str, Any], before: dict[str, Any], diff: dict[str, 
                    "validation_examples": history["validation_examples"], "training_data": history["training_data"]},
         "tables": {"history": history["history"], "best_epoch": history["best_epoch"], "stopped": history["stopped"],
                    "resumed_after_epoch": history["resumed_after_epoch"], "audit_changes": changes,
-                   "tradeoff": tradeoff, "diff": {"paired": diff.get("paired"), "unpaired_reason": diff.get("unpaired_reason"),
+                   "tradeoff": tradeoff, "noise_tradeoff": noise_rows(diff), "diff": {"paired": diff.get("paired"), "unpaired_reason": diff.get("unpaired_reason"),
                                                   "counts": diff.get("counts"), "flips": len(diff.get("flips", []))},
                    "before": {"verdict": before.get("verdict"), "exit_code": before.get("exit_code")}},
         "notes": history["notes"] + ([history["stopped"]] if history["stopped"] else []),
@@ -401,3 +401,15 @@ def tradeoff_rows(diff: dict[str, Any]) -> list[dict[str, Any]]:
                          "clean_before": clean["base"] if clean else None, "clean_after": clean["new"] if clean else None,
                          "clean_lost": -clean["delta"] if clean and clean["delta"] is not None else None})
     return rows
+
+
+def noise_rows(diff: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per noise kind and level: accuracy under noise before and after (the diff's rows without class or
+    group params)."""
+    rows = []
+    for m in diff["metrics"]:
+        if m["suite"] == "robustness" and m["name"] == "noise_accuracy" and set(m["params"]) == {"noise", "level"}:
+            rows.append({"noise": m["params"]["noise"], "level": m["params"]["level"], "before": m["base"],
+                         "after": m["new"], "gain": m["delta"], "ci_low": m["ci_low"], "ci_high": m["ci_high"],
+                         "verdict": m["verdict"]})
+    return sorted(rows, key=lambda r: (r["noise"], _eps_value(r["level"])))
