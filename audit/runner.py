@@ -268,28 +268,18 @@ def _execute(opts: RunOptions, folder: Any, world: Any) -> tuple[dict[str, Any],
     results = []
     for name in suites:
         suite = get_suite(name)
-        plan = plans[name]
         t = time.perf_counter()
-        with capture.phase("attack_gradient" if suite.needs_logits else "inference", suite=name):
-            if suite.fill is not None:
-                cols, meta, partials[name] = stages.run(
-                    name, blocks, lambda pos, _task, rows, suite=suite, plan=plan: suite.fill(fc, plan, pos, rows),
-                    dense=True, table=table)
-                table.update(cols, meta)
-                timing[f"{name}.fill_s"] = time.perf_counter() - t
-            if suite.fill_checks is not None and suite.check_tasks is not None:
-                t1 = time.perf_counter()
-                tasks = suite.check_tasks(table, plan)
-                cols, meta, partials[f"{name}.checks"] = stages.run(
-                    f"{name}.checks", tasks,
-                    lambda pos, task, rows, suite=suite, plan=plan: suite.fill_checks(fc, plan, pos, rows, task),
-                    dense=False, table=table)
-                table.update(cols, meta)
-                timing[f"{name}.checks_s"] = time.perf_counter() - t1
-            t1 = time.perf_counter()
-            with world.beating(f"summarising {name}"):  # the others may be waiting for rank 0 meanwhile
-                result = suite.summarise(table, plan, facts, partials) if world.is_main else None
-            timing[f"{name}.summarise_s"] = time.perf_counter() - t1
+        plan, attempt = plans[name], 0
+        while True:  # once, or again with a stronger plan when the suite says its measurement was too weak
+            unit = name if attempt == 0 else f"{name}~{attempt}"
+            with capture.phase("attack_gradient" if suite.needs_logits else "inference", suite=name):
+                result = _run_suite(suite, unit, plan, fc, stages, blocks, table, partials, timing, world, facts)
+            stronger = suite.escalate(plan, result, facts) if (suite.escalate and world.is_main) else None
+            if suite.escalate and world.distributed:  # every rank re-runs, or none: rank 0 decides
+                stronger = world.allgather_object(stronger, f"{name}: escalate?")[0]
+            if stronger is None:
+                break
+            plan, attempt = stronger, attempt + 1
         timing[f"{name}_s"] = time.perf_counter() - t
         if result is not None:
             timing.update({f"{name}.{part}_s": seconds for part, seconds in result.timing.items()})
@@ -326,6 +316,32 @@ def _execute(opts: RunOptions, folder: Any, world: Any) -> tuple[dict[str, Any],
     if opts.cache:
         shutil.rmtree(cache.root, ignore_errors=True)
     return report, report["exit_code"]
+
+
+def _run_suite(suite: Any, unit: str, plan: Any, fc: Any, stages: Any, blocks: Any, table: Any,
+               partials: dict[str, list[dict[str, Any]]], timing: dict[str, float], world: Any, facts: Any) -> Any:
+    """One suite's fill (its columns, into ``table``), checks and summary (rank 0; None elsewhere). ``unit``
+    names its resume-cache stages (a re-run with a stronger plan has its own)."""
+    name = suite.name
+    t = time.perf_counter()
+    if suite.fill is not None:
+        cols, meta, partials[name] = stages.run(
+            unit, blocks, lambda pos, _task, rows: suite.fill(fc, plan, pos, rows), dense=True, table=table)
+        table.update(cols, meta)
+        timing[f"{name}.fill_s"] = timing.get(f"{name}.fill_s", 0.0) + time.perf_counter() - t
+    if suite.fill_checks is not None and suite.check_tasks is not None:
+        t1 = time.perf_counter()
+        tasks = suite.check_tasks(table, plan)
+        cols, meta, partials[f"{name}.checks"] = stages.run(
+            f"{unit}.checks", tasks, lambda pos, task, rows: suite.fill_checks(fc, plan, pos, rows, task),
+            dense=False, table=table)
+        table.update(cols, meta)
+        timing[f"{name}.checks_s"] = timing.get(f"{name}.checks_s", 0.0) + time.perf_counter() - t1
+    t1 = time.perf_counter()
+    with world.beating(f"summarising {name}"):  # the others may be waiting for rank 0 meanwhile
+        result = suite.summarise(table, plan, facts, partials) if world.is_main else None
+    timing[f"{name}.summarise_s"] = time.perf_counter() - t1
+    return result
 
 
 def make_facts(recipe: Recipe, data: Any, seed: int, batch_size: int) -> Any:

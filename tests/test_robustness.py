@@ -361,7 +361,7 @@ def test_e2e_random_model_fails_determinism(digits_checkpoint, write_recipe, tmp
 def test_e2e_weak_pgd_is_caught(digits_checkpoint, write_recipe, tmp_path):
     """PGD with a tiny step and no random start: weaker than FGSM and than random noise, and not converged."""
     recipe = _recipe(write_recipe, tmp_path, limit=100, attacks='["pgd"]', steps=2,
-                     extra="step_size = 0.0005\nrandom_start = false\nconvergence_tolerance = 0.0")
+                     extra="step_size = 0.0005\nrandom_start = false\nconvergence_tolerance = 0.0\nescalate = 0")
     res, report, checks = _run(recipe, digits_checkpoint, tmp_path / "o")
     assert res.exit_code == 4
     assert checks["pgd_stronger_than_fgsm"]["status"] == "fail"
@@ -371,7 +371,7 @@ def test_e2e_weak_pgd_is_caught(digits_checkpoint, write_recipe, tmp_path):
 
 def test_e2e_slow_pgd_fails_convergence_and_downgrade_works(digits_checkpoint, write_recipe, tmp_path):
     recipe = _recipe(write_recipe, tmp_path, limit=100, attacks='["pgd"]', steps=3,
-                     extra="step_size = 0.01\nrandom_start = false\n")
+                     extra="step_size = 0.01\nrandom_start = false\nescalate = 0\n")
     res, report, checks = _run(recipe, digits_checkpoint, tmp_path / "o")
     assert checks["pgd_converged"]["status"] == "fail"
     assert checks["reference_attack_agrees"]["status"] == "fail"  # APGD sees the weak attack too

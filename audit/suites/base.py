@@ -118,6 +118,9 @@ class Suite:
     # Suites whose numbers are wrong on a softmax output (attacks follow logit gradients) make the
     # core check logits_not_probabilities fail instead of warn.
     needs_logits: bool = False
+    # A stronger plan to re-run fill, checks and summarise with when this run's result shows its own
+    # measurement was too weak (robustness: an attack that has not converged), else None.
+    escalate: Callable[[Any, SuiteResult, Facts], Any] | None = None
     # Ids of the validity checks the suite can record (what [validity] downgrade may name).
     check_ids: tuple[str, ...] = ()
     # A suite with its own command (``audit repro``): it declares a recipe section and metrics (so gates
