@@ -319,8 +319,10 @@ def repro(model: Path | None, recipe: Path | None, seeds: int | None, repeats: i
                    "are moved to previous-runs/, a failure report on failure, as for `audit run`).")
 @click.option("--resume", is_flag=True,
               help="Continue from --out/checkpoint.pt (after its last finished epoch; bitwise the same weights as an "
-                   "uninterrupted run on CPU). Refused when the checkpoint was made with another recipe, method, "
-                   "model or seed.")
+                   "uninterrupted run on CPU). Refused, naming what changed, when the checkpoint was made with other "
+                   "[harden] settings or flags, another [model], model file or model class, other training data or "
+                   "validation split, or another seed; changes that do not touch training (gates, the audits' "
+                   "settings, the evaluation data) are accepted.")
 @quiet_option
 @debug_option
 @handle_errors
@@ -347,12 +349,15 @@ def _harden_summary(report: dict[str, Any]) -> None:
     threat = f"sigma {c['sigma']:g}" if c["method"] == "noise" else f"eps {c['eps_label']} ({c['norm']})"
     click.echo(f"harden: {c['method']} at {threat}, best epoch "
                f"{t['best_epoch']} of {len(t['history']) - 1}" + (f"; {t['stopped']}" if t["stopped"] else ""), err=True)
+    def f(v: Any) -> str:
+        return "—" if v is None else f"{v:.3f}"
+
     for r in t["tradeoff"]:
-        click.echo(f"  {r['norm']} eps {r['eps']}: robust accuracy {r['before']:.3f} -> {r['after']:.3f} "
-                   f"({r['verdict']}); clean accuracy {r['clean_before']:.3f} -> {r['clean_after']:.3f}", err=True)
+        click.echo(f"  {r['norm']} eps {r['eps']}: robust accuracy {f(r['before'])} -> {f(r['after'])} "
+                   f"({r['verdict']}); clean accuracy {f(r['clean_before'])} -> {f(r['clean_after'])}", err=True)
     for r in t.get("noise_tradeoff", []):
         if c["method"] == "noise" and r["noise"] == "gaussian":
-            click.echo(f"  gaussian noise {r['level']}: accuracy {r['before']:.3f} -> {r['after']:.3f} ({r['verdict']})",
+            click.echo(f"  gaussian noise {r['level']}: accuracy {f(r['before'])} -> {f(r['after'])} ({r['verdict']})",
                        err=True)
     d = t["diff"]
     click.echo(f"  diff: {'paired' if d['paired'] else 'NOT paired'}; " +

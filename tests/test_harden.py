@@ -202,8 +202,15 @@ def test_killed_and_resumed_equals_uninterrupted_bitwise(digits_checkpoint, tmp_
     res = run_cli("harden", digits_checkpoint, "--recipe", recipe, "--out", out, "--resume", "--quiet")
     assert res.exit_code == 2, res.stderr
     assert "was made by another harden run (settings" in res.stderr and "Traceback" not in res.stderr
+    assert "settings.lr (0.002 then, 0.003 now)" in res.stderr, res.stderr  # each changed key named
     res = run_cli("harden", digits_checkpoint, "--recipe", recipe, "--out", out, "--resume", "--method", "noise", "--quiet")
     assert res.exit_code == 2 and "method ('pgd' then, 'noise' now)" in res.stderr, res.stderr
+    # what does not touch training (the evaluation data here) resumes: the finished training is kept as is
+    recipe.write_text(recipe.read_text().replace("lr = 0.003", "lr = 0.002").replace("limit = 40", "limit = 30"))
+    res = run_cli("harden", digits_checkpoint, "--recipe", recipe, "--out", out, "--resume", "--quiet")
+    assert res.exit_code == 0, res.stderr
+    assert (tmp_path / "full" / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()
+    assert load(out, "after")["data"]["n"] == 30
 
 
 def test_divergence_guard_names_the_epoch_step_and_cause(digits_checkpoint, write_recipe, tmp_path):
@@ -343,3 +350,123 @@ def test_catastrophic_overfitting_rule():
     assert collapsed(h((0.30, None), (0.42, 0.45), (0.47, 0.50), (0.40, 0.55)), 2, 0.47, 0.2) is None  # a dip
     assert collapsed(h((0.30, None), (0.42, 0.45), (0.47, 0.50), (0.05, 0.20)), 2, 0.47, 0.2) is None  # both fall
     assert collapsed(h((0.30, None), (0.02, 0.45)), 0, 0.30, 0.2) is None  # epoch 1 has no training accuracy before it
+
+
+@pytest.mark.parametrize("robustness,harden,check", [
+    ("", 'norm = "l2"\neps = 0.5\n', lambda rob: rob["norm"] == ["linf", "l2"] and rob["eps"]["l2"][0].label == "0.5"),
+    ('[robustness]\nnorm = "l2"\nlarge_eps = 3.0\n', 'eps = "8/255"\n',
+     lambda rob: rob["norm"] == ["l2", "linf"] and len(rob["eps"]["l2"]) == 3 and [e.label for e in rob["eps"]["linf"]] == ["8/255"]),
+    ('[robustness]\nnorm = ["linf", "l2"]\n', 'eps = 0.1\n',
+     lambda rob: "0.1" in [e.label for e in rob["eps"]["linf"]] and len(rob["eps"]["l2"]) == 3),
+    ('[robustness]\nlosses = ["ce"]\n', 'eps = "8/255"\n', lambda rob: rob["losses"] == ["ce", "targeted"]),
+])
+def test_audit_recipe_is_valid_in_every_recipe_shape(robustness, harden, check, write_recipe):
+    """The training threat joins the audits' sweep whatever shape the recipe's [robustness] has (none, another
+    norm with its default eps and a scalar large_eps, several norms, losses without the targeted margin)."""
+    from audit.harden.command import HardenOptions, audit_recipe, settings_from
+    from audit.recipe import load_recipe
+
+    recipe = load_recipe(write_recipe(MODEL + DATA + "\n" + robustness + "\n[harden]\n" + harden))
+    s = settings_from(recipe.section("harden"), HardenOptions(recipe=recipe.path, model_path=Path("m")), 0, "off")
+    r, changes = audit_recipe(recipe, s, images=False, with_autoattack=True)
+    from audit.suites.robustness import settings
+
+    assert check(settings(r.section("robustness"), "x")), (r.section("robustness"), changes)
+
+
+def test_run_suites_without_robustness_gets_it_back(write_recipe):
+    from audit.harden.command import HardenOptions, audit_recipe, settings_from
+    from audit.recipe import load_recipe
+
+    recipe = load_recipe(write_recipe(MODEL + DATA + '\n[run]\nsuites = ["performance"]\n\n[harden]\neps = 0.1\n'))
+    s = settings_from(recipe.section("harden"), HardenOptions(recipe=recipe.path, model_path=Path("m")), 0, "off")
+    r, changes = audit_recipe(recipe, s, images=False, with_autoattack=False)
+    assert r.section("run")["suites"] == ["performance", "robustness"]
+    assert any("[run] suites" in c for c in changes)
+
+
+def _trainer_on(net, method: str, epochs: int = 1, **kw):
+    from audit.engine.wrapper import WrappedModel
+    from audit.harden.loop import Settings, Split, Trainer
+    from audit.loading.data import sklearn_split
+
+    x, y, idx, _ = sklearn_split("digits", "train", 0.25, 0)
+    x, y, idx = x[:256], y[:256], idx[:256]
+    wrapped = WrappedModel(net, [0.5], [0.5], [0.0, 1.0], 10)
+    params = kw.pop("params", None)
+    for p in (params if params is not None else net.parameters()):
+        p.requires_grad_(True)
+    s = Settings(**{**dict(method=method, epochs=epochs, eps=0.1, eps_label="0.1", norm="linf", steps=3, step=0.08,
+                           beta=6.0, sigma=0.25, optimizer="adamw", lr=0.002, momentum=0.9, weight_decay=0.0,
+                           schedule="constant", warmup_epochs=0, batch_size=64, clip_grad_norm=10.0, amp="off",
+                           patience=0, collapse_drop=0.2, seed=0), **kw})
+    t = torch.from_numpy
+    return Trainer(net, lambda v: net(wrapped.normalise(v)), s, Split(t(x[:200]), t(y[:200]), idx[:200]),
+                   Split(t(x[200:]), t(y[200:]), idx[200:]), torch.device("cpu"), (0.0, 1.0), {},
+                   Path(os.environ.get("TMPDIR", "/tmp")) / f"audit-test-{os.getpid()}-{method}.pt", params=params)
+
+
+@pytest.mark.parametrize("method,updates", [("pgd", 1), ("fast", 1), ("noise", 1), ("trades", 2)])
+def test_attacks_never_touch_batch_norm_statistics(method, updates):
+    """The attack and the clean-accuracy passes run in eval mode: batch norm's running statistics move only
+    in the update's train-mode forward passes (TRADES has two: clean and adversarial), and dropout is off
+    while attacking."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.3), nn.Flatten(),
+                        nn.Linear(4 * 64, 10))
+    tr = _trainer_on(net, method)
+    tr.run()
+    assert int(net[1].num_batches_tracked) == updates * tr.steps_per_epoch  # 4 steps of 64 over 200 examples
+    tr.path.unlink(missing_ok=True)
+
+
+def test_fast_step_is_one_fgsm_step_of_1_25_eps_from_the_random_start():
+    """Against an independent computation with plain cross-entropy: start + 1.25 eps sign(grad), projected."""
+    from torch.nn import functional as F
+
+    from audit.harden.methods import Threat, pgd_attack, random_start
+
+    torch.manual_seed(0)
+    lin = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    x = torch.rand(16, 1, 8, 8)
+    y = torch.randint(0, 10, (16,))
+    idx = np.arange(16)
+    t = Threat("linf", 0.1, 1, 0.125, (0.0, 1.0))
+    adv = pgd_attack(lin, x, y, idx, t, 0, "fast", 1)
+    start = random_start(x, idx, t, 0, "fast", 1).requires_grad_(True)
+    (g,) = torch.autograd.grad(F.cross_entropy(lin(start), y, reduction="sum"), start)
+    want = torch.min(torch.max(start.detach() + 0.125 * g.sign(), x - 0.1), x + 0.1).clamp(0, 1)
+    assert torch.allclose(adv, want, atol=1e-7)
+    assert float((adv - x).abs().max()) <= 0.1 + 1e-7
+
+
+def test_frozen_parameters_stay_frozen():
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    frozen, head = net[1].weight.detach().clone(), net[3].weight.detach().clone()
+    net[1].weight.requires_grad_(False)  # as a factory that freezes a layer leaves it
+    tr = _trainer_on(net, "pgd", params=[net[3].weight, net[3].bias, net[1].bias])
+    tr.run()
+    assert torch.equal(net[1].weight, frozen)  # the frozen tensor is untouched
+    assert not torch.equal(net[3].weight.detach(), head)  # the trainable ones trained
+    tr.path.unlink(missing_ok=True)
+
+
+def test_early_stopping_keeps_the_best_epoch():
+    """With a learning rate too small to change anything, no epoch beats epoch 0 (the original): after
+    `patience` epochs the loop stops and keeps epoch 0's weights, and says so."""
+    from examples.digits.model import DigitsCNN
+
+    torch.manual_seed(0)
+    net = DigitsCNN(width=4)
+    tr = _trainer_on(net, "pgd", epochs=5, lr=1e-12, patience=2)
+    out = tr.run()
+    assert out.best_epoch == 0 and out.epochs_run == 2
+    assert out.stopped.startswith("early stopping after epoch 2: no better validation score for 2 epochs")
+    state = torch.load(tr.path, weights_only=True)
+    assert state["stopped"] == out.stopped and state["epoch"] == 2
+    tr.path.unlink(missing_ok=True)

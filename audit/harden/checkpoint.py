@@ -40,7 +40,8 @@ def rng_state() -> dict[str, Any]:
         "numpy": {"name": str(name), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
                   "has_gauss": int(has_gauss), "cached": float(cached)},
         "torch": torch.get_rng_state(),
-        "cuda": [s for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
+        # only where CUDA is in use: asking would otherwise initialise it on every GPU of a CPU run
+        "cuda": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() and torch.cuda.is_initialized() else [],
     }
     return out
 
@@ -75,19 +76,25 @@ def load(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is one line, not a traceback
-        raise AuditError(f"{path}: not a readable `audit harden` checkpoint ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''}); remove it, or run without --resume") from None
+        # torch's own advice (retry with weights_only=False) is not ours to give: that would run code
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise AuditError(f"{path}: not a readable `audit harden` checkpoint ({type(e).__name__}: {first[:160]}); "
+                         "remove it, or run without --resume") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise AuditError(f"{path}: not an `audit harden` checkpoint (format {state.get('format') if isinstance(state, dict) else None!r}, "
                          f"expected {FORMAT!r}); remove it, or run without --resume")
     return state
 
 
-def mismatch(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """What differs between two fingerprints, in words (empty: the same run)."""
+def mismatch(saved: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:
+    """What differs between two fingerprints, in words, nested tables key by key (empty: the same run)."""
     out = []
     for key in sorted(set(saved) | set(now)):
         a, b = saved.get(key), now.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += mismatch(a, b, f"{prefix}{key}.")
+            continue
+        key = prefix + key
         if a != b:
             if isinstance(a, str) and isinstance(b, str) and len(a) == 64 and len(b) == 64:
                 out.append(f"{key} (sha256 {a[:12]} then, {b[:12]} now)")

@@ -89,7 +89,10 @@ def settings_from(h: dict[str, Any], opts: HardenOptions, seed: int, amp: str) -
         step = 2.5 * eps.value / steps
     else:
         step = to_step_size(h["step_size"]).at(eps.value)
-    return Settings(method=method, epochs=opts.epochs or h["epochs"], eps=float(eps.value), eps_label=eps.label,
+    epochs = opts.epochs or h["epochs"]
+    if h["warmup_epochs"] and h["warmup_epochs"] >= epochs:
+        raise AuditError(f"--epochs {epochs}: must exceed [harden] warmup_epochs = {h['warmup_epochs']}")
+    return Settings(method=method, epochs=epochs, eps=float(eps.value), eps_label=eps.label,
                     norm=h["norm"], steps=steps, step=float(step), beta=h["beta"], sigma=h["sigma"],
                     optimizer=h["optimizer"], lr=opts.lr if opts.lr is not None else h["lr"], momentum=h["momentum"],
                     weight_decay=h["weight_decay"], schedule=h["schedule"], warmup_epochs=h["warmup_epochs"],
@@ -104,8 +107,10 @@ def _sha(obj: Any) -> str:
 def _source_id(cfg: dict[str, Any], recipe: Any) -> tuple[Any, ...]:
     """What identifies a data source regardless of split and limit (same source: global indices comparable)."""
     path = str(recipe.resolve(cfg["path"]).resolve()) if cfg.get("path") else None
+    # global indices are positions in the source before any split, so split, test_size, split_seed and
+    # limit do not change what an index names
     return (cfg["source"], path, cfg.get("name"), cfg.get("callable"), cfg.get("x"), cfg.get("y"),
-            json.dumps(cfg.get("kwargs") or {}, sort_keys=True), cfg.get("test_size"), cfg.get("split_seed"))
+            json.dumps(cfg.get("kwargs") or {}, sort_keys=True))
 
 
 def overlap(train: Any, evaluation: Any, same_source: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -139,9 +144,14 @@ def audit_recipe(recipe: Any, s: Any, images: bool, with_autoattack: bool) -> tu
     """The recipe both audits run: the user's, with attacks stronger than training's and the training threat
     in the sweep. Returns (recipe, what was changed, in words)."""
     from audit.recipe.load import validate_recipe
+    from audit.suites.robustness import DEFAULT_EPS
 
     raw = copy.deepcopy(recipe.raw)
     changes: list[str] = []
+    suites = (raw.get("run") or {}).get("suites")
+    if suites is not None and "robustness" not in suites:
+        raw["run"]["suites"] = list(suites) + ["robustness"]
+        changes.append("added robustness to [run] suites (the audits must measure what was hardened)")
     rob = raw.get("robustness")
     if rob is None:
         rob = raw["robustness"] = {}
@@ -150,25 +160,33 @@ def audit_recipe(recipe: Any, s: Any, images: bool, with_autoattack: bool) -> tu
         norms = rob.get("norm", "linf")
         norms = [norms] if isinstance(norms, str) else list(norms)
         eps = rob.get("eps")
-        if s.norm not in norms:  # the sweep becomes a table by norm, the training norm with its eps alone
+        if s.norm not in norms:  # the sweep becomes a table by norm; the training norm joins with its eps
             old = eps if isinstance(eps, dict) else ({norms[0]: eps} if eps is not None and len(norms) == 1 else {})
+            table = {n: list(old.get(n, DEFAULT_EPS[n])) for n in norms}
+            table[s.norm] = [s.eps_label]
             rob["norm"] = norms + [s.norm]
-            rob["eps"] = {**old, s.norm: [s.eps_label]}
+            rob["eps"] = table
+            for key in ("large_eps", "step_size"):  # a single value for one norm becomes that norm's entry
+                if key in rob and not isinstance(rob[key], dict):
+                    rob[key] = {norms[0]: rob[key]} if len(norms) == 1 else {n: rob[key] for n in norms}
             changes.append(f"added norm {s.norm} at eps {s.eps_label} (the training threat) to the sweep")
-        elif isinstance(eps, dict) or len(norms) > 1:
-            table = dict(eps or {})
-            cur = list(table.get(s.norm, []))
-            if cur and not any(abs(_eps_value(e) - s.eps) < 1e-12 for e in cur):
-                table[s.norm] = sorted(cur + [s.eps_label], key=_eps_value)
-                rob["eps"] = table
-                changes.append(f"added eps {s.eps_label} ({s.norm}, the training eps) to the sweep")
         else:
-            cur = list(eps) if eps is not None else (["2/255", "4/255", "8/255", "16/255"] if s.norm == "linf"
-                                                      else [0.25, 0.5, 1.0])
+            table = dict(eps) if isinstance(eps, dict) else ({norms[0]: eps} if eps is not None else {})
+            table = {n: list(table.get(n, DEFAULT_EPS[n])) for n in norms}  # every norm keeps or gets its list
+            cur = table[s.norm]
             if not any(abs(_eps_value(e) - s.eps) < 1e-12 for e in cur):
                 cur = sorted(cur + [s.eps_label], key=_eps_value)
-                changes.append(f"added eps {s.eps_label} (the training eps) to the sweep")
-            rob["eps"] = cur
+                changes.append(f"added eps {s.eps_label} ({s.norm}, the training eps) to the sweep")
+            table[s.norm] = cur
+            rob["eps"] = table if (isinstance(eps, dict) or len(norms) > 1) else cur
+        losses = list(rob.get("losses", ["ce", "targeted"]))
+        if "targeted" not in losses:  # training used cross-entropy: the audit also runs a loss it did not see
+            rob["losses"] = losses + ["targeted"]
+            changes.append("added the targeted-margin loss to PGD (training used cross-entropy only)")
+        ss = rob.get("step_size")
+        if ss is not None and ss != "auto" and not (isinstance(ss, str) and "eps" in ss):
+            changes.append(f"note: [robustness] step_size = {ss!r} is an absolute step, kept as written; with "
+                           "fewer steps than eps / step the audit's PGD cannot cross the ball")
         attacks = list(rob.get("attacks", ["fgsm", "pgd"]))
         if "pgd" not in attacks:
             attacks.append("pgd")
@@ -268,9 +286,23 @@ def _harden(opts: HardenOptions, folder: Any, log: Callable[[str], None]) -> tup
         raise DataError(f"{recipe.path}: [harden] val_fraction = {h['val_fraction']:g} leaves no training or no "
                         f"validation example of {len(train_data.y)}")
 
+    # the audits' recipe, built and validated now: a recipe that cannot be audited fails before any training
+    images = len(evaluation.x.shape) == 4 and model_cfg["input_bounds"] is not None
+    arecipe, changes = audit_recipe(recipe, s, images, h["audit_autoattack"])
+
     # ---- resume or start
-    fingerprint = {"method": s.method, "settings": _sha(s.to_json()), "model": loaded.sha256,
-                   "model_section": _sha(model_cfg), "training_data": train_data.meta["sha256"], "seed": seed}
+    import inspect
+
+    try:
+        class_file = inspect.getsourcefile(type(loaded.module))
+        class_sha = hashlib.sha256(Path(class_file).read_bytes()).hexdigest() if class_file else None
+    except (TypeError, OSError):
+        class_sha = None
+    # what the weights depend on; a checkpoint of any other run is refused (the evaluation data, gates and
+    # audit settings are not in it: they do not change training)
+    fingerprint = {"method": s.method, "settings": s.to_json(), "model": loaded.sha256, "model_class": class_sha,
+                   "model_section": _sha(model_cfg), "training_data": train_data.meta["sha256"], "seed": seed,
+                   "validation": _sha(train_data.index[mask].tolist()), "val_fraction": h["val_fraction"]}
     path = opts.out / ckpt.NAME
     resume_state = None
     if opts.resume:
@@ -284,10 +316,17 @@ def _harden(opts: HardenOptions, folder: Any, log: Callable[[str], None]) -> tup
             log(f"harden: --resume: no {ckpt.NAME} in {opts.out} yet; starting from the first epoch")
 
     net = loaded.module
+    trainable = [p.requires_grad for p in net.parameters()]  # what the factory left trainable (before wrapping)
+    if not any(trainable):
+        trainable = [True] * len(trainable)
     wrapped = WrappedModel(net, model_cfg["mean"], model_cfg["std"], model_cfg["input_bounds"],
                            model_cfg["num_classes"]).to(device)
-    for p in net.parameters():
+    params = [p for p, t in zip(net.parameters(), trainable) if t]
+    for p in params:
         p.requires_grad_(True)
+    if len(params) < len(trainable):
+        notes.append(f"{len(trainable) - len(params)} of {len(trainable)} parameter tensors were frozen by the model's "
+                     "factory (requires_grad False) and stayed frozen")
     bounds = wrapped.bounds
 
     def forward(x: torch.Tensor) -> torch.Tensor:
@@ -298,7 +337,7 @@ def _harden(opts: HardenOptions, folder: Any, log: Callable[[str], None]) -> tup
                      torch.from_numpy(train_data.y[m]).to(device), train_data.index[m])
 
     trainer = Trainer(net, forward, s, split(~mask), split(mask), device, bounds, fingerprint, path,
-                      progress=make_progress(opts.quiet), log=(lambda _: None) if opts.quiet else log)
+                      progress=make_progress(opts.quiet), log=(lambda _: None) if opts.quiet else log, params=params)
     outcome = trainer.run(resume_state)
     outcome.notes.extend(notes)
     if outcome.best_epoch == 0:
@@ -324,8 +363,6 @@ def _harden(opts: HardenOptions, folder: Any, log: Callable[[str], None]) -> tup
     os.replace(opts.out / ".history.json.partial", opts.out / "history.json")
 
     # ---- the before/after audits and their diff
-    images = len(evaluation.x.shape) == 4 and model_cfg["input_bounds"] is not None
-    arecipe, changes = audit_recipe(recipe, s, images, h["audit_autoattack"])
     from audit.runner import RunOptions, execute
 
     reports = {}

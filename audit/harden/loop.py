@@ -113,13 +113,15 @@ def collapsed(history: list[dict[str, Any]], best_epoch: int, best_robust: float
     Flammarion 2020): within an epoch or so, validation PGD accuracy collapses towards 0 while the training
     (FGSM) accuracy keeps rising, because the model became locally non-linear and FGSM's single step no
     longer finds its adversarial examples. The rule: the last epoch's validation PGD accuracy is more than
-    ``drop`` below the best so far while its training robust accuracy rose over the epoch before. Returns
-    the sentence the report and stderr show, or None."""
+    ``drop`` below the best so far, or below half of it (so that a model whose best is itself below ``drop``
+    is watched too; at least 0.05 below), while its training robust accuracy rose over the epoch before.
+    Returns the sentence the report and stderr show, or None."""
     if len(history) < 2:
         return None
     last, prev = history[-1], history[-2]
     robust = last["val_robust_accuracy"]
-    if prev["train_robust_accuracy"] is None or robust >= best_robust - drop:
+    fell = robust < best_robust - drop or (robust < 0.5 * best_robust and best_robust - robust >= 0.05)
+    if prev["train_robust_accuracy"] is None or not fell:
         return None
     if last["train_robust_accuracy"] <= prev["train_robust_accuracy"]:
         return None
@@ -134,13 +136,18 @@ class Trainer:
 
     def __init__(self, net: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor], s: Settings, train: Split,
                  val: Split, device: torch.device, bounds: tuple[float, float] | None, fingerprint: dict[str, Any],
-                 path: Any, progress: Callable[..., Any] | None = None, log: Callable[[str], None] = lambda _: None):
+                 path: Any, progress: Callable[..., Any] | None = None, log: Callable[[str], None] = lambda _: None,
+                 params: list[nn.Parameter] | None = None):
         self.net, self.forward, self.s, self.train, self.val = net, forward, s, train, val
         self.device, self.bounds, self.fingerprint, self.path = device, bounds, fingerprint, path
         self.progress, self.log = progress, log
         self.threat = Threat(s.norm, s.eps, s.steps, s.step, bounds)
-        self.val_threat = Threat(s.norm, s.eps, s.steps, 2.5 * s.eps / s.steps, bounds)
-        self.params = [p for p in net.parameters()]
+        # the validation attack picks the best epoch and, for fast, must see through a model that only fools
+        # FGSM (catastrophic overfitting): never fewer than 10 steps
+        val_steps = max(s.steps, 10)
+        self.val_threat = Threat(s.norm, s.eps, val_steps, 2.5 * s.eps / val_steps, bounds)
+        # the parameters trained (those the model's factory left trainable); the attack turns them off and on
+        self.params = list(params) if params is not None else [p for p in net.parameters()]
         self.opt = _make_optimizer(s, self.params)
         self.scaler = torch.amp.GradScaler("cuda") if s.amp == "fp16" else None
         self.steps_per_epoch = math.ceil(len(train.y) / s.batch_size)
@@ -221,6 +228,7 @@ class Trainer:
             best = (0, (robust, clean), _state_copy(self.net))
             self._save(0, 0, best, history, 0, None)
         for epoch in range(start + 1, s.epochs + 1):
+            self._best_epoch = best[0]
             if stopped:
                 break
             t0 = time.perf_counter()
@@ -273,6 +281,8 @@ class Trainer:
             if bar is not None:
                 bar.close()
             train_seconds = time.perf_counter() - t0
+            if not all(bool(torch.isfinite(p).all()) for p in self.params):
+                self._diverged(epoch, self.steps_per_epoch, "the weights became NaN or infinite", lr)
             if self.scaler is not None and skipped == self.steps_per_epoch:
                 self._diverged(epoch, self.steps_per_epoch, "every step overflowed in fp16", lr)
             clean, robust = self.evaluate()
@@ -305,4 +315,5 @@ class Trainer:
                  if self.s.amp == "fp16" else
                  f"a learning rate too high for this model (lr {lr:g} at this step; lower [harden] lr or --lr)")
         raise TrainingDiverged(f"training diverged at epoch {epoch}, step {step}: {what}; likely cause: {cause}. "
-                               f"The last good checkpoint ({self.path.name}, after epoch {epoch - 1}) is kept")
+                               f"The last checkpoint ({self.path.name}, after epoch {epoch - 1}) is kept, and in it "
+                               f"the best epoch's weights (epoch {self._best_epoch}, by validation score)")

@@ -65,7 +65,8 @@ SECTION = Section(
         Field("norm", "'linf' | 'l2'", "Norm of the training ball (fast: linf only).", default="linf",
               parse=p_str(("linf", "l2")), example='"linf"'),
         Field("steps", "integer >= 1", "PGD steps of the training attack (pgd, trades) and of the validation "
-              "attack that picks the best epoch.", default=10, parse=p_int(1, 1000), example="10"),
+              "attack that picks the best epoch (that one never fewer than 10, so that a fast-trained model that "
+              "only fools FGSM shows).", default=10, parse=p_int(1, 1000), example="10"),
         Field("step_size", "'auto', a number, or a fraction of eps such as \"eps / 4\"",
               "Step of the training attack. auto: 2.5 * eps / steps (Madry et al.) for pgd and trades; fast "
               "always steps 1.25 * eps.", default=None, parse=_p_step, example='"auto"'),
@@ -85,8 +86,8 @@ SECTION = Section(
         Field("weight_decay", "number >= 0", "L2 weight decay (decoupled for adamw).", default=5e-4,
               parse=p_float(0.0), example="5e-4"),
         Field("schedule", "'cosine' | 'step' | 'constant'",
-              "Learning-rate schedule over the steps after warm-up: cosine to 0; step: x0.1 at 50% and 75% of "
-              "the epochs; constant.", default="cosine", parse=p_str(("cosine", "step", "constant")),
+              "Learning-rate schedule over the optimiser steps after warm-up: cosine to 0; step: x0.1 at 50% "
+              "and 75% of them; constant.", default="cosine", parse=p_str(("cosine", "step", "constant")),
               example='"cosine"'),
         Field("warmup_epochs", "integer >= 0", "Linear warm-up from 0 to lr over this many epochs.", default=0,
               parse=p_int(0), example="1"),
