@@ -37,7 +37,6 @@ sys.path.insert(0, str(ROOT))
 from audit.engine.wrapper import WrappedModel  # noqa: E402
 from audit.harden.loop import Settings, Split, Trainer  # noqa: E402
 from audit.loading.data import sklearn_split  # noqa: E402
-from examples.digits.model import DigitsCNN  # noqa: E402
 from examples.digits.train import train as train_digits  # noqa: E402
 
 

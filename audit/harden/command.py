@@ -403,6 +403,15 @@ def final_report(after: dict[str, Any], before: dict[str, Any], diff: dict[str, 
         "notes": history["notes"] + ([history["stopped"]] if history["stopped"] else []),
         "curves": {},
     }
+    esc = {name: [c["message"] for c in rep.get("checks", []) if c["id"] == "attack_escalated"]
+           for name, rep in (("original", before), ("hardened", after))}
+    if bool(esc["original"]) != bool(esc["hardened"]):
+        which = "hardened" if esc["hardened"] else "original"
+        report["suites"]["harden"]["notes"].append(
+            f"The {which} model's audit escalated its attack (its PGD had not converged; see attack_escalated in "
+            f"{'after' if which == 'hardened' else 'before'}/report.json) and the other's did not: the two were "
+            f"measured with different PGD budgets, so the paired robust-accuracy changes are "
+            f"{'conservative (the hardened model faced the stronger attack)' if which == 'hardened' else 'optimistic'}.")
     best = next(r for r in history["history"] if r["epoch"] == history["best_epoch"])
     n_val = history["validation_examples"]
     report["metrics"] = [m for m in report["metrics"] if m["suite"] != "harden"] + [

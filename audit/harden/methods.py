@@ -60,8 +60,7 @@ class Threat:
 @dataclass
 class BatchOut:
     loss: torch.Tensor  # the mean loss to minimise
-    clean_correct: int  # of the batch, on the clean inputs (train mode forward where the method has one)
-    robust_correct: int  # on the perturbed inputs the update saw (adversarial or noisy)
+    robust_correct: int  # of the batch, on the perturbed inputs the update saw (adversarial or noisy)
 
 
 def _project(adv: torch.Tensor, x: torch.Tensor, t: Threat) -> torch.Tensor:
@@ -141,7 +140,7 @@ def batch_loss(method: str, net: nn.Module, forward: Forward, x: torch.Tensor, y
             loss = F.cross_entropy(logits.float(), y)
         with torch.no_grad():
             robust = int((logits.argmax(1) == y).sum())
-        return BatchOut(loss, -1, robust)
+        return BatchOut(loss, robust)
     if method == "trades":
         net.eval()
         param_grads(False)
@@ -158,7 +157,7 @@ def batch_loss(method: str, net: nn.Module, forward: Forward, x: torch.Tensor, y
                                  reduction="batchmean")
             loss = natural + beta * robust_kl
         with torch.no_grad():
-            return BatchOut(loss, int((logits.argmax(1) == y).sum()), int((logits_adv.argmax(1) == y).sum()))
+            return BatchOut(loss, int((logits_adv.argmax(1) == y).sum()))
     if method == "noise":
         g = normal(example_seeds(seed, index, "harden", "noise", epoch), int(np.prod(x.shape[1:])))
         noisy = x + sigma * torch.from_numpy(g.astype(np.float32)).to(x.device).view_as(x)
@@ -170,5 +169,5 @@ def batch_loss(method: str, net: nn.Module, forward: Forward, x: torch.Tensor, y
             logits = forward(noisy)
             loss = F.cross_entropy(logits.float(), y)
         with torch.no_grad():
-            return BatchOut(loss, -1, int((logits.argmax(1) == y).sum()))
+            return BatchOut(loss, int((logits.argmax(1) == y).sum()))
     raise ValueError(f"unknown method {method!r}")
