@@ -23,17 +23,9 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import ROOT, assert_failed_run, run_cli
+from tests.conftest import DIGITS_MODEL, ROOT, assert_failed_run, run_cli
 
-MODEL = f'''[model]
-factory = "{ROOT}/examples/digits/model.py:DigitsCNN"
-kwargs = {{ width = 16 }}
-num_classes = 10
-input_bounds = [0.0, 1.0]
-input_shape = [1, 8, 8]
-mean = [0.5]
-std = [0.5]
-'''
+MODEL = DIGITS_MODEL  # the digits CNN's [model] table (width 16, its default)
 
 DATA = '''
 [data]

@@ -4,7 +4,6 @@ atomically into the output folder."""
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from pathlib import Path
 from typing import Any
@@ -142,21 +141,12 @@ def write_diff(diff: dict[str, Any], out: Path) -> None:
     text = dumps(diff)
     saved = json.loads(text)  # renderers get exactly what diff.json holds
     texts = {"diff.html": render_diff_html(saved), "diff.md": render_diff_markdown(saved), "diff.json": text}
-    tag = secrets.token_hex(4)
+    from audit.report.outdir import move_staged, stage_texts
+
     staged: list[tuple[Path, Path]] = []
     try:
-        for name, body in texts.items():
-            tmp = out / f".{name}.{tag}.partial"
-            staged.append((tmp, out / name))
-            try:
-                tmp.write_text(body, encoding="utf-8")
-            except OSError as e:
-                raise AuditError(f"{out / name}: cannot write ({e.strerror or e})") from None
-        for tmp, final in staged:  # diff.json is last in ``texts``
-            try:
-                os.replace(tmp, final)
-            except OSError as e:
-                raise AuditError(f"{final}: cannot write ({e.strerror or e})") from None
+        staged = stage_texts(out, texts, secrets.token_hex(4))
+        move_staged(staged)  # diff.json is last in ``texts``
     finally:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)

@@ -257,16 +257,9 @@ class RunFolder:
                     table.save(tmp, meta={"run_id": self.run_id})
                 except OSError as e:
                     raise AuditError(f"{out / 'examples.npz'}: cannot write ({e.strerror or e})") from None
-            for name, body in texts.items():
-                tmp = out / f".{name}.{self.run_id}.partial"
-                staged.append((tmp, out / name))
-                write_text(tmp, body)
+            staged += stage_texts(out, texts, self.run_id)
             staged.sort(key=lambda tf: tf[1].name == "report.json")  # the verdict file last
-            for tmp, final in staged:
-                try:
-                    os.replace(tmp, final)
-                except OSError as e:
-                    raise AuditError(f"{final}: cannot write ({e.strerror or e})") from None
+            move_staged(staged)
         finally:
             for tmp, _ in staged:
                 tmp.unlink(missing_ok=True)
@@ -298,6 +291,31 @@ class RunFolder:
                     pass
         finally:
             self.close()
+
+
+def stage_texts(out: Path, texts: dict[str, str], tag: str) -> list[tuple[Path, Path]]:
+    """Each text written beside its final name (``.NAME.TAG.partial``); returns (staged, final) pairs for
+    :func:`move_staged`. A failure removes what it staged; after that, leftovers are the caller's."""
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for name, body in texts.items():
+            tmp = out / f".{name}.{tag}.partial"
+            staged.append((tmp, out / name))
+            write_text(tmp, body)
+    except BaseException:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        raise
+    return staged
+
+
+def move_staged(staged: list[tuple[Path, Path]]) -> None:
+    """Move staged files into place, in order (the verdict file last, by the caller's order)."""
+    for tmp, final in staged:
+        try:
+            os.replace(tmp, final)
+        except OSError as e:
+            raise AuditError(f"{final}: cannot write ({e.strerror or e})") from None
 
 
 def write_text(path: Path, text: str) -> None:
