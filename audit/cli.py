@@ -21,7 +21,8 @@ from audit.errors import AuditError, error_line
 EXIT_CODES_HELP = (
     "Exit codes: 0 all gates pass; 1 a gate failed; 2 usage or input error (bad recipe, missing file, "
     "unsafe or corrupt checkpoint refused, bad data, --out in use by another run); 3 internal error; 4 the "
-    "evaluation is invalid (a validity check failed); 130 interrupted (Ctrl-C); 143 terminated (SIGTERM). A run that fails leaves a "
+    "evaluation is invalid (a validity check failed); 5 training diverged (audit harden); 130 interrupted (Ctrl-C); "
+    "143 terminated (SIGTERM). A run that fails leaves a "
     "failure report in --out (passed: false) and moves the previous run's files to --out/previous-runs/."
 )
 
@@ -144,6 +145,8 @@ def main() -> None:
         audit run model.safetensors --recipe recipes/digits.toml --out out/
 
     Compare two audits (before/after a fine-tune): audit diff out/base out/new
+
+    Harden a model and audit what it cost: audit harden MODEL --recipe R --method pgd
     """
 
 
@@ -298,8 +301,8 @@ def repro(model: Path | None, recipe: Path | None, seeds: int | None, repeats: i
     sys.exit(code)
 
 
-@main.command(epilog=EXIT_CODES_HELP + " audit harden also exits 5 when training diverged (NaN or infinite loss or "
-              "gradient); the last good checkpoint stays in --out.")
+@main.command(epilog=EXIT_CODES_HELP + " Exit 5: training diverged (a NaN or infinite loss, gradient or weights); the "
+              "last checkpoint stays in --out.")
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--recipe", "-r", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Recipe TOML; its [harden] table sets the defaults (docs/recipe.md).")
