@@ -407,9 +407,10 @@ def diff(base: Path, new: Path, out: Path, fail_on_regression: bool, alpha: floa
         how = (f"paired on {result['n_paired']} examples" if result["paired"]
                else f"NOT paired ({result['unpaired_reason']})")
         click.echo(f"audit diff: {how}", err=True)
+        flips = (f"{len(result['flips'])} example(s) flipped" if result["paired"]
+                 else "per-example flips not computed (nothing is paired)")
         click.echo(f"  {c['regressed']} regressed, {c['improved']} improved, {c['changed']} changed, "
-                   f"{c['inconclusive']} inconclusive, {c['unchanged']} unchanged; {len(result['flips'])} "
-                   "example(s) flipped", err=True)
+                   f"{c['inconclusive']} inconclusive, {c['unchanged']} unchanged; {flips}", err=True)
         for key in result["gated_regressions"]:
             click.echo(f"  gated metric regressed: {key}", err=True)
         click.secho(f"audit diff: exit {code} -> {out / 'diff.html'}", fg="red" if code else "green", err=True)

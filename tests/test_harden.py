@@ -96,6 +96,13 @@ def test_pgd_hardening_raises_robust_accuracy_measured_by_a_stronger_attack(pgd_
     for r in hist["history"][1:]:
         assert r["loss"] > 0 and 0 <= r["train_robust_accuracy"] <= r["train_clean_accuracy"] + 0.2 and r["lr"] > 0
     assert "harden-curves" in (out / "report.html").read_text()
+    md = (out / "summary.md").read_text()
+    assert "**Hardening**: pgd at eps 0.1 (linf)" in md and "| linf | 0.1 |" in md and "Clean accuracy" in md
+    # DIR holds the hardened model's table under its own run id: diffing DIR against before/ pairs
+    from audit.diff import compare_reports
+
+    assert compare_reports(out / "before", out, bootstrap=50)["paired"] is True
+    assert report["recipe"]["sections"]["harden"]["method"] == "pgd"
 
 
 def test_checkpoint_loads_weights_only_and_the_model_with_the_factory(pgd_run):
@@ -125,9 +132,15 @@ def test_checkpoint_loads_weights_only_and_the_model_with_the_factory(pgd_run):
 def test_every_method_beats_the_original(method, extra, bar, digits_checkpoint, tmp_path):
     recipe = tmp_path / "recipe.toml"
     recipe.write_text(recipe_text(f'method = "{method}"\n' + extra))
-    res = run_cli("harden", digits_checkpoint, "--recipe", recipe, "--out", tmp_path / "out", "--quiet")
+    flags = ["--method", method] if method == "noise" else []  # the flag, not the recipe, says noise here
+    if flags:
+        recipe.write_text(recipe.read_text().replace('method = "noise"', 'method = "pgd"'))
+    res = run_cli("harden", digits_checkpoint, "--recipe", recipe, "--out", tmp_path / "out", "--quiet", *flags)
     assert res.exit_code == 0, res.stderr
     before, after = load(tmp_path / "out", "before"), load(tmp_path / "out", "after")
+    # every report records the method that ran (the flag's), not the recipe's
+    assert after["recipe"]["sections"]["harden"]["method"] == method
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["recipe"]["sections"]["harden"]["method"] == method
     if method == "noise":
         key = dict(noise="gaussian", level="0.3")
         gain = metric(after, "noise_accuracy", **key) - metric(before, "noise_accuracy", **key)

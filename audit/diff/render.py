@@ -60,8 +60,8 @@ def _f(v: Any) -> str:  # one number as the HTML report writes it
 def render_diff_markdown(diff: dict[str, Any]) -> str:
     """A short summary for a pull request: pairing, verdict counts, what moved, flips, gate changes."""
     c = diff["counts"]
-    lines = [f"## audit diff: {c.get('regressed', 0)} regressed, {c.get('improved', 0)} improved, "
-             f"{c.get('inconclusive', 0)} inconclusive, {c.get('unchanged', 0)} unchanged", ""]
+    lines = ["## audit diff: " + ", ".join(f"{c.get(v, 0)} {v.replace('_', ' ')}" for v in _ORDER if c.get(v, 0)
+                                           or v in ("regressed", "improved")), ""]
     lines.append(f"BASE `{diff['base']['path']}` (run {diff['base']['run_id']}) → NEW `{diff['new']['path']}` "
                  f"(run {diff['new']['run_id']})")
     lines.append("")
@@ -73,7 +73,9 @@ def render_diff_markdown(diff: dict[str, Any]) -> str:
         lines.append(f"**NOT PAIRED**: {diff['unpaired_reason']}. Metrics compared through the reports' intervals only.")
     if diff.get("gated_regressions"):
         lines += ["", f"**A gated metric regressed**: {', '.join(diff['gated_regressions'])}"]
-    rows = [m for m in moved(diff) if m["verdict"] != "not_compared"]
+    # every metric a gate reads first, whatever its verdict (a reviewer looks for those), then what moved
+    rows = [m for m in diff["metrics"] if m["gated"]]
+    rows += [m for m in moved(diff) if m["verdict"] != "not_compared" and not m["gated"]]
     lines += ["", "| metric | base | new | delta [interval] | p | verdict |", "|---|---:|---:|---:|---:|---|"]
     for m in rows[:FLIP_CAP]:
         ci = f" [{_f(m['ci_low'])}, {_f(m['ci_high'])}]" if m["ci_low"] is not None else ""

@@ -289,6 +289,11 @@ def _harden(opts: HardenOptions, folder: Any, log: Callable[[str], None]) -> tup
     # the audits' recipe, built and validated now: a recipe that cannot be audited fails before any training
     images = len(evaluation.x.shape) == 4 and model_cfg["input_bounds"] is not None
     arecipe, changes = audit_recipe(recipe, s, images, h["audit_autoattack"])
+    # the reports record what ran: the flags' values, not the recipe's (--method noise must not read as pgd)
+    arecipe.sections["harden"] = {**arecipe.sections["harden"], "method": s.method, "epochs": s.epochs, "lr": s.lr,
+                                  "eps": s.eps_label}
+    if s.method == "noise" and opts.eps is not None:
+        notes.append(f"--eps {opts.eps} is not used by method noise (its perturbation is sigma = {s.sigma:g})")
 
     # ---- resume or start
     import inspect
@@ -300,7 +305,7 @@ def _harden(opts: HardenOptions, folder: Any, log: Callable[[str], None]) -> tup
         class_sha = None
     # what the weights depend on; a checkpoint of any other run is refused (the evaluation data, gates and
     # audit settings are not in it: they do not change training)
-    fingerprint = {"method": s.method, "settings": s.to_json(), "model": loaded.sha256, "model_class": class_sha,
+    fingerprint = {"settings": s.to_json(), "model": loaded.sha256, "model_class": class_sha,
                    "model_section": _sha(model_cfg), "training_data": train_data.meta["sha256"], "seed": seed,
                    "validation": _sha(train_data.index[mask].tolist()), "val_fraction": h["val_fraction"]}
     path = opts.out / ckpt.NAME
@@ -350,6 +355,9 @@ def _harden(opts: HardenOptions, folder: Any, log: Callable[[str], None]) -> tup
     tmp = opts.out / ".model.safetensors.partial"
     save_file({k: v.contiguous() for k, v in outcome.best_state.items()}, str(tmp),
               metadata={"audit.harden": json.dumps({"method": s.method, "epoch": outcome.best_epoch})})
+    mask_bits = os.umask(0)
+    os.umask(mask_bits)
+    os.chmod(tmp, 0o666 & ~mask_bits)  # safetensors writes 0600; the other outputs follow the umask
     os.replace(tmp, opts.out / "model.safetensors")
     history = {"settings": s.to_json(), "best_epoch": outcome.best_epoch,
                "best_val_robust_accuracy": outcome.best_score[0], "best_val_clean_accuracy": outcome.best_score[1],
@@ -379,7 +387,11 @@ def _harden(opts: HardenOptions, folder: Any, log: Callable[[str], None]) -> tup
     write_diff(diff, opts.out)
 
     report = final_report(reports["after"], reports["before"], diff, history, changes, recipe, s)
-    report = folder.write(report, None)
+    # the hardened model's per-example table beside its report (under this run's id), so that
+    # `audit diff DIR/before DIR` pairs like `audit diff DIR/before DIR/after`
+    from audit.engine.table import ExampleTable
+
+    report = folder.write(report, ExampleTable.load(opts.out / "after" / "examples.npz"))
     return report, report["exit_code"]
 
 
@@ -397,7 +409,7 @@ def final_report(after: dict[str, Any], before: dict[str, Any], diff: dict[str, 
                    "validation_examples": history["validation_examples"], "training_data": history["training_data"]},
         "tables": {"history": history["history"], "best_epoch": history["best_epoch"], "stopped": history["stopped"],
                    "resumed_after_epoch": history["resumed_after_epoch"], "audit_changes": changes,
-                   "tradeoff": tradeoff, "noise_tradeoff": noise_rows(diff), "diff": {"paired": diff.get("paired"), "unpaired_reason": diff.get("unpaired_reason"),
+                   "tradeoff": tradeoff, "noise_tradeoff": noise_rows(diff), "clean": _clean_row(diff), "diff": {"paired": diff.get("paired"), "unpaired_reason": diff.get("unpaired_reason"),
                                                   "counts": diff.get("counts"), "flips": len(diff.get("flips", []))},
                    "before": {"verdict": before.get("verdict"), "exit_code": before.get("exit_code")}},
         "notes": history["notes"] + ([history["stopped"]] if history["stopped"] else []),
@@ -447,6 +459,14 @@ def tradeoff_rows(diff: dict[str, Any]) -> list[dict[str, Any]]:
                          "clean_before": clean["base"] if clean else None, "clean_after": clean["new"] if clean else None,
                          "clean_lost": -clean["delta"] if clean and clean["delta"] is not None else None})
     return rows
+
+
+def _clean_row(diff: dict[str, Any]) -> dict[str, Any] | None:
+    """Clean accuracy before and after, with the diff's test and verdict (the main cost of hardening)."""
+    for m in diff["metrics"]:
+        if m["suite"] == "performance" and m["name"] == "accuracy" and not m["params"]:
+            return {k: m.get(k) for k in ("base", "new", "delta", "ci_low", "ci_high", "p_value", "test", "verdict")}
+    return None
 
 
 def noise_rows(diff: dict[str, Any]) -> list[dict[str, Any]]:

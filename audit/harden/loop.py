@@ -290,8 +290,9 @@ class Trainer:
                             "train_robust_accuracy": robust_ok / seen, "val_clean_accuracy": clean,
                             "val_robust_accuracy": robust, "lr": lr, "seconds": time.perf_counter() - t0,
                             "train_seconds": train_seconds, "skipped_steps": skipped})
+            what = "noise" if s.method == "noise" else "robust"
             self.log(f"harden: epoch {epoch}/{s.epochs}: loss {loss_sum / seen:.4f}, train clean {clean_ok / seen:.3f}, "
-                     f"train robust {robust_ok / seen:.3f}, val clean {clean:.3f}, val robust {robust:.3f}, "
+                     f"train {what} {robust_ok / seen:.3f}, val clean {clean:.3f}, val {what} {robust:.3f}, "
                      f"{history[-1]['seconds']:.1f} s")
             if (robust, clean) > best[1]:
                 best, bad_epochs = (epoch, (robust, clean), _state_copy(self.net)), 0

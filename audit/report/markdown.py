@@ -102,7 +102,38 @@ def render_markdown(report: dict[str, Any]) -> str:
         for c in bad:
             lines.append(f"- {ICON[c['status']]} {md_code(c['id'])} ({c['status']}): {md_text(c.get('message', ''))}")
         lines.append("")
+    if "harden" in report["suites"]:
+        lines += _harden_lines(report["suites"]["harden"])
     for name, s in report["suites"].items():
         for note in s.get("notes", []):
             lines.append(f"- **{md_text(name)}**: {md_text(note)}")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _num(v: Any) -> str:
+    return "—" if v is None else f"{v:.4g}"
+
+
+def _harden_lines(h: dict[str, Any]) -> list[str]:
+    """`audit harden`: what ran, the best epoch, and the trade-off (gains against clean accuracy lost)."""
+    c, t = h["config"], h["tables"]
+    threat = f"sigma {c['sigma']:g}" if c["method"] == "noise" else f"eps {c['eps_label']} ({c['norm']})"
+    d = t["diff"]
+    out = [f"**Hardening**: {md_text(c['method'])} at {md_text(threat)}, best epoch {t['best_epoch']} of "
+           f"{len(t['history']) - 1}" + (f" ({md_text(t['stopped'])})" if t["stopped"] else "") + "; before/after "
+           + ("paired on the same examples" if d["paired"] else f"NOT paired ({md_text(d['unpaired_reason'])})")
+           + f", {d['flips']} per-example flip(s), see diff.md.", ""]
+    if t["tradeoff"]:
+        out += ["| norm | eps | robust accuracy before | after | gained [95% paired interval] | verdict | clean accuracy before → after |",
+                "|---|---|---|---|---|---|---|"]
+        for r in t["tradeoff"]:
+            ci = f" [{_num(r['ci_low'])}, {_num(r['ci_high'])}]" if r["ci_low"] is not None else ""
+            out.append(f"| {md_text(r['norm'])} | {md_text(r['eps'])} | {_num(r['before'])} | {_num(r['after'])} | "
+                       f"{_num(r['gain'])}{ci} | {md_text(r['verdict'])} | {_num(r['clean_before'])} → "
+                       f"{_num(r['clean_after'])} |")
+        out.append("")
+    clean = t.get("clean")
+    if clean:
+        out += [f"Clean accuracy {_num(clean['base'])} → {_num(clean['new'])} ({md_text(clean['verdict'])}, "
+                f"{md_text(clean['test'])}, p = {_num(clean['p_value'])}).", ""]
+    return out
