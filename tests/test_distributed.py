@@ -202,6 +202,27 @@ def test_two_ranks_equal_one_process_on_images_with_every_check(digits_checkpoin
     assert {"reference_attack_agrees", "large_eps_reaches_chance", "pgd_converged"} <= checks
 
 
+def test_an_escalated_attack_on_two_ranks_equals_one_process(digits_checkpoint, tmp_path):
+    """A PGD too weak for the model (2 small constant steps, no random start): the convergence check fails,
+    rank 0 decides to re-run with 4 x the steps and every rank re-runs (its own resume-cache units); the
+    2-rank report equals the single-process one, escalation included."""
+    recipe = tmp_path / "weak.toml"
+    recipe.write_text(DIGITS.replace("steps = 5\n", 'steps = 2\nstep_size = 0.01\nstep_schedule = "constant"\n'
+                                     'random_start = false\nlosses = ["ce"]\n')
+                      .split("[validity]")[0])
+    one, two = tmp_path / "one", tmp_path / "two"
+    r1 = audit("run", digits_checkpoint, "--recipe", recipe, "--out", one, "--quiet")
+    r2 = audit("run", digits_checkpoint, "--recipe", recipe, "--out", two, "--quiet", nproc=2)
+    # 8 steps of 0.01 still cannot cross the ball: the re-run's own checks fail it (exit 4; torchrun itself
+    # exits 1 for any rank's non-zero code, so compare the reports' codes)
+    assert r1.returncode == 4 and r2.returncode != 0, (r1.stderr, r2.stderr)
+    assert json.loads((two / "report.json").read_text())["exit_code"] == 4
+    checks = {c["id"]: c for c in json.loads((two / "report.json").read_text())["checks"]}
+    assert checks["attack_escalated"]["status"] == "warn", checks.get("attack_escalated")
+    assert "re-run with 8 steps and 2 restarts" in checks["attack_escalated"]["message"]
+    assert_same_audit(one, two)
+
+
 @pytest.mark.parametrize("mode", ["raise", "hang", "kill"])
 def test_a_failing_rank_stops_every_rank_with_one_line(credit_model, recipes, tmp_path, mode):
     """Rank 1's model raises, hangs or is SIGKILLed once the attacks start: every rank's stderr has one
