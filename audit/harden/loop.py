@@ -29,8 +29,8 @@ from torch import nn
 
 from audit.errors import TrainingDiverged
 from audit.harden import checkpoint as ckpt
-from audit.harden.methods import Threat, batch_loss, pgd_attack
-from audit.seeding import example_seeds, rng, stream_key
+from audit.harden.methods import Threat, batch_loss, gaussian_noise, pgd_attack
+from audit.seeding import rng, stream_key
 
 
 @dataclass(frozen=True)
@@ -177,12 +177,7 @@ class Trainer:
                 ok = self.forward(xb).argmax(1) == yb
             clean += int(ok.sum())
             if self.s.method == "noise":
-                from audit.attacks.rand import normal
-
-                g = normal(example_seeds(self.s.seed, ib, "harden", "val-noise"), int(np.prod(xb.shape[1:])))
-                noisy = xb + self.s.sigma * torch.from_numpy(g.astype(np.float32)).to(xb.device).view_as(xb)
-                if self.bounds is not None:
-                    noisy = noisy.clamp(*self.bounds)
+                noisy = gaussian_noise(xb, ib, self.s.sigma, self.bounds, self.s.seed, "val-noise")
                 with torch.no_grad():
                     robust += int((self.forward(noisy).argmax(1) == yb).sum())
             else:
@@ -228,7 +223,6 @@ class Trainer:
             best = (0, (robust, clean), _state_copy(self.net))
             self._save(0, 0, best, history, 0, None)
         for epoch in range(start + 1, s.epochs + 1):
-            self._best_epoch = best[0]
             if stopped:
                 break
             t0 = time.perf_counter()
@@ -252,7 +246,7 @@ class Trainer:
                                  s.sigma, self._autocast, self._param_grads)
                 loss = out.loss
                 if not torch.isfinite(loss):
-                    self._diverged(epoch, b + 1, f"the loss is {float(loss.detach())}", lr)
+                    self._diverged(epoch, b + 1, f"the loss is {float(loss.detach())}", lr, best[0])
                 self.opt.zero_grad(set_to_none=True)
                 if self.scaler is not None:
                     self.scaler.scale(loss).backward()
@@ -262,7 +256,7 @@ class Trainer:
                 norm = torch.nn.utils.clip_grad_norm_(self.params, s.clip_grad_norm or float("inf"))
                 if not torch.isfinite(norm):
                     if self.scaler is None:
-                        self._diverged(epoch, b + 1, f"the gradient norm is {float(norm)}", lr)
+                        self._diverged(epoch, b + 1, f"the gradient norm is {float(norm)}", lr, best[0])
                     skipped += 1  # GradScaler skips this step and lowers its scale (fp16 overflow)
                 if self.scaler is not None:
                     self.scaler.step(self.opt)
@@ -282,9 +276,9 @@ class Trainer:
                 bar.close()
             train_seconds = time.perf_counter() - t0
             if not all(bool(torch.isfinite(p).all()) for p in self.params):
-                self._diverged(epoch, self.steps_per_epoch, "the weights became NaN or infinite", lr)
+                self._diverged(epoch, self.steps_per_epoch, "the weights became NaN or infinite", lr, best[0])
             if self.scaler is not None and skipped == self.steps_per_epoch:
-                self._diverged(epoch, self.steps_per_epoch, "every step overflowed in fp16", lr)
+                self._diverged(epoch, self.steps_per_epoch, "every step overflowed in fp16", lr, best[0])
             clean, robust = self.evaluate()
             history.append({"epoch": epoch, "loss": loss_sum / seen, "train_clean_accuracy": clean_ok / seen,
                             "train_robust_accuracy": robust_ok / seen, "val_clean_accuracy": clean,
@@ -311,10 +305,10 @@ class Trainer:
         return Outcome(best_epoch=best[0], best_score=best[1], best_state=best[2], history=history, stopped=stopped,
                        resumed_from=int(resume["epoch"]) if resume is not None else None, epochs_run=epochs_run)
 
-    def _diverged(self, epoch: int, step: int, what: str, lr: float) -> None:
+    def _diverged(self, epoch: int, step: int, what: str, lr: float, best_epoch: int) -> None:
         cause = (f"fp16 overflow (set [harden] amp = \"bf16\" or \"off\") or a learning rate too high ({lr:g})"
                  if self.s.amp == "fp16" else
                  f"a learning rate too high for this model (lr {lr:g} at this step; lower [harden] lr or --lr)")
         raise TrainingDiverged(f"training diverged at epoch {epoch}, step {step}: {what}; likely cause: {cause}. "
                                f"The last checkpoint ({self.path.name}, after epoch {epoch - 1}) is kept, and in it "
-                               f"the best epoch's weights (epoch {self._best_epoch}, by validation score)")
+                               f"the best epoch's weights (epoch {best_epoch}, by validation score)")

@@ -90,6 +90,27 @@ def random_start(x: torch.Tensor, index: np.ndarray, t: Threat, seed: int, *name
     return _project(x + t.eps * torch.from_numpy(u).to(x.device, x.dtype), x, t)
 
 
+def gaussian_noise(x: torch.Tensor, index: np.ndarray, sigma: float, bounds: tuple[float, float] | None, seed: int,
+                   *names: object) -> torch.Tensor:
+    """x + sigma * N(0, I), a per-example counter-based draw, clipped to the bounds (as the audit's Gaussian
+    noise is)."""
+    g = normal(example_seeds(seed, index, "harden", *names), int(np.prod(x.shape[1:])))
+    noisy = x + sigma * torch.from_numpy(g.astype(np.float32)).to(x.device).view_as(x)
+    return noisy.clamp(bounds[0], bounds[1]) if bounds is not None else noisy
+
+
+def _ce_update(net: nn.Module, forward: Forward, inputs: torch.Tensor, y: torch.Tensor,
+               autocast: Callable[[], object], param_grads: Callable[[bool], None]) -> BatchOut:
+    """The update of pgd, fast and noise: cross-entropy on the perturbed batch, in train mode."""
+    net.train()
+    param_grads(True)
+    with autocast():
+        logits = forward(inputs)
+        loss = F.cross_entropy(logits.float(), y)
+    with torch.no_grad():
+        return BatchOut(loss, int((logits.argmax(1) == y).sum()))
+
+
 def pgd_attack(forward: Forward, x: torch.Tensor, y: torch.Tensor, index: np.ndarray, t: Threat, seed: int,
                *names: object) -> torch.Tensor:
     """PGD on the cross-entropy (maximised in log space, ``audit.attacks.losses.ce_log_space``: its
@@ -133,14 +154,7 @@ def batch_loss(method: str, net: nn.Module, forward: Forward, x: torch.Tensor, y
         else:  # one FGSM step of 1.25 eps from a uniform random start (Wong et al. 2020)
             fast = Threat(t.norm, t.eps, 1, 1.25 * t.eps, t.bounds)
             adv = pgd_attack(forward, x, y, index, fast, seed, "fast", epoch)
-        net.train()
-        param_grads(True)
-        with autocast():
-            logits = forward(adv)
-            loss = F.cross_entropy(logits.float(), y)
-        with torch.no_grad():
-            robust = int((logits.argmax(1) == y).sum())
-        return BatchOut(loss, robust)
+        return _ce_update(net, forward, adv, y, autocast, param_grads)
     if method == "trades":
         net.eval()
         param_grads(False)
@@ -159,15 +173,6 @@ def batch_loss(method: str, net: nn.Module, forward: Forward, x: torch.Tensor, y
         with torch.no_grad():
             return BatchOut(loss, int((logits_adv.argmax(1) == y).sum()))
     if method == "noise":
-        g = normal(example_seeds(seed, index, "harden", "noise", epoch), int(np.prod(x.shape[1:])))
-        noisy = x + sigma * torch.from_numpy(g.astype(np.float32)).to(x.device).view_as(x)
-        if t.bounds is not None:
-            noisy = noisy.clamp(t.bounds[0], t.bounds[1])
-        net.train()
-        param_grads(True)
-        with autocast():
-            logits = forward(noisy)
-            loss = F.cross_entropy(logits.float(), y)
-        with torch.no_grad():
-            return BatchOut(loss, int((logits.argmax(1) == y).sum()))
+        noisy = gaussian_noise(x, index, sigma, t.bounds, seed, "noise", epoch)
+        return _ce_update(net, forward, noisy, y, autocast, param_grads)
     raise ValueError(f"unknown method {method!r}")
