@@ -737,7 +737,9 @@ def _start_held_run(base: Path, d: Path, out: Path) -> tuple[subprocess.Popen, d
     while time.monotonic() - t < 60:
         try:
             holder = json.loads((out / ".audit.lock").read_text())
-            if holder["pid"] == proc.pid and (out / "report.json").is_file():
+            # the lock is taken before the earlier report is moved aside and the placeholder written:
+            # wait for the placeholder itself (its run id), not just for a report.json to exist
+            if holder["pid"] == proc.pid and json.loads((out / "report.json").read_text())["run_id"] == holder["run_id"]:
                 return proc, holder
         except (OSError, ValueError, KeyError):
             pass
