@@ -10,6 +10,7 @@ trained CNN is compared with a much stronger attack computed here (100 steps, 5 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -247,6 +248,44 @@ def test_scaled_logits_give_the_same_robust_accuracy(digits_net):
         got, cc2 = _worst(scaled, x, y, eps)
         assert np.array_equal(cc, cc2)
         np.testing.assert_allclose(got, base, atol=0.02, err_msg=f"scale {k}")
+
+
+def test_the_checks_reuse_of_the_sweep_is_exact(digits_net):
+    """What check_tasks reuses instead of re-running, computed both ways on the same examples: (a) at each
+    eps, the PGD sweep's outcome on the examples it attacked there (the survivors of the smaller eps) equals
+    a fresh, independent PGD run at that eps; (b) the nested stronger PGD (only on what the configured PGD
+    left standing at each eps, a break carried to every larger eps) equals, at each eps, the stronger PGD
+    run at that eps alone on those examples, plus the breaks carried from smaller eps."""
+    from audit.suites.robustness import stronger_pgd
+
+    x, y, _, _ = sklearn_split("digits", "test", 0.25, 0)
+    x, y = x[:60], y[:60]
+    idx = np.arange(len(y), dtype=np.int64)
+    model = WrappedModel(digits_net, [0.5], [0.5], BOX, 10)
+    with torch.no_grad():
+        cc = model(torch.from_numpy(x)).argmax(1).numpy() == y
+    eps = to_eps(["16/255", "0.15", "0.2"])
+    small = dict(steps=3, restarts=1, random_start=True, losses=("ce", "targeted"), targets=2)
+    sweep = S.pgd_sweep(model, AttackConfig("pgd", "linf", eps, **small), x, y, idx, cc, 64, CPU, BOX, seed=3)
+    reused = 0
+    for j, e in enumerate(eps):
+        fresh = S.pgd_sweep(model, AttackConfig("pgd", "linf", [e], **small), x, y, idx, cc, 64, CPU, BOX, seed=3)
+        attacked = cc & (sweep.eps_broken > eps[j - 1].value) if j else cc
+        np.testing.assert_array_equal((fresh.eps_broken > e.value)[attacked], (sweep.eps_broken > e.value)[attacked])
+        reused += int(attacked.sum())
+    assert reused > 1.5 * cc.sum()  # the premise: most of the independent runs are the sweep's own
+
+    strong = stronger_pgd(AttackConfig("pgd", "linf", eps, **small))
+    eligible = np.stack([sweep.eps_broken > e.value for e in eps], axis=1)
+    kw = dict(steps=4, restarts=1, stream="pgd-stronger")  # the structure, not the strength, is tested
+    nested = S.pgd_sweep(model, strong, x, y, idx, eligible[:, 0], 64, CPU, BOX, 3, eligible=eligible, **kw)
+    carried = np.zeros(len(y), dtype=bool)
+    for j, e in enumerate(eps):
+        alone = S.pgd_sweep(model, replace(strong, eps=[e]), x, y, idx, eligible[:, j], 64, CPU, BOX, 3, **kw)
+        got = eligible[:, j] & (nested.eps_broken <= e.value)
+        np.testing.assert_array_equal(got, eligible[:, j] & (carried | (alone.eps_broken <= e.value)))
+        carried |= got
+    assert eligible.sum() > 40  # survivors to attack at every eps
 
 
 ADV_TOLERANCE = 0.03  # the stated tolerance: default PGD vs the 100-step, 5-restart, two-loss reference

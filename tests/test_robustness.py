@@ -210,8 +210,8 @@ def test_check_decisions_on_synthetic_numbers():
     assert K.reference_attack_agrees(0.05, "linf eps 0.1", 0.5, 0.45, "APGD", 0.02, 100)[0] == "fail"
     assert K.eps_within_input_range(["linf eps 1.5"], (0.0, 1.0))[0] == "warn"
     assert K.eps_within_input_range([], (0.0, 1.0))[0] == "pass"
-    assert K.large_eps_reaches_chance([("linf", "0.5", 0.5, 0.12)], 0.1, 20, 100)[0] == "fail"
-    assert K.large_eps_reaches_chance([("linf", "0.5", 0.15, 0.12)], 0.1, 20, 100)[0] == "pass"
+    assert K.large_eps_reaches_chance([("linf", "0.5", 0.5, 0.12, 100)], 0.1, 20, 100)[0] == "fail"
+    assert K.large_eps_reaches_chance([("linf", "0.5", 0.15, 0.12, 30)], 0.1, 20, 100)[0] == "pass"
 
 
 # ------------------------------------------------------------------------------------- end to end (CLI)

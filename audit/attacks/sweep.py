@@ -101,10 +101,13 @@ def nested_sweep(attack_batch: Callable[[torch.Tensor, torch.Tensor, np.ndarray,
                  model: torch.nn.Module, x: np.ndarray, y: np.ndarray, index: np.ndarray, eps: list[Eps],
                  clean_correct: np.ndarray, batch_size: int, device: torch.device, norm: str,
                  bounds: tuple[float, float] | None, result: SweepResult, progress: Any = None,
-                 desc: str = "attack") -> SweepResult:
+                 desc: str = "attack", eligible: np.ndarray | None = None) -> SweepResult:
     """Fill ``result.eps_broken`` by attacking only the survivors at each epsilon (ascending).
 
-    ``attack_batch(xb, yb, rows, eps)`` returns adversarial inputs for table rows ``rows``.
+    ``attack_batch(xb, yb, rows, eps)`` returns adversarial inputs for table rows ``rows``. ``eligible``
+    (bool, ``(n, len(eps))`` in ascending eps order): attack a survivor at the j-th eps only where
+    ``eligible[:, j]`` (the checks' stronger PGD, which needs only the examples the configured attack left
+    standing at that eps); an example skipped there is not broken there.
     """
     t0 = time.perf_counter()
     eps = sorted(eps)
@@ -112,8 +115,8 @@ def nested_sweep(attack_batch: Callable[[torch.Tensor, torch.Tensor, np.ndarray,
     alive = np.asarray(clean_correct, dtype=bool).copy()
     total = int(alive.sum()) * len(eps)
     bar = progress(total=total, desc=desc) if progress else None
-    for e in eps:
-        idx = np.flatnonzero(alive)
+    for j, e in enumerate(eps):
+        idx = np.flatnonzero(alive if eligible is None else alive & eligible[:, j])
         n_broken = 0
         for start in range(0, len(idx), batch_size):
             b = idx[start:start + batch_size]
@@ -215,11 +218,11 @@ def pgd_attack_fn(model: torch.nn.Module, cfg: AttackConfig, seed: int, bounds: 
 def pgd_sweep(model: torch.nn.Module, cfg: AttackConfig, x: np.ndarray, y: np.ndarray, index: np.ndarray,
               clean_correct: np.ndarray, batch_size: int, device: torch.device, bounds: tuple[float, float] | None,
               seed: int, progress: Any = None, steps: int | None = None, stream: str = "pgd",
-              restarts: int | None = None) -> SweepResult:
+              restarts: int | None = None, eligible: np.ndarray | None = None) -> SweepResult:
     res = SweepResult("pgd", cfg.norm, sorted(cfg.eps), np.empty(0))
     fn = pgd_attack_fn(model, cfg, seed, bounds, res.counter, index, steps, stream, restarts=restarts)
     return nested_sweep(fn, model, x, y, index, cfg.eps, clean_correct, batch_size, device, cfg.norm, bounds, res,
-                        progress, f"pgd-{cfg.norm}")
+                        progress, f"pgd-{cfg.norm}", eligible)
 
 
 def autoattack_sweep(model: torch.nn.Module, cfg: AttackConfig, x: np.ndarray, y: np.ndarray, index: np.ndarray,

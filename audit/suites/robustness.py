@@ -459,10 +459,22 @@ def _finite(v: float) -> float | None:
 
 
 def check_tasks(table: Any, plan: _Plan) -> list[tuple[np.ndarray, dict[str, Any]]]:
-    """The checks' work, as tasks that ranks share, on the checks' examples (the first check_examples
-    clean-correct ones, in data order): the gradients; per eps, the independent PGD and the stronger PGD
-    on its survivors; FGSM's sweep; per eps and chunk of 128 survivors, the reference attack; the
-    large-eps PGD."""
+    """The checks' new gradient work, as tasks that ranks share, on the checks' examples (the first
+    check_examples clean-correct ones, in data order). Only what the sweep did not already measure:
+
+    - the gradients at the clean input;
+    - the independent (non-nested) PGD at each eps, only on the examples that the PGD sweep broke at a
+      smaller eps. On every other checked example the sweep's own attack at that eps IS the independent
+      run: the sweep gives each survivor exactly the attack a fresh run at that eps gives it (same seeded
+      random starts, keyed by global index, eps, restart and loss; same steps), so re-running it would
+      repeat the same computation;
+    - the stronger PGD (pgd_converged), only on what the configured PGD left standing at each eps, nested:
+      an example it breaks at one eps counts as broken at every larger eps without another attack (the
+      adversarial input it found lies inside every larger ball); in fixed chunks of the checked examples;
+    - FGSM's independent sweep (one gradient per example);
+    - per eps and chunk of 128 survivors, the reference attack;
+    - the large-eps PGD, only on the examples that no configured attack broke at an eps up to large_eps
+      (an adversarial input within a smaller ball lies inside the large one)."""
     from audit.engine.shard import chunks
 
     cc = table["pred"] == table["label"]
@@ -474,27 +486,41 @@ def check_tasks(table: Any, plan: _Plan) -> list[tuple[np.ndarray, dict[str, Any
     m = len(sub)
     if m == 0:
         return []
-    # Each task runs on the whole set of checked examples (in batches of the attack batch size) exactly as
-    # one process would, so its columns are the same for any number of ranks; the reference attack runs on
-    # chunks of 128 of the examples each eps left standing, as AutoAttack's chunks are seeded.
+    # Each task runs on a fixed set of rows (in batches of the attack batch size) exactly as one process
+    # would, so its columns are the same for any number of ranks; the reference attack runs on chunks of 128
+    # of the examples each eps left standing, as AutoAttack's chunks are seeded.
     # Costs: estimated backward rows (upper bounds where early stopping cuts them short), so that ranks get
     # even shares (``audit.engine.shard.owners``); who runs a task never changes its result.
     out: list[tuple[np.ndarray, dict[str, Any]]] = [(sub, {"do": "gradients", "cost": 4.0 * m})]
     for norm in _worst_norms(plan):
+        eps = plan["eps"][norm]
         worst = table[f"robust:worst:{norm}:eps_broken"]
-        for j, e in enumerate(plan["eps"][norm]):
-            alive = float(np.sum(worst[sub] > e.value))
-            out.append((sub, {"do": "pgd", "norm": norm, "eps": j,
-                              "cost": steps * restarts * runs * m + 2 * steps * (restarts + 1) * runs_all * alive}))
+        pgd = table[f"robust:pgd:{norm}:eps_broken"] if f"robust:pgd:{norm}:eps_broken" in table else None
+        if pgd is not None:
+            for j in range(1, len(eps)):
+                rows = sub[pgd[sub] <= eps[j - 1].value]  # broken earlier: the sweep did not attack them here
+                if len(rows):  # most break in a step or two: early stop
+                    out.append((rows, {"do": "pgd_rerun", "norm": norm, "eps": j,
+                                       "cost": 0.25 * steps * restarts * runs * len(rows)}))
+            for rows in chunks(sub[pgd[sub] > eps[0].value], STRONGER_CHUNK):
+                left = sum(float(np.sum(pgd[rows] > e.value)) for e in eps)
+                out.append((rows, {"do": "stronger", "norm": norm,
+                                   "cost": 2.0 * steps * (restarts + 1) * runs_all * left}))
         if norm == "linf":
             out.append((sub, {"do": "fgsm", "norm": norm, "cost": 2.0 * m}))
         if bounded:
-            for j, e in enumerate(plan["eps"][norm]):
+            for j, e in enumerate(eps):
                 for chunk in chunks(sub[worst[sub] > e.value], REFERENCE_CHUNK):
                     out.append((chunk, {"do": "reference", "norm": norm, "eps": j, "cost": 20.0 * 4 * len(chunk)}))
-        if plan["_large_eps"].get(norm) is not None:
-            out.append((sub, {"do": "large_eps", "norm": norm, "cost": max(steps, 20) * runs * 0.5 * m}))
+        large = plan["_large_eps"].get(norm)
+        if large is not None:
+            rows = sub[worst[sub] > large.value]
+            if len(rows):
+                out.append((rows, {"do": "large_eps", "norm": norm, "cost": max(steps, 20) * runs * 0.5 * len(rows)}))
     return out
+
+
+STRONGER_CHUNK = 128  # checked examples per stronger-PGD task (a fixed split: the same for any number of ranks)
 
 
 def _attack_losses(configs: list[AttackConfig]) -> dict[str, list[str]]:
@@ -557,18 +583,22 @@ def fill_checks(fc: FillContext, plan: _Plan, positions: np.ndarray, rows: Any, 
             cols[f"check:grad:{loss}:zero"] = v["zero"]
             cols[f"check:grad:{loss}:nonfinite"] = v["nonfinite"]
             cols[f"check:grad:{loss}:l1"] = v["l1"]
-    elif do == "pgd":  # an independent (non-nested) run: the raw curve that nesting would hide
+    elif do == "pgd_rerun":  # the independent run at one eps, on the examples the sweep broke at a smaller one
         e = cfg["eps"][norm][task["eps"]]
-        one = pgd_config(cfg, norm, [e])
-        r1 = S.pgd_sweep(fc.model, one, xs, ys, ids, ones, bs, fc.device, bounds, seed)
-        alive = r1.eps_broken > e.value
+        r1 = S.pgd_sweep(fc.model, pgd_config(cfg, norm, [e]), xs, ys, ids, ones, bs, fc.device, bounds, seed)
+        cols[f"check:pgd_rerun:{norm}:{e.label}"] = r1.eps_broken > e.value
+    elif do == "stronger":
         # the stronger PGD: twice the steps at each stride, one restart more, from fresh random starts, with
-        # every loss (those the recipe left out too), on what the configured one left standing. On robust
-        # models fresh restarts move more than extra steps do (BENCHMARKS.md), so both are added.
-        r2 = S.pgd_sweep(fc.model, stronger_pgd(one), xs, ys, ids, alive, bs, fc.device, bounds, seed,
-                         steps=2 * cfg["steps"], restarts=cfg["restarts"] + 1, stream="pgd-stronger")
-        cols[f"check:pgd_independent:{norm}:{e.label}"] = alive
-        cols[f"check:pgd_stronger:{norm}:{e.label}"] = alive & (r2.eps_broken > e.value)
+        # every loss (those the recipe left out too), at each eps on what the configured PGD left standing
+        # there. On robust models fresh restarts move more than extra steps do (BENCHMARKS.md), so both are
+        # added. Nested (see check_tasks): the column is the smallest eps at which it broke the example.
+        eps = sorted(cfg["eps"][norm])
+        pgd = rows[f"robust:pgd:{norm}:eps_broken"]
+        eligible = np.stack([pgd > e.value for e in eps], axis=1)
+        r2 = S.pgd_sweep(fc.model, stronger_pgd(pgd_config(cfg, norm, eps)), xs, ys, ids, eligible[:, 0], bs,
+                         fc.device, bounds, seed, steps=2 * cfg["steps"], restarts=cfg["restarts"] + 1,
+                         stream="pgd-stronger", eligible=eligible)
+        cols[f"check:pgd_stronger:{norm}"] = r2.eps_broken
     elif do == "fgsm":
         f = S.fgsm_sweep(fc.model, AttackConfig("fgsm", norm, cfg["eps"][norm]), xs, ys, ids, ones, bs, fc.device,
                          bounds)
@@ -932,24 +962,15 @@ def _checks(c: _Sum, sweeps: list[dict[str, Any]], worst: dict[str, np.ndarray])
     norms = _worst_norms(cfg)
     mono: dict[str, tuple[list[str], list[float]]] = {}
     conv, fg, rnd, ref = [], [], [], []
+    no_pgd: list[str] = []
     for norm in norms:
         eps = cfg["eps"][norm]
         labels = [e.label for e in eps]
-        indep = [float(np.mean(t[f"check:pgd_independent:{norm}:{lab}"][sub])) for lab in labels]
-        strong = [float(np.mean(t[f"check:pgd_stronger:{norm}:{lab}"][sub])) for lab in labels]
-        details[f"pgd_independent_{norm}"] = {"eps": labels, "steps": cfg["steps"], "accuracy": indep,
-                                              "accuracy_stronger_pgd": strong, "n": n}
-        mono[norm] = (labels, indep)
-        diffs = [a - b for a, b in zip(indep, strong)]
-        j = int(np.argmax(diffs))
-        conv.append((diffs[j], f"{norm} eps {labels[j]}" if diffs[j] > 0 else f"{norm}, every eps", indep[j],
-                     strong[j]))
-        if norm == "linf":
-            f_acc = R.robust_accuracy(t["check:fgsm_independent:linf"][sub], [e.value for e in eps])
-            gaps = [p - q for p, q in zip(indep, f_acc)]
-            j = int(np.argmax(gaps))
-            fg.append((float(gaps[j]), labels[j], indep[j], float(f_acc[j])))
-            details["fgsm_independent_linf"] = {"eps": labels, "accuracy": [float(v) for v in f_acc]}
+        pgd_col = f"robust:pgd:{norm}:eps_broken"
+        if pgd_col not in t:  # no PGD ran for this norm: the PGD checks have nothing to examine
+            no_pgd.append(norm)
+        else:
+            _pgd_checks(c, norm, sub, details, mono, conv, fg)
         rb = t[f"check:random_ball:{norm}"]
         r_acc = (rb & c.cc[:, None]).mean(axis=0)
         a_acc = R.robust_accuracy(worst[norm], [e.value for e in eps])
@@ -972,6 +993,15 @@ def _checks(c: _Sum, sweeps: list[dict[str, Any]], worst: dict[str, np.ndarray])
             ref.append((share[j], f"{norm} eps {labels[j]}" if share[j] > 0 else f"{norm}, every eps", before[j],
                         after[j], desc))
 
+    if no_pgd:  # say so rather than check a PGD that nobody reported
+        why = (f"Not measured for {', '.join(no_pgd)}: no PGD ran there (attacks = {cfg['attacks']}), and this "
+               "check examines the PGD sweep. Add 'pgd' to attacks to have it checked"
+               + ("; reference_attack_agrees still compares the configured attacks with a stronger one." if c.bounds
+                  is not None else "."))
+        for cid in ("accuracy_non_increasing_in_eps", "pgd_converged") + (
+                ("pgd_stronger_than_fgsm",) if "linf" in no_pgd else ()):
+            if not (cid == "pgd_stronger_than_fgsm" and fg) and not (cid != "pgd_stronger_than_fgsm" and mono):
+                res.check(cid, "warn", why)
     if mono:
         rise = max(R.non_increasing_violation(acc) for _, acc in mono.values())
         record("accuracy_non_increasing_in_eps", K.accuracy_non_increasing(mono, rise, cfg["monotone_tolerance"], n))
@@ -994,6 +1024,46 @@ def _checks(c: _Sum, sweeps: list[dict[str, Any]], worst: dict[str, np.ndarray])
                   "input_bounds. Nothing stronger than the configured attacks was compared; treat robust accuracy as "
                   "an upper bound.")
     c.res.tables["checks_detail"] = details
+
+
+def _pgd_checks(c: _Sum, norm: str, sub: np.ndarray, details: dict[str, Any], mono: dict[str, Any],
+                conv: list[Any], fg: list[Any]) -> None:
+    """The inputs of accuracy_non_increasing_in_eps, pgd_converged and pgd_stronger_than_fgsm for one norm
+    whose PGD sweep ran."""
+    cfg, t, n = c.cfg, c.table, len(sub)
+    eps = cfg["eps"][norm]
+    labels = [e.label for e in eps]
+    pgd = t[f"robust:pgd:{norm}:eps_broken"][sub]
+    # The independent run at eps j: the sweep's own attack there where it attacked (it survived every
+    # smaller eps; see check_tasks for why that is the same run), a fresh run where it had broken earlier.
+    indep, strong = [], []
+    rerun = 0
+    for j, e in enumerate(eps):
+        alive = pgd > e.value
+        if j and f"check:pgd_rerun:{norm}:{e.label}" in t:
+            earlier = pgd <= eps[j - 1].value
+            alive = np.where(earlier, t[f"check:pgd_rerun:{norm}:{e.label}"][sub], alive)
+            rerun += int(earlier.sum())
+        indep.append(float(np.mean(alive)))
+        # the stronger PGD's breaks among what the configured PGD sweep left standing at e (nested)
+        left = pgd > e.value
+        sb = t[f"check:pgd_stronger:{norm}"][sub] if f"check:pgd_stronger:{norm}" in t else np.full(n, np.inf)
+        strong.append(float(np.mean(left & ~(sb <= e.value))))
+    reported = [float(np.mean(pgd > e.value)) for e in eps]
+    details[f"pgd_independent_{norm}"] = {"eps": labels, "steps": cfg["steps"], "accuracy": indep,
+                                          "reported_pgd": reported, "accuracy_stronger_pgd": strong, "n": n,
+                                          "fresh_runs": rerun}
+    mono[norm] = (labels, indep)
+    diffs = [a - b for a, b in zip(reported, strong)]
+    j = int(np.argmax(diffs))
+    conv.append((diffs[j], f"{norm} eps {labels[j]}" if diffs[j] > 0 else f"{norm}, every eps", reported[j],
+                 strong[j]))
+    if norm == "linf":
+        f_acc = R.robust_accuracy(t["check:fgsm_independent:linf"][sub], [e.value for e in eps])
+        gaps = [p - q for p, q in zip(indep, f_acc)]
+        j = int(np.argmax(gaps))
+        fg.append((float(gaps[j]), labels[j], indep[j], float(f_acc[j])))
+        details["fgsm_independent_linf"] = {"eps": labels, "accuracy": [float(v) for v in f_acc]}
 
 
 def _eps_too_large(c: _Sum) -> list[str]:
@@ -1020,11 +1090,18 @@ def _large_eps(c: _Sum, sub: np.ndarray, details: dict[str, Any], record: Any) -
                       f"Skipped for {norm}: no input_bounds and no [robustness] large_eps, so no epsilon is known to be "
                       "large enough. Set large_eps to one at which any input can be moved onto any other.")
             continue
-        if f"check:large_eps:{norm}" not in t:
+        if f"robust:worst:{norm}:eps_broken" not in t:
             continue
-        acc = float(np.mean(t[f"check:large_eps:{norm}"][sub]))
-        details[f"large_eps_{norm}"] = {"eps": e.label, "steps": steps, "accuracy": acc, "chance": chance}
-        results.append((norm, e.label, acc, chance))
+        # broken within the large ball: by a configured attack at an eps up to large_eps (its adversarial
+        # input lies inside the large ball), else by the large-eps PGD that ran on the rest
+        left = t[f"robust:worst:{norm}:eps_broken"][sub] > e.value
+        attacked = int(left.sum())
+        if attacked:
+            left &= t[f"check:large_eps:{norm}"][sub]
+        acc = float(np.mean(left))
+        details[f"large_eps_{norm}"] = {"eps": e.label, "steps": steps, "accuracy": acc, "chance": chance,
+                                        "attacked_at_large_eps": attacked}
+        results.append((norm, e.label, acc, chance, attacked))
     if results:
         record("large_eps_reaches_chance", K.large_eps_reaches_chance(results, cfg["chance_margin"], steps, len(sub)))
 

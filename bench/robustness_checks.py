@@ -1,0 +1,214 @@
+"""What the robustness suite's validity checks cost, against a hand-written loop of the same attacks.
+
+    python bench/robustness_checks.py                  # bundled digits CNN, recipes/digits.toml, CPU
+    python bench/robustness_checks.py --model resnet --device cuda --n 1024   # CIFAR-size ResNet, random data
+
+The suite (``audit run --suite robustness``, in this process, checks included) against a hand loop of the
+same attacks with the same settings and no checks: at every eps a fresh run (no nesting), FGSM from a
+gradient at the clean input, then PGD with every restart running every loss in turn (the targeted loss
+once per target class) on the examples still unbroken at that eps, each run all its steps (no early
+stop), the per-example worst case. Both on the clean-correct examples.
+
+Counted by a global forward hook on the network (every forward row, and every row a backward pass goes
+through), so every part of the suite is counted: the sweeps, the checks' attacks (the reference attack's
+torchattacks calls included), the gradient statistics, noise and the random-ball baseline. CPU time is
+the process's (all threads), per phase. The suite's checks are split by task (``fill_checks``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from audit.attacks.adapters import FGSMAttack, PGDAttack  # noqa: E402
+from audit.attacks.config import AttackConfig, to_eps  # noqa: E402
+from audit.attacks.losses import top_targets  # noqa: E402
+
+
+class Rows:
+    """Forward and backward rows through every module of class ``cls`` (a global hook)."""
+
+    def __init__(self, cls: type) -> None:
+        self.cls = cls
+        self.fwd = 0
+        self.bwd = 0
+        self.handle = torch.nn.modules.module.register_module_forward_hook(self._hook)
+
+    def _hook(self, module: nn.Module, inputs: tuple, out: torch.Tensor) -> None:
+        # by name: the suite loads its own copy of the class (from the recipe's factory file)
+        if type(module).__name__ != self.cls.__name__ or not isinstance(out, torch.Tensor):
+            return
+        n = len(out)
+        self.fwd += n
+        if out.requires_grad:
+            out.register_hook(lambda g: self._b(n))
+
+    def _b(self, n: int) -> None:
+        self.bwd += n
+
+    def snap(self) -> tuple[int, int, float]:
+        return self.fwd, self.bwd, time.process_time()
+
+
+def hand_loop(model: nn.Module, x: np.ndarray, y: np.ndarray, eps: list[str], steps: int, restarts: int,
+              losses: tuple[str, ...], targets: int, bs: int, bounds: tuple[float, float]) -> dict[str, list[float]]:
+    """The same attacks, written plainly: a fresh run per eps, no early stop, no checks."""
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    with torch.no_grad():
+        pred = torch.cat([model(xt[i:i + bs]).argmax(1) for i in range(0, len(xt), bs)])
+    cc = (pred == yt).numpy()
+    xc, yc = xt[cc], yt[cc]
+    n = len(y)
+    cfg = AttackConfig("pgd", "linf", to_eps(eps), steps=steps, restarts=restarts,
+                       random_start=True, losses=losses, targets=targets)
+    g = torch.Generator().manual_seed(0)
+    out: dict[str, list[float]] = {"fgsm": [], "pgd": []}
+    fgsm = FGSMAttack(model, bounds=bounds)
+    for e in cfg.eps:
+        for name in ("fgsm", "pgd"):
+            broken = torch.zeros(len(xc), dtype=torch.bool)
+            for s in range(0, len(xc), bs):
+                xb, yb = xc[s:s + bs], yc[s:s + bs]
+                if name == "fgsm":
+                    adv = fgsm.at(xb, fgsm.grad_sign(xb, yb), e.value)
+                    with torch.no_grad():
+                        broken[s:s + bs] = model(adv).argmax(1) != yb
+                    continue
+                with torch.no_grad():
+                    tg = top_targets(model(xb), yb, targets)
+                for _ in range(restarts):
+                    for loss in losses:
+                        for j in (range(tg.shape[1]) if loss == "targeted" else [None]):
+                            sel = (~broken[s:s + bs]).nonzero().squeeze(1)
+                            if len(sel) == 0:
+                                continue
+                            atk = PGDAttack(model, eps=e.value, alpha=cfg.alphas(e.value), steps=steps, norm="linf",
+                                            bounds=bounds, early_stop=False, loss=loss)
+                            start = 2 * torch.rand(xb[sel].shape, generator=g) - 1
+                            adv, found = atk(xb[sel], yb[sel], start, target=None if j is None else tg[sel, j])
+                            with torch.no_grad():
+                                wrong = model(adv).argmax(1) != yb[sel]
+                            broken[s + sel[wrong | found]] = True
+            out[name].append(float((~broken).sum()) / n)
+    return out
+
+
+def digits():
+    sys.path.insert(0, str(ROOT / "examples" / "digits"))
+    from model import DigitsCNN
+
+    from audit.engine.wrapper import WrappedModel
+    from audit.loading.data import sklearn_split
+    from safetensors.torch import load_file
+
+    weights = ROOT / "examples" / "digits" / "model.safetensors"
+    if not weights.is_file():  # what `make demo` trains (examples/digits/train.py, its defaults)
+        from safetensors.torch import save_file
+        from train import train
+
+        save_file({k: v.contiguous() for k, v in train().state_dict().items()}, str(weights))
+    net = DigitsCNN(width=16)
+    net.load_state_dict(load_file(str(weights)))
+    net.eval()
+    x, y, _, _ = sklearn_split("digits", "test", 0.25, 0)
+    return (WrappedModel(net, [0.5], [0.5], (0.0, 1.0), 10), DigitsCNN, x, y, weights,
+            (ROOT / "recipes" / "digits.toml").read_text())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--noise", action="store_true", help="keep the recipe's noise levels (default: off, "
+                    "so that both sides do the same attacks and nothing else)")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    import tomllib
+
+    from click.testing import CliRunner
+
+    import audit.suites.robustness as R
+    from audit.cli import main as cli
+
+    model, cls, x, y, weights, recipe = digits()
+    rc = tomllib.loads(recipe)["robustness"]
+    eps, steps, restarts = [str(e) for e in rc["eps"]], rc.get("steps", 10), rc.get("restarts", 1)
+    losses, targets = tuple(rc.get("losses", ("ce", "targeted"))), rc.get("targets", 3)
+    rows = Rows(cls)
+
+    # --- the suite, checks included, with the rows and CPU time of every check task
+    per_task: dict[str, list[float]] = defaultdict(lambda: [0, 0, 0.0])
+    fill_checks = R.SUITE.fill_checks
+
+    def counted(fc, plan, positions, rws, task):
+        f0, b0, t0 = rows.snap()
+        try:
+            return fill_checks(fc, plan, positions, rws, task)
+        finally:
+            f1, b1, t1 = rows.snap()
+            acc = per_task[task["do"]]
+            acc[0] += f1 - f0
+            acc[1] += b1 - b0
+            acc[2] += t1 - t0
+
+    object.__setattr__(R.SUITE, "fill_checks", counted)
+    with tempfile.TemporaryDirectory() as d:
+        text = recipe.replace("../examples/", str(ROOT / "examples") + "/")
+        # the gates are not what is measured (and the noise gate needs noise)
+        text = "\n\n".join(b for b in text.split("\n\n") if not b.lstrip().startswith("[[gates]]"))
+        if not args.noise:
+            text = text.replace("noise = { gaussian", "noise = {}\n# noise = { gaussian")
+        (Path(d) / "r.toml").write_text(text)
+        f0, b0, t0 = rows.snap()
+        res = CliRunner().invoke(cli, ["run", str(weights), "--recipe", str(Path(d) / "r.toml"), "--suite",
+                                       "robustness", "--out", str(Path(d) / "o"), "--quiet"], catch_exceptions=False)
+        f1, b1, t1 = rows.snap()
+        report = json.loads((Path(d) / "o" / "report.json").read_text())
+    assert res.exit_code in (0, 1), res.output
+    suite_rows, suite_cpu = (f1 - f0, b1 - b0), t1 - t0
+    rob = report["suites"]["robustness"]
+    sweeps = rob["config"]["work"]
+    sweep_b = sum(s.get("backward_rows", 0) for s in sweeps)
+    checks = {c["id"]: c["status"] for c in report["checks"] if c["suite"] == "robustness"}
+    ra = {m["params"]["eps"]: m["value"] for m in report["metrics"]
+          if m["name"] == "robust_accuracy" and set(m["params"]) == {"eps", "norm"}}
+
+    # --- the hand loop
+    f0, b0, t0 = rows.snap()
+    hand = hand_loop(model, x, y, eps, steps, restarts, losses, targets, 256, (0.0, 1.0))
+    f1, b1, t1 = rows.snap()
+    hand_rows, hand_cpu = (f1 - f0, b1 - b0), t1 - t0
+
+    print(f"# robustness suite (checks included) vs a hand loop of the same attacks, no checks")
+    print(f"# machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; digits CNN, recipes/digits.toml ({len(y)} examples, eps {eps}, "
+          f"{steps} steps x {restarts} restart(s), losses {list(losses)}, {targets} targets; noise "
+          f"{'on' if args.noise else 'off'})")
+    print(f"checks: {checks}")
+    print(f"robust accuracy (worst case)  suite: " + " ".join(f"{ra.get(e, float('nan')):.3f}" for e in eps))
+    worst = [min(a, b) for a, b in zip(hand["fgsm"], hand["pgd"])]
+    print(f"robust accuracy (worst case)  hand:  " + " ".join(f"{a:.3f}" for a in worst))
+    print(f"\n{'part':34s} {'forward rows':>13s} {'backward rows':>14s} {'CPU s':>8s}")
+    print(f"{'suite, whole run':34s} {suite_rows[0]:>13,} {suite_rows[1]:>14,} {suite_cpu:8.2f}")
+    print(f"{'  of which the sweeps (report)':34s} {'':>13s} {sweep_b:>14,}")
+    for k, (f, b, t) in per_task.items():
+        print(f"{'  of which check task ' + k:34s} {int(f):>13,} {int(b):>14,} {t:8.2f}")
+    print(f"{'hand loop (no checks)':34s} {hand_rows[0]:>13,} {hand_rows[1]:>14,} {hand_cpu:8.2f}")
+    print(f"\nratio suite / hand loop: backward rows {suite_rows[1] / hand_rows[1]:.2f}x, "
+          f"CPU time {suite_cpu / hand_cpu:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
