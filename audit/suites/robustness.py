@@ -17,9 +17,12 @@ Per-example columns added to the table (``examples.npz``):
                                               the model still classifies correctly
   check:*                                     the validity checks' per-example facts (random-perturbation
                                               baseline on every row; on the checks' examples, marked by
-                                              check:subset: gradients per loss, independent and stronger
-                                              PGD and the reference attack per eps, FGSM, large eps);
-                                              blank (False / NaN) elsewhere
+                                              check:subset: gradients per loss; the independent PGD's
+                                              re-runs per eps (check:pgd_rerun, on the examples the sweep
+                                              broke at a smaller eps); the stronger PGD's breaking eps
+                                              (check:pgd_stronger); the reference attack per eps; FGSM;
+                                              large eps, on what no attack broke within it); blank
+                                              (False / NaN) elsewhere
 
 Each column's metadata (``ExampleTable.column_meta``, ``colmeta:<column>`` in examples.npz) says what it
 holds (kind, attack, norm, eps labels and values, noise level, draws).
