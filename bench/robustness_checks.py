@@ -109,7 +109,7 @@ def hand_loop(model: nn.Module, x: np.ndarray, y: np.ndarray, eps: list[str], st
     return out
 
 
-def digits():
+def digits(split: str = "test"):
     sys.path.insert(0, str(ROOT / "examples" / "digits"))
     from model import DigitsCNN
 
@@ -126,9 +126,9 @@ def digits():
     net = DigitsCNN(width=16)
     net.load_state_dict(load_file(str(weights)))
     net.eval()
-    x, y, _, _ = sklearn_split("digits", "test", 0.25, 0)
+    x, y, _, _ = sklearn_split("digits", split, 0.25, 0)
     return (WrappedModel(net, [0.5], [0.5], (0.0, 1.0), 10), DigitsCNN, x, y, weights,
-            (ROOT / "recipes" / "digits.toml").read_text())
+            (ROOT / "recipes" / "digits.toml").read_text().replace('split = "test"', f'split = "{split}"'))
 
 
 RESNET_DATA = """
@@ -193,6 +193,9 @@ def main() -> None:
                     "so that both sides do the same attacks and nothing else)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--model", choices=("digits", "resnet"), default="digits")
+    ap.add_argument("--split", choices=("test", "all"), default="test",
+                    help="digits: the recipe's test split (450), or all 1797 images (the checks' cost is fixed by "
+                         "check_examples, the attacks' grows with n)")
     ap.add_argument("--n", type=int, default=512, help="examples for --model resnet")
     ap.add_argument("--device", default="cpu", help="for --model resnet (the digits recipe runs on CPU)")
     args = ap.parse_args()
@@ -206,7 +209,7 @@ def main() -> None:
 
     tmp = tempfile.TemporaryDirectory()
     if args.model == "digits":
-        model, cls, x, y, weights, recipe = digits()
+        model, cls, x, y, weights, recipe = digits(args.split)
     else:
         model, cls, x, y, weights, recipe = resnet(Path(tmp.name), args.n, args.device)
     rc = tomllib.loads(recipe)["robustness"]
