@@ -103,6 +103,9 @@ source = "npz"
 path = "{d / f'tab{n}.npz'}"
 sensitive = {{ a = "a", b = "b" }}
 
+[run]
+batch_size = 8192                    # a tabular MLP: large batches (the default 256 is sized for images)
+
 [performance]
 
 [fairness]

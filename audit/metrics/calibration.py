@@ -25,6 +25,8 @@ Binning conventions (the report should say them):
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -64,12 +66,45 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return np.exp(log_softmax(np.asarray(logits, dtype=np.float64) / temperature, axis=1))
 
 
+# Within ``reuse_bins()``: results of top_label / assign_bins by the identity of their input array (the
+# arrays are held here, so an id cannot be reused while the block lasts).
+_MEMO: dict[tuple, tuple] | None = None
+
+
+@contextmanager
+def reuse_bins() -> Iterator[None]:
+    """Within the block, :func:`top_label` and :func:`assign_bins` compute once per input array object (and
+    bins, strategy): a suite that asks for several ECEs, MCEs, intervals and references of the same
+    probabilities sorts them once per binning instead of once per call (equal-mass bins cost a stable sort
+    of n values). The caller must not modify those arrays in place inside the block."""
+    global _MEMO
+    outer, _MEMO = _MEMO, {} if _MEMO is None else _MEMO
+    try:
+        yield
+    finally:
+        _MEMO = outer
+
+
+def _memo(key: tuple, arr: np.ndarray, fn):
+    if _MEMO is None:
+        return fn()
+    hit = _MEMO.get(key)
+    if hit is None or hit[0] is not arr:
+        hit = (arr, fn())
+        _MEMO[key] = hit
+    return hit[1]
+
+
 def top_label(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(confidence, prediction)``: the largest probability of each row and its class (first on ties,
     like ``argmax`` of the logits)."""
     p = as_probs(probs)
-    pred = p.argmax(axis=1)
-    return p[np.arange(len(p)), pred], pred
+
+    def compute() -> tuple[np.ndarray, np.ndarray]:
+        pred = p.argmax(axis=1)
+        return p[np.arange(len(p)), pred], pred
+
+    return _memo(("top", id(p)), p, compute)
 
 
 # ------------------------------------------------------------------------------------------- binning
@@ -86,6 +121,10 @@ def assign_bins(confidence: np.ndarray, n_bins: int = 15, strategy: Strategy = "
     """Bin index of each confidence (see the module docstring for the conventions); works on any shape,
     and for ``strategy="quantile"`` ranks each column of a 2-D array separately (class-wise ECE)."""
     c = np.asarray(confidence, dtype=np.float64)
+    return _memo(("bins", id(c), n_bins, strategy), c, lambda: _assign_bins(c, n_bins, strategy))
+
+
+def _assign_bins(c: np.ndarray, n_bins: int, strategy: Strategy) -> np.ndarray:
     if strategy == "uniform":
         # side="left" counts the inner edges strictly below c: bins are (lo, hi], 0 goes to bin 0 and
         # 1.0 to bin M-1.
@@ -94,9 +133,16 @@ def assign_bins(confidence: np.ndarray, n_bins: int = 15, strategy: Strategy = "
         if n_bins < 1:
             raise ValueError("n_bins must be >= 1")
         n = c.shape[0]
-        order = np.argsort(c, axis=0, kind="stable")
-        ranks = np.empty_like(order)
-        np.put_along_axis(ranks, order, np.arange(n).reshape((n,) + (1,) * (c.ndim - 1)), axis=0)
+        if c.ndim == 1:
+            order = np.argsort(c, kind="stable")
+            ranks = np.empty(n, dtype=np.int64)
+            ranks[order] = np.arange(n)
+        else:  # each column sorted as a contiguous row of the transpose (a strided sort is several times slower)
+            ct = np.ascontiguousarray(np.moveaxis(c, 0, -1))
+            order = np.argsort(ct, axis=-1, kind="stable")
+            ranks = np.empty_like(order)
+            np.put_along_axis(ranks, order, np.broadcast_to(np.arange(n), order.shape), axis=-1)
+            ranks = np.moveaxis(ranks, -1, 0)
         return (ranks * n_bins) // max(n, 1)
     raise ValueError(f"strategy must be 'uniform' or 'quantile', not {strategy!r}")
 
@@ -139,7 +185,8 @@ def calibration_bins(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 
     Three ``np.bincount`` calls over the bin index; the basis of ECE, MCE and the reliability diagram
     (DeGroot & Fienberg, 1983; Guo et al., "On Calibration of Modern Neural Networks", ICML 2017, sec. 2).
     """
-    c = np.asarray(confidence, dtype=np.float64).reshape(-1)
+    c = np.asarray(confidence, dtype=np.float64)
+    c = c if c.ndim == 1 else c.reshape(-1)  # the same object when 1-D, so reuse_bins() recognises it
     ok = np.asarray(correct, dtype=np.float64).reshape(-1)
     if len(c) != len(ok):
         raise ValueError("confidence and correct differ in length")

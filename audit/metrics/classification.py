@@ -279,22 +279,21 @@ class RankingCells:
             AP    = sum_j w_j TP_j / (TP_j + FP_j + [tie] w_{j+1}) / W1
 
         Written for few passes over the (B, J) arrays (they are the cost at 1M rows): no gather of
-        thresholds, dot products for the sums; integer counts stay exact in int64."""
-        w = np.asarray(counts)
-        w = w.astype(np.int64, copy=False) if w.dtype.kind in "iub" else w.astype(np.float64, copy=False)
+        thresholds, dot products for the sums."""
+        # float64 throughout: counts and their cumulative sums are integers below 2^53, so exact
+        w = np.asarray(counts, dtype=np.float64)
         wp = w * self.positive
         tp = np.cumsum(wp, axis=1)
         fp = np.cumsum(w, axis=1)
         fp -= tp
-        w1, w0 = tp[:, -1].astype(np.float64), fp[:, -1].astype(np.float64)
+        w1, w0 = tp[:, -1].copy(), fp[:, -1].copy()
         tie = self.tie
         w_next = w[:, tie + 1]                                # the tied negatives of each tie threshold
-        den = (tp + fp).astype(np.float64)
+        den = tp + fp
         den[:, tie] += w_next
-        prec = np.divide(tp, den, out=np.zeros_like(den), where=den > 0)
-        ap_num = np.einsum("ij,ij->i", wp.astype(np.float64, copy=False), prec)
-        au_num = (w1 * w0 - np.einsum("ij,ij->i", wp, fp).astype(np.float64)
-                  - 0.5 * np.einsum("ij,ij->i", w[:, tie], w_next).astype(np.float64))
+        prec = np.divide(tp, den, out=den, where=den > 0)     # in place: den is not needed afterwards
+        ap_num = np.einsum("ij,ij->i", wp, prec)
+        au_num = w1 * w0 - np.einsum("ij,ij->i", wp, fp) - 0.5 * np.einsum("ij,ij->i", w[:, tie], w_next)
         with np.errstate(invalid="ignore", divide="ignore"):
             ap = np.where(w1 > 0, ap_num / w1, np.nan)
             au = np.where((w1 > 0) & (w0 > 0), au_num / (w1 * w0), np.nan)

@@ -224,6 +224,12 @@ def _fit_indices(facts: Facts, rel: str) -> tuple[np.ndarray, int]:
 def evaluate(logits: np.ndarray, y: np.ndarray, cfg: dict[str, Any], seed: int, k: int | None = None,
              fit_mask: np.ndarray | None = None) -> SuiteResult:
     """The whole suite as a pure function of logits and labels."""
+    with K.reuse_bins():  # every ECE, MCE, interval and reference of p bins it once per binning
+        return _evaluate(logits, y, cfg, seed, k, fit_mask)
+
+
+def _evaluate(logits: np.ndarray, y: np.ndarray, cfg: dict[str, Any], seed: int, k: int | None,
+              fit_mask: np.ndarray | None) -> SuiteResult:
     res = SuiteResult("calibration")
     z = np.asarray(logits, dtype=np.float64)
     y = np.asarray(y, dtype=np.int64)
