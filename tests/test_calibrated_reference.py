@@ -119,3 +119,14 @@ def test_multiclass_classwise_cells_are_not_independent():
     psum = np.bincount(bins.ravel(), weights=p.ravel(), minlength=45)
     indep = np.abs(x - psum).sum(1) / (n * 3)
     assert indep.std() < 0.9 * old.std()
+
+
+def test_many_bins_compact_the_joint_cell_key_and_stay_exact():
+    """With 3000 bins the joint cell key of two binnings x two kinds outgrows int64 and is compacted on the
+    way: the draws still follow the per-row draw."""
+    p = _probs("binary", 200, np.random.default_rng(12))
+    refs = C.calibrated_references(p, 3000, ("uniform", "quantile"), ("top_label", "classwise"), 2000,
+                                   stream(13, "t"))
+    for (st, kd), ref in refs.items():
+        old = per_row_reference(p, 3000, st, kd, 2000, stream(14, "t", st, kd))
+        assert ks_2samp(ref.draws, old).pvalue > 1e-3, (st, kd)

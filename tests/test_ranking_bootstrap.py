@@ -27,12 +27,14 @@ def _binary(n, r, decimals=None):
     return y, np.stack([1 - p1, p1], 1)
 
 
-@pytest.mark.parametrize("decimals", [None, 1])   # continuous scores (row indices), heavy ties (multinomial)
-def test_binary_replicates_and_intervals_equal_the_row_weights_bootstrap(decimals):
+# continuous scores (one cell per row), some ties (runs of positions summed), heavy ties (multinomial counts)
+@pytest.mark.parametrize("decimals,path", [(None, "rows"), (2, "runs"), (1, "multinomial")])
+def test_binary_replicates_and_intervals_equal_the_row_weights_bootstrap(decimals, path):
     r = np.random.default_rng(0)
     y, p = _binary(400, r, decimals)
     cells = C.RankingCells(y == 1, p[:, 1])
-    assert (16 * len(cells) <= len(y)) == (decimals is not None)  # each path is exercised
+    got = "multinomial" if 16 * len(cells) <= len(y) else "rows" if len(cells) == len(y) else "runs"
+    assert got == path  # each sampling path is exercised
     au, ap = C.ranking_bootstrap(y, p, [1], 4000, np.random.default_rng(1))
     au0, ap0 = weights_bootstrap(y, p, [1], 4000, np.random.default_rng(2))
     for new, old in ((au[:, 0], au0[:, 0]), (ap[:, 0], ap0[:, 0])):

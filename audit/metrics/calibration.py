@@ -548,55 +548,55 @@ def _reference_from_cells(p: np.ndarray, conf: np.ndarray, pred: np.ndarray, top
     rows = np.arange(n)
     cls = np.ones(n, dtype=np.int64) if binary else pred
     q = p[rows, cls]
-    # For each entry: the target cell of every unit (-1: the unit does not count there) and its sign
-    # (+1: the target's hits gain X; -1: they gain 1 - X). Target cells are numbered per entry.
-    targets, signs, sizes = [], [], []
-    for st, kd in wanted:
-        if kd == "top_label":
-            b = top_bins[st][rows]
-            if binary:
-                t, sg = b, np.where(pred[rows] == 1, 1, -1)
-            else:
-                t, sg = b, np.ones(n, dtype=np.int64)
-            sizes.append(n_bins)
-        else:
-            if binary:   # class 1's bin (numbered after class 0's) gets X; class 0's bin gets 1 - X
-                t1 = cls_bins[st][:, 1] + n_bins
-                t0 = cls_bins[st][:, 0]
-                t, sg = np.stack([t0, t1], 1), np.stack([-np.ones(n, np.int64), np.ones(n, np.int64)], 1)
+    sizes = [n_bins if kd == "top_label" else k * n_bins for _, kd in wanted]
+
+    def columns(sel: np.ndarray) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+        """Per entry, per side: the target cell of the units ``sel`` (-1: the unit does not count there) and
+        its sign (+1: the target's hits gain X; -1: they gain 1 - X). Target cells are numbered per entry."""
+        out = []
+        for st, kd in wanted:
+            if kd == "top_label":
+                b = top_bins[st][sel]
+                out.append([(b, np.where(pred[sel] == 1, 1, -1) if binary else np.ones(len(b), np.int64))])
+            elif binary:   # class 1's bin (numbered after class 0's) gets X; class 0's bin gets 1 - X
+                out.append([(cls_bins[st][sel, 0], np.full(len(sel), -1, np.int64)),
+                            (cls_bins[st][sel, 1] + n_bins, np.ones(len(sel), np.int64))])
             else:  # not reached: multiclass class-wise is drawn per row
                 raise AssertionError("multiclass class-wise entries take the per-row path")
-            sizes.append(k * n_bins)
-        targets.append(t.reshape(len(rows), -1))
-        signs.append(sg.reshape(len(rows), -1))
-    tmat = np.concatenate(targets, axis=1)                 # (units, columns); one column per (entry, class side)
-    smat = np.concatenate(signs, axis=1)
-    both = np.concatenate([tmat, smat], axis=1) + 1        # every column in 0..radix-1
-    radix = both.max(axis=0) + 1
-    if float(np.prod(radix.astype(np.float64))) < 2.0**62:  # one mixed-radix integer per unit: a 1-D unique
-        mult = np.cumprod(np.r_[1, radix[:-1]]).astype(np.int64)
-        keys, cell = np.unique(both @ mult, return_inverse=True)
-        joint = (keys[:, None] // mult[None, :]) % radix[None, :]
-    else:
-        joint, cell = np.unique(both, axis=0, return_inverse=True)
-    joint = joint - 1
+        return out
+
+    # The joint cell of every unit: all its columns as one mixed-radix integer, built a column at a time (no
+    # units x columns matrix) and compacted with np.unique whenever the radix product nears int64's range,
+    # so it is exact for any number of bins.
+    key = np.zeros(n, dtype=np.int64)
+    mult = 1
+    for entry in columns(rows):
+        for pair in entry:
+            for col in pair:
+                v = col.astype(np.int64) + 1                                  # 0 .. radix - 1
+                r = int(v.max()) + 1 if len(v) else 1
+                if mult * r >= 2**62:
+                    key = np.unique(key, return_inverse=True)[1].reshape(-1).astype(np.int64)
+                    mult = int(key.max()) + 1
+                key += v * mult
+                mult *= r
+    _, rep, cell = np.unique(key, return_index=True, return_inverse=True)
+    del key
     cell = cell.reshape(-1)
-    n_cells = len(joint)
+    n_cells = len(rep)
+    per_cell = columns(rep)                           # each joint cell's columns, read from one of its units
     cell_count = np.bincount(cell, minlength=n_cells)
     x = poisson_binomial_draws(q, cell, n_cells, n_draws, rng).astype(np.float64)   # (n_draws, n_cells)
     draws_of: dict[tuple[str, str], np.ndarray] = {}
-    col = 0
-    for (st, kd), t, size in zip(wanted, targets, sizes):
+    for (st, kd), entry, size in zip(wanted, per_cell, sizes):
         hits = np.zeros((n_draws, size))
-        for j in range(t.shape[1]):
-            tc, sc = joint[:, col + j], joint[:, tmat.shape[1] + col + j]
+        for tc, sc in entry:
             use = tc >= 0
             contrib = np.where(sc[use] > 0, x[:, use], cell_count[use] - x[:, use])
             # sum the joint cells into the entry's bins: one (cells x bins) 0/1 matrix product
             onehot = np.zeros((int(use.sum()), size))
             onehot[np.arange(int(use.sum())), tc[use]] = 1.0
             hits += contrib @ onehot
-        col += t.shape[1]
         if kd == "top_label":
             psum = np.bincount(top_bins[st], weights=conf, minlength=n_bins)
             scale = float(n)

@@ -367,9 +367,19 @@ def ranking_bootstrap(y: np.ndarray, probs: np.ndarray, classes: list[int], n_bo
             au[s:s + b, 0], ap[s:s + b, 0] = cl.metrics(counts)
         return au, ap
     step = max(1, max_elements // n)
+    one = cells[0] if len(cells) == 1 else None
+    if one is not None:  # one class: a row's identity does not matter, only its cell; cells are runs of
+        # consecutive positions in the sorted order, so counting positions and summing runs (sequential)
+        # replaces a random gather of every drawn index
+        starts = np.r_[0, np.cumsum(one.count)[:-1]]
     for s in range(0, n_boot, step):
         b = min(step, n_boot - s)
         idx = rng.integers(0, n, size=(b, n))
+        if one is not None:
+            per_pos = np.bincount((idx + n * np.arange(b)[:, None]).ravel(), minlength=b * n).reshape(b, n)
+            counts = per_pos if len(one) == n else np.add.reduceat(per_pos, starts, axis=1)
+            au[s:s + b, 0], ap[s:s + b, 0] = one.metrics(counts)
+            continue
         for i, cl in enumerate(cells):
             j = len(cl)
             keys = (cl.cell_of_row[idx] + j * np.arange(b)[:, None]).ravel()

@@ -29,13 +29,15 @@ _LEVEL_ELEMENTS = 4_000_000
 def _pmf_batch(p: np.ndarray) -> np.ndarray:
     """pmf of each row of ``p`` (shape (c, m), m a power of two; padding entries p = 0), shape (c, m + 1).
 
-    Level j holds (c, m / 2^j, 2^j + 1) polynomials; each pair is multiplied through one rfft of length
-    2^(j+2) >= their product's 2^(j+1) + 1 coefficients (no wrap-around)."""
+    Level j holds (c, m / 2^j, 2^j + 1) polynomials; each pair is multiplied through one rfft of a fast
+    length >= their product's 2^(j+1) + 1 coefficients (no wrap-around)."""
+    from scipy.fft import irfft, next_fast_len, rfft
+
     poly = np.stack([1.0 - p, p], axis=-1)                                    # (c, m, 2)
     while poly.shape[1] > 1:
         c, r, d1 = poly.shape
         out_len = 2 * d1 - 1
-        nfft = 1 << int(np.ceil(np.log2(out_len)))
+        nfft = next_fast_len(out_len, real=True)  # ~2^(j+1): a power of two would double the work
         pairs = r // 2
         res = np.empty((c, pairs, out_len))
         step = max(1, _LEVEL_ELEMENTS // max(1, c * nfft))
@@ -47,7 +49,7 @@ def _pmf_batch(p: np.ndarray) -> np.ndarray:
                 for j in range(d1):
                     prod[..., j:j + d1] += a[..., j:j + 1] * b
             else:
-                prod = np.fft.irfft(np.fft.rfft(a, nfft) * np.fft.rfft(b, nfft), nfft)[..., :out_len]
+                prod = irfft(rfft(a, nfft) * rfft(b, nfft), nfft)[..., :out_len]
             res[:, s:s + prod.shape[1]] = prod
         poly = res
     pmf = np.maximum(poly[:, 0], 0.0)
