@@ -444,3 +444,23 @@ def test_every_metric_of_every_suite_has_a_direction():
     assert get_suite("calibration").metrics["ece"].better == "lower"
     assert get_suite("performance").metrics["prevalence"].better is None
     assert get_suite("fairness").metrics["disparate_impact_ratio"].better == "higher"
+
+
+def test_paired_bootstrap_in_chunks_equals_one_weights_array(audits, monkeypatch):
+    """audit diff draws its resamples a chunk at a time (no (B, n) array): any chunk size gives the resamples
+    of one (B, n) draw, and tiny chunks (3 resamples) give the very intervals and p-values of the default."""
+    r1, r2 = np.random.default_rng(4), np.random.default_rng(4)
+    full = S.bootstrap_weights(150, 200, r1)
+    parts = np.concatenate(list(S.bootstrap_weight_chunks(150, 200, r2, max_elements=7 * 150)))
+    assert parts.shape == (200, 150) and np.array_equal(full, parts) and (full.sum(1) == 150).all()
+    assert max(len(w) for w in S.bootstrap_weight_chunks(150, 200, np.random.default_rng(0), 450)) == 3
+    ref = compare_reports(audits["base"], audits["near"], bootstrap=200)
+    monkeypatch.setattr(S, "_CHUNK_ELEMENTS", 3 * 150)
+    small = compare_reports(audits["base"], audits["near"], bootstrap=200)
+    boot = [m for m in ref["metrics"] if m["test"] == "paired_bootstrap"]
+    assert len(boot) >= 20
+    for a, b in zip(ref["metrics"], small["metrics"]):
+        assert a["key"] == b["key"] and a["verdict"] == b["verdict"]
+        # equal up to float rounding (a matrix product over 3 rows or 64 rows rounds differently)
+        for k in ("ci_low", "ci_high", "p_value"):
+            assert a[k] == b[k] if a[k] is None else b[k] == pytest.approx(a[k], rel=1e-9, abs=1e-12)

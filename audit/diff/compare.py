@@ -170,9 +170,36 @@ def _agrees(point: float, value: float) -> bool:
     return abs(point - value) <= _SAME * max(1.0, abs(value))
 
 
+def _finish_verdict(row: dict[str, Any], b: float, n: float, better: str | None, alpha: float, tolerance: float) -> None:
+    ok = all(math.isfinite(v) for v in (row["ci_low"], row["ci_high"], row["p_value"]))
+    row["verdict"] = S.paired_verdict(n - b, row["ci_low"], row["ci_high"], row["p_value"], better,
+                                      alpha=alpha, tolerance=tolerance) if ok else S.INCONCLUSIVE
+    if not ok:
+        row["note"] = "no resample defines the difference"
+
+
+def _finish_bootstrap(row: dict[str, Any], reps: np.ndarray, b: float, n: float, better: str | None, alpha: float,
+                      tolerance: float) -> None:
+    lo, hi, p = S.paired_bootstrap(reps, 1.0 - alpha)
+    row.update(ci_low=lo, ci_high=hi, p_value=p, test="paired_bootstrap", paired=True,
+               bootstrap={"replicates": int(len(reps)), "defined": int(np.isfinite(reps).sum())})
+    _finish_verdict(row, b, n, better, alpha, tolerance)
+
+
+def _forget(view: View, w: np.ndarray) -> None:
+    """Drop the view's cached results of one chunk of weights (keys ``(what, id(w), ...)``), so that chunks
+    do not accumulate in memory and a later array cannot reuse a stale id."""
+    for key in [k for k in view.cache if isinstance(k, tuple) and len(k) >= 2 and k[1] == id(w)]:
+        del view.cache[key]
+
+
 def compare_metric(rb: dict[str, Any], rn: dict[str, Any], vb: View | None, vn: View | None,
-                    weights: np.ndarray | None, alpha: float, tolerance: float) -> dict[str, Any]:
-    """One metric's row of the diff (keys in ``compare_reports``'s docstring)."""
+                   weights: np.ndarray | None, alpha: float, tolerance: float,
+                   defer: list[tuple[Any, ...]] | None = None) -> dict[str, Any]:
+    """One metric's row of the diff (keys in ``compare_reports``'s docstring). With ``weights`` (B, n) the
+    paired bootstrap is computed here; with ``weights=None`` and a ``defer`` list, the row and its two
+    definitions are appended to ``defer`` and the caller fills in the bootstrap (``compare_metrics``: one
+    pass over chunks of resamples for every metric)."""
     better = _better(rb["suite"], rb["name"])
     b, n = _num(rb.get("value")), _num(rn.get("value"))
     row: dict[str, Any] = {"base": None if math.isnan(b) else b, "new": None if math.isnan(n) else n,
@@ -204,16 +231,13 @@ def compare_metric(rb: dict[str, Any], rn: dict[str, Any], vb: View | None, vn: 
             p = S.mcnemar_exact(nb, nc)
             row.update(ci_low=lo, ci_high=hi, p_value=p, test="mcnemar_exact", paired=True,
                        discordant={"base_only": nb, "new_only": nc, "n": m})
+        elif weights is None and defer is not None:  # replicates filled in later, one pass over the chunks
+            defer.append((row, db, dn, b, n, better))
+            return row
         else:
-            reps = dn(weights) - db(weights)
-            lo, hi, p = S.paired_bootstrap(reps, 1.0 - alpha)
-            row.update(ci_low=lo, ci_high=hi, p_value=p, test="paired_bootstrap", paired=True,
-                       bootstrap={"replicates": int(len(reps)), "defined": int(np.isfinite(reps).sum())})
-        ok = all(math.isfinite(v) for v in (row["ci_low"], row["ci_high"], row["p_value"]))
-        row["verdict"] = S.paired_verdict(n - b, row["ci_low"], row["ci_high"], row["p_value"], better,
-                                          alpha=alpha, tolerance=tolerance) if ok else S.INCONCLUSIVE
-        if not ok:
-            row["note"] = "no resample defines the difference"
+            _finish_bootstrap(row, dn(weights) - db(weights), b, n, better, alpha, tolerance)
+            return row
+        _finish_verdict(row, b, n, better, alpha, tolerance)
         return row
     lo, hi = S.unpaired_interval(_ci(rb), _ci(rn))
     row.update(ci_low=lo, ci_high=hi, p_value=None, test="intervals_unpaired", paired=False,
@@ -230,9 +254,7 @@ def compare_metrics(base: Audit, new: Audit, views: tuple[View, View] | None, *,
     mb = {metric_key(m): m for m in base.report.get("metrics") or []}
     mn = {metric_key(m): m for m in new.report.get("metrics") or []}
     gated = _gated_keys(new.report)
-    weights = None
-    if views is not None:  # one set of resamples for every metric and both models: a paired bootstrap
-        weights = S.bootstrap_weights(views[0].n, bootstrap, rng(seed, "diff", "paired-bootstrap"))
+    defer: list[tuple[Any, ...]] = []
     rows = []
     for key in list(mb) + [k for k in mn if k not in mb]:
         rec = mb.get(key) or mn[key]
@@ -240,7 +262,10 @@ def compare_metrics(base: Audit, new: Audit, views: tuple[View, View] | None, *,
                                "key": key, "gated": key in gated, "gates": gated.get(key, [])}
         if key in mb and key in mn:
             vb, vn = views if views is not None else (None, None)
-            row.update(compare_metric(mb[key], mn[key], vb, vn, weights, alpha, tolerance))
+            before = len(defer)
+            row.update(compare_metric(mb[key], mn[key], vb, vn, None, alpha, tolerance, defer))
+            if len(defer) > before:  # its bootstrap is filled into this row after the loop
+                defer[-1] = (row,) + defer[-1][1:]
         else:
             only = "BASE" if key in mb else "NEW"
             row.update(base=_num(rec["value"]) if key in mb else None, new=_num(rec["value"]) if key in mn else None,
@@ -251,6 +276,17 @@ def compare_metrics(base: Audit, new: Audit, views: tuple[View, View] | None, *,
                 if isinstance(row[side], float) and math.isnan(row[side]):
                     row[side] = None
         rows.append(row)
+    if defer and views is not None:
+        # One set of resamples for every metric and both models (a paired bootstrap), generated chunk by chunk
+        # (S.bootstrap_weight_chunks: the same resamples as S.bootstrap_weights) so that no (B, n) array exists.
+        reps: list[list[np.ndarray]] = [[] for _ in defer]
+        for w in S.bootstrap_weight_chunks(views[0].n, bootstrap, rng(seed, "diff", "paired-bootstrap")):
+            for i, (_, db, dn, *_rest) in enumerate(defer):
+                reps[i].append(dn(w) - db(w))
+            for v in views:
+                _forget(v, w)
+        for (row, _, _, b, n, better), r in zip(defer, reps):
+            _finish_bootstrap(row, np.concatenate(r), b, n, better, alpha, tolerance)
     return rows
 
 

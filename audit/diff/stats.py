@@ -21,6 +21,8 @@ tolerance). A difference inside the noise is therefore never improved or regress
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+
 import numpy as np
 
 IMPROVED, REGRESSED, UNCHANGED, INCONCLUSIVE, CHANGED = "improved", "regressed", "unchanged", "inconclusive", "changed"
@@ -99,15 +101,33 @@ def discordant(base_right: np.ndarray, new_right: np.ndarray) -> tuple[int, int]
     return int((a & ~z).sum()), int((~a & z).sum())
 
 
+# Largest number of row counts in one chunk of resamples (the int64 index draws behind it: 32 MB).
+_CHUNK_ELEMENTS = 4_000_000
+
+
+def bootstrap_weight_chunks(n: int, n_boot: int, rng: np.random.Generator,
+                            max_elements: int | None = None) -> Iterator[np.ndarray]:
+    """The resamples of :func:`bootstrap_weights`, as consecutive (chunk, n) int32 count arrays of at most
+    ``max_elements`` counts (default ``_CHUNK_ELEMENTS``; at least one resample each): memory O(max_elements),
+    never B x n. Drawn from ``rng`` in order, and numpy's bounded integers do not depend on how a stream is
+    split into calls, so any chunking gives the same resamples (tests/test_diff.py checks it)."""
+    step = max(1, min(64, (max_elements or _CHUNK_ELEMENTS) // max(n, 1)))
+    for start in range(0, n_boot, step):
+        idx = rng.integers(0, n, size=(min(step, n_boot - start), n))
+        yield np.bincount((idx + n * np.arange(len(idx))[:, None]).ravel(),
+                          minlength=len(idx) * n).reshape(len(idx), n).astype(np.int32)
+
+
 def bootstrap_weights(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
     """(B, n) counts: how often each of n rows occurs in each of B row resamples (n draws with replacement),
     so a weighted statistic equals the statistic of the resampled rows (Efron & Tibshirani, "An
-    Introduction to the Bootstrap", 1993, ch. 6)."""
+    Introduction to the Bootstrap", 1993, ch. 6). B x n memory: for small n and tests; ``audit diff`` uses
+    :func:`bootstrap_weight_chunks`, the same resamples a chunk at a time."""
     out = np.empty((n_boot, n), dtype=np.int32)  # int32: B x n counts of at most n each
-    for start in range(0, n_boot, 64):  # in chunks: the (chunk, n) index draws stay small
-        idx = rng.integers(0, n, size=(min(64, n_boot - start), n))
-        out[start:start + len(idx)] = np.bincount((idx + n * np.arange(len(idx))[:, None]).ravel(),
-                                                  minlength=len(idx) * n).reshape(len(idx), n)
+    start = 0
+    for w in bootstrap_weight_chunks(n, n_boot, rng):
+        out[start:start + len(w)] = w
+        start += len(w)
     return out
 
 

@@ -241,6 +241,65 @@ def auroc_interval(y: np.ndarray, score: np.ndarray, confidence: float = 0.95) -
     return float(min(lo, a)), float(max(hi, a))
 
 
+class RankingCells:
+    """The distinct (score, label) cells of one class's scores, in decreasing score (positives first within a
+    score), computed with one sort: ``cell_of_row[i]`` is row i's cell, ``positive[j]`` cell j's label,
+    ``count[j]`` its rows, ``tie`` the positive cells whose score a negative cell shares (the next cell)."""
+
+    def __init__(self, y: np.ndarray, score: np.ndarray):
+        y = np.asarray(y).astype(bool).reshape(-1)
+        s = np.asarray(score, dtype=np.float64).reshape(-1)
+        n = len(s)
+        order = np.lexsort((~y, -s))                       # score descending, then label 1 before 0
+        so, yo = s[order], y[order]
+        new = np.ones(n, dtype=bool)
+        if n:
+            new[1:] = (so[1:] != so[:-1]) | (yo[1:] != yo[:-1])
+        cid = np.cumsum(new) - 1
+        self.cell_of_row = np.empty(n, dtype=np.int64)
+        self.cell_of_row[order] = cid
+        self.positive = yo[new]
+        cs = so[new]
+        self.count = np.bincount(cid, minlength=len(cs)).astype(np.int64) if n else np.zeros(0, np.int64)
+        # positive cells followed by a negative cell of the same score: the thresholds that hold two cells
+        self.tie = np.nonzero(self.positive[:-1] & ~self.positive[1:] & (cs[:-1] == cs[1:]))[0] if len(cs) \
+            else np.zeros(0, np.int64)
+        self.n = n
+
+    def __len__(self) -> int:
+        return len(self.positive)
+
+    def metrics(self, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """AUROC and AP of replicates given as (B, J) counts of every cell: the formulas of
+        :func:`ranking_replicates`, in cell space. Every threshold holds one cell, or a positive cell followed
+        by a negative one of the same score (``tie``), so with TP_j, FP_j the cumulative counts down to cell j
+        and w_j the positive cells' counts (0 on negative cells):
+
+            AUROC = [W1 W0 - sum_j w_j FP_j - sum_tie w_j w_{j+1} / 2] / (W1 W0)
+            AP    = sum_j w_j TP_j / (TP_j + FP_j + [tie] w_{j+1}) / W1
+
+        Written for few passes over the (B, J) arrays (they are the cost at 1M rows): no gather of
+        thresholds, dot products for the sums."""
+        # float64 throughout: counts and their cumulative sums are integers below 2^53, so exact
+        w = np.asarray(counts, dtype=np.float64)
+        wp = w * self.positive
+        tp = np.cumsum(wp, axis=1)
+        fp = np.cumsum(w, axis=1)
+        fp -= tp
+        w1, w0 = tp[:, -1].copy(), fp[:, -1].copy()
+        tie = self.tie
+        w_next = w[:, tie + 1]                                # the tied negatives of each tie threshold
+        den = tp + fp
+        den[:, tie] += w_next
+        prec = np.divide(tp, den, out=den, where=den > 0)     # in place: den is not needed afterwards
+        ap_num = np.einsum("ij,ij->i", wp, prec)
+        au_num = w1 * w0 - np.einsum("ij,ij->i", wp, fp) - 0.5 * np.einsum("ij,ij->i", w[:, tie], w_next)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ap = np.where(w1 > 0, ap_num / w1, np.nan)
+            au = np.where((w1 > 0) & (w0 > 0), au_num / (w1 * w0), np.nan)
+        return au, ap
+
+
 def ranking_replicates(y: np.ndarray, score: np.ndarray, weights: np.ndarray,
                        max_elements: int = 4_000_000) -> tuple[np.ndarray, np.ndarray]:
     """AUROC and average precision of B weighted copies of the data at once, shape ``(B,)`` each.
@@ -254,30 +313,78 @@ def ranking_replicates(y: np.ndarray, score: np.ndarray, weights: np.ndarray,
         AP    = sum_t (P_t / W1) * TP_t / (TP_t + FP_t)           (TP, FP cumulative down to t)
 
     and a threshold whose rows are all absent from a replicate adds nothing, as in the resample. NaN where
-    a replicate lacks positives (AP, AUROC) or negatives (AUROC). Replaces a Python loop of B sorts;
-    processed in chunks of at most ``max_elements`` weights."""
-    y = np.asarray(y).astype(bool)
-    s = np.asarray(score, dtype=np.float64)
+    a replicate lacks positives (AP, AUROC) or negatives (AUROC). The rows' weights are summed into the
+    distinct (score, label) cells (:class:`RankingCells`, one sort), processed in chunks of at most
+    ``max_elements`` weights."""
+    cells = RankingCells(y, score)
     w_all = np.asarray(weights, dtype=np.float64)
-    order = np.argsort(-s, kind="mergesort")
-    s, y = s[order], y[order]
-    last = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1] if len(s) else np.zeros(0, np.int64)
     b_total = w_all.shape[0]
     au = np.full(b_total, np.nan)
     ap = np.full(b_total, np.nan)
-    step = max(1, max_elements // max(len(s), 1))
+    n, j = cells.n, len(cells)
+    step = max(1, max_elements // max(n, 1))
     for start in range(0, b_total, step):
-        w = w_all[start:start + step][:, order]
-        tp = np.cumsum(w * y, axis=1)[:, last]
-        fp = np.cumsum(w * ~y, axis=1)[:, last]
-        w1, w0 = tp[:, -1], fp[:, -1]
-        p_t = np.diff(tp, axis=1, prepend=0.0)
-        n_t = np.diff(fp, axis=1, prepend=0.0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            prec = np.where(p_t > 0, tp / (tp + fp), 0.0)
-            ap[start:start + step] = np.where(w1 > 0, (p_t * prec).sum(1) / w1, np.nan)
-            au[start:start + step] = np.where((w1 > 0) & (w0 > 0),
-                                              (p_t * ((w0[:, None] - fp) + 0.5 * n_t)).sum(1) / (w1 * w0), np.nan)
+        w = w_all[start:start + step]
+        keys = (cells.cell_of_row[None, :] + j * np.arange(len(w))[:, None]).ravel()
+        counts = np.bincount(keys, weights=w.ravel(), minlength=len(w) * j).reshape(len(w), j)
+        au[start:start + step], ap[start:start + step] = cells.metrics(counts)
+    return au, ap
+
+
+def ranking_bootstrap(y: np.ndarray, probs: np.ndarray, classes: list[int], n_boot: int, rng: np.random.Generator,
+                      max_elements: int = 2_000_000) -> tuple[np.ndarray, np.ndarray]:
+    """Row-bootstrap replicates of the one-vs-rest AUROC and AP of ``classes``, shape ``(n_boot,
+    len(classes))`` each, without a (n_boot, n) array.
+
+    A row bootstrap draws n rows with replacement; a ranking metric depends on the resample only through
+    how many copies of each distinct (score, label) cell it holds (:class:`RankingCells`, sorted once per
+    class), i.e. on the cell counts, which are Multinomial(n, count_j / n) (Efron & Tibshirani, An
+    Introduction to the Bootstrap, 1993, ch. 6). So:
+
+    - one class (binary) with few distinct cells (J <= n / 16, e.g. tied or rounded scores): the counts are
+      drawn directly, ``rng.multinomial(n, count / n)``, O(J) per replicate;
+    - otherwise: n row indices per replicate, shared by every class (the macro/weighted averages need one
+      joint resample of the rows across classes), mapped to each class's cells and counted; O(n K) per
+      replicate.
+
+    Either way each replicate is the bootstrap of the rows in distribution; the metrics of the counts are
+    :meth:`RankingCells.metrics` (exactly :func:`auroc_binary` and :func:`average_precision_binary` of the
+    resampled rows). Replicates are processed in chunks so no temporary array exceeds ``max_elements``
+    elements (memory O(n + max_elements), never n_boot x n)."""
+    y = np.asarray(y)
+    n = len(y)
+    cells = [RankingCells(y == c, probs[:, c]) for c in classes]
+    au = np.full((n_boot, len(classes)), np.nan)
+    ap = np.full((n_boot, len(classes)), np.nan)
+    if n == 0 or n_boot == 0:
+        return au, ap
+    if len(cells) == 1 and 16 * len(cells[0]) <= n:
+        cl = cells[0]
+        step = max(1, max_elements // max(len(cl), 1))
+        for s in range(0, n_boot, step):
+            b = min(step, n_boot - s)
+            counts = rng.multinomial(n, cl.count / n, size=b)
+            au[s:s + b, 0], ap[s:s + b, 0] = cl.metrics(counts)
+        return au, ap
+    step = max(1, max_elements // n)
+    one = cells[0] if len(cells) == 1 else None
+    if one is not None:  # one class: a row's identity does not matter, only its cell; cells are runs of
+        # consecutive positions in the sorted order, so counting positions and summing runs (sequential)
+        # replaces a random gather of every drawn index
+        starts = np.r_[0, np.cumsum(one.count)[:-1]]
+    for s in range(0, n_boot, step):
+        b = min(step, n_boot - s)
+        idx = rng.integers(0, n, size=(b, n))
+        if one is not None:
+            per_pos = np.bincount((idx + n * np.arange(b)[:, None]).ravel(), minlength=b * n).reshape(b, n)
+            counts = per_pos if len(one) == n else np.add.reduceat(per_pos, starts, axis=1)
+            au[s:s + b, 0], ap[s:s + b, 0] = one.metrics(counts)
+            continue
+        for i, cl in enumerate(cells):
+            j = len(cl)
+            keys = (cl.cell_of_row[idx] + j * np.arange(b)[:, None]).ravel()
+            counts = np.bincount(keys, minlength=b * j).reshape(b, j)
+            au[s:s + b, i], ap[s:s + b, i] = cl.metrics(counts)
     return au, ap
 
 

@@ -224,6 +224,12 @@ def _fit_indices(facts: Facts, rel: str) -> tuple[np.ndarray, int]:
 def evaluate(logits: np.ndarray, y: np.ndarray, cfg: dict[str, Any], seed: int, k: int | None = None,
              fit_mask: np.ndarray | None = None) -> SuiteResult:
     """The whole suite as a pure function of logits and labels."""
+    with K.reuse_bins():  # every ECE, MCE, interval and reference of p bins it once per binning
+        return _evaluate(logits, y, cfg, seed, k, fit_mask)
+
+
+def _evaluate(logits: np.ndarray, y: np.ndarray, cfg: dict[str, Any], seed: int, k: int | None,
+              fit_mask: np.ndarray | None) -> SuiteResult:
     res = SuiteResult("calibration")
     z = np.asarray(logits, dtype=np.float64)
     y = np.asarray(y, dtype=np.int64)
@@ -233,10 +239,16 @@ def evaluate(logits: np.ndarray, y: np.ndarray, cfg: dict[str, Any], seed: int, 
     conf_level = cfg["confidence"]
     draws = cfg["reference_draws"]
     rows = []
+    eces = {(b, kd): K.ece(p, y, m, BINNINGS[b], kd) for b in cfg["binning"] for kd in cfg["kind"]}
+    refs = {}
+    if draws > 0 and n > 0:  # every binning and kind from one shared draw (see K.calibrated_references)
+        refs = K.calibrated_references(p, m, tuple(BINNINGS[b] for b in cfg["binning"]), tuple(cfg["kind"]), draws,
+                                       rng(seed, "calibration", "reference"), conf_level,
+                                       observed={(BINNINGS[b], kd): e for (b, kd), e in eces.items()})
     for binning in cfg["binning"]:
         strategy = BINNINGS[binning]
         for kind in cfg["kind"]:
-            e = K.ece(p, y, m, strategy, kind)
+            e = eces[(binning, kind)]
             mc = K.mce(p, y, m, strategy, kind)
             est = K.ece_estimate(p, y, m, strategy, kind, cfg["interval_draws"],
                                  rng(seed, "calibration", "ece-interval", binning, kind), conf_level)
@@ -250,9 +262,8 @@ def evaluate(logits: np.ndarray, y: np.ndarray, cfg: dict[str, Any], seed: int, 
                    "ci_high": _r(ci[1]) if ci else None,
                    "reference_mean": None, "reference_low": None, "reference_high": None, "p_value": None,
                    "verdict": None}
-            if draws > 0 and n > 0:
-                ref = K.calibrated_reference(p, m, strategy, kind, draws, rng(seed, "calibration", "reference",
-                                                                            binning, kind), conf_level, observed=e)
+            if refs:
+                ref = refs[(strategy, kind)]
                 res.metric("ece_reference", ref.mean, n, (ref.ci_low, ref.ci_high), binning=binning, kind=kind)
                 row.update(reference_mean=_r(ref.mean), reference_low=_r(ref.ci_low),
                            reference_high=_r(ref.ci_high), p_value=_r(ref.p_value),
@@ -324,7 +335,8 @@ def evaluate(logits: np.ndarray, y: np.ndarray, cfg: dict[str, Any], seed: int, 
         "binning_rule": "equal-width bins (lo, hi] with 0 in the first bin and a confidence of 1.0 in the last; "
                         "equal-mass bins of floor(n/bins) or ceil(n/bins) examples sorted by confidence",
         "reference_rule": "labels drawn from the model's own probabilities (a perfectly calibrated model by "
-                          "construction), seeded; interval = central range of the drawn ECEs",
+                          "construction), seeded, as exact per-bin hit counts (Poisson-binomial; multiclass "
+                          "class-wise: a label per row); interval = central range of the drawn ECEs",
         "interval_draws": cfg["interval_draws"],
         "interval_rule": "ECE interval: for the population ECE of these bins, from posterior draws of each bin's mass and "
                          "accuracy (Dirichlet, Jeffreys-type prior), reflected around the estimate so that the upward "

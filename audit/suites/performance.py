@@ -6,8 +6,10 @@ prior) (``audit.metrics.bootstrap.dirichlet_draws``: a Bayesian bootstrap that d
 no row is resampled), widened to contain the estimate, and for proportions (accuracy, per-class precision
 and recall) to the Clopper-Pearson interval where that is wider. A class's AUROC interval is a Jeffreys
 interval on its effective n (DeLong and Hanley-McNeil; ``audit.metrics.classification.auroc_interval``);
-AP and the averages use a row bootstrap (one vectorised pass per class) joined with a Jeffreys interval on
-their effective n. Coverage of each: bench/coverage.py.
+AP and the averages use a row bootstrap joined with a Jeffreys interval on their effective n; the bootstrap
+resamples counts of distinct (score, label) cells, sorted once per class, with one joint row resample across
+classes, in chunks of replicates (``audit.metrics.classification.ranking_bootstrap``: memory O(n + 2M
+elements), never replicates x n). Coverage of each: bench/coverage.py.
 
 Each record's n is the count its precision rests on: all rows for accuracy, MCC and micro averages; a
 class's examples for its recall, its predictions for its precision, the smaller of the two for its F1;
@@ -234,24 +236,19 @@ def _ranking(res: SuiteResult, y: np.ndarray, probs: np.ndarray, names: list[str
     classes = [cfg["positive_class"]] if k == 2 else list(range(k))
     support = np.array([(y == c).sum() for c in range(k)])
     B = cfg["bootstrap_ranking"]
-    r = rng(seed, "performance", "ranking")
-    weights = None
-    if B > 0:  # the same resamples as indexing rows, as counts: one vectorised pass per class
-        idx = r.integers(0, n, size=(B, n))
-        weights = np.bincount((idx + n * np.arange(B)[:, None]).ravel(), minlength=B * n).reshape(B, n)
-
     au = np.full(k, np.nan)
     ap = np.full(k, np.nan)
     au_boot = np.full((B, k), np.nan)
     ap_boot = np.full((B, k), np.nan)
+    if B > 0:  # one joint row resample for every class, as counts of distinct (score, label) cells, in chunks
+        au_boot[:, classes], ap_boot[:, classes] = C.ranking_bootstrap(y, probs, classes, B,
+                                                                       rng(seed, "performance", "ranking"))
     curves: dict[str, Any] = {"roc": [], "pr": []}
     for c in classes:
         yc = y == c
         sc = probs[:, c]
         au[c] = C.auroc_binary(yc, sc)
         ap[c] = C.average_precision_binary(yc, sc)
-        if weights is not None:
-            au_boot[:, c], ap_boot[:, c] = C.ranking_replicates(yc, sc, weights)
         if 0 < yc.sum() < n:
             fpr, tpr, _ = roc_curve(yc, sc)
             prec, rec, _ = precision_recall_curve(yc, sc)
