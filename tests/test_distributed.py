@@ -332,7 +332,9 @@ def test_repro_says_it_does_not_run_under_torchrun(credit_model, recipes, tmp_pa
                 nproc=2, timeout=120)
     assert res.returncode != 0  # torchrun's own code; its summary has the ranks' exit code, 2
     assert "exitcode  : 2" in res.stderr
-    assert res.stderr.count("audit: error: audit repro does not run under torchrun (WORLD_SIZE = 2)") == 2
+    # every rank that gets that far says so; torchrun stops the other one as soon as the first exits, so it
+    # may not (it may still be importing torch): one line at least
+    assert res.stderr.count("audit: error: audit repro does not run under torchrun (WORLD_SIZE = 2)") >= 1
 
 
 def test_two_nodes_with_c10d_rendezvous_equal_one_process(credit_model, recipes, single, tmp_path):
