@@ -449,7 +449,7 @@ def calibrated_references(probs: np.ndarray, n_bins: int = 15, strategies: tuple
     of hits in each bin, and the rows of a bin are independent, so that number is a Poisson-binomial sum of
     Bernoulli(p_i) over the bin's rows; each is drawn from its exact distribution
     (:func:`audit.metrics.poisson_binomial.poisson_binomial_draws`: FFT product of the generating
-    functions, inverse-CDF sampling; CDF exact to ~1e-13, no normal approximation). All requested binnings
+    functions, inverse-CDF sampling; at most ~1e-10 total spurious mass, no normal approximation). All requested binnings
     and kinds share one draw: every row's outcome is routed to a joint cell (the tuple of its bins under
     every requested binning and kind), whose hits are drawn once and summed into each ECE's bins.
 
@@ -500,10 +500,17 @@ def calibrated_references(probs: np.ndarray, n_bins: int = 15, strategies: tuple
         d = draws_of[w]
         lo, hi = percentile_interval(d, confidence)
         obs = None if observed is None else observed.get(w)
-        pv = None if obs is None else float((1 + np.sum(d >= obs)) / (1 + n_draws))
+        # ECE takes few distinct values for a confident model, and the observed one and the draw equal to it
+        # are computed along different paths: they differ in the last bits. A strict >= would then count a
+        # tie as smaller (measured: p understated by up to 0.4 on confident binary models), so ties within
+        # float rounding count as reaching the observed value.
+        pv = None if obs is None else float((1 + np.sum(d >= obs - ECE_TIE * max(1.0, abs(obs)))) / (1 + n_draws))
         out[w] = CalibratedReference(float(d.mean()), float(lo), float(hi), n, n_draws, pv, d)
     return out
 
+
+# Two ECE values this close are equal up to float rounding (each is a sum of at most n_bins terms).
+ECE_TIE = 1e-9
 
 # Cap on the number of elements of a temporary array in the per-row multiclass class-wise reference
 # (draws x rows x classes; about 80 MB of float64).

@@ -11,7 +11,8 @@ probability generating function ``prod_i (1 - p_i + p_i z)``, multiplied pairwis
 with FFT convolutions (the divide-and-conquer FFT-tree of Biscarri, Zhao & Brunner, "A simple and fast
 method for computing the Poisson binomial distribution function", Computational Statistics & Data Analysis
 122, 2018). Rounding errors are of the order of 1e-16 times the largest coefficient per level (~20 levels
-at a million rows), i.e. every CDF value is within ~1e-13 of the exact one; negative round-off is clipped
+at a million rows): measured, every CDF value within ~1e-13 of a direct recursion up to 5,000 rows, and at most
+~1e-10 of spurious mass in all at a million rows of p = 1 (a draw lands there with probability ~1e-10); negative round-off is clipped
 to 0 and the mass renormalised. The counts are then drawn by inverse-CDF sampling: ``X = min{k : F(k) >
 U}`` for U ~ Uniform[0, 1), the exact method for any discrete distribution (Devroye, Non-Uniform Random
 Variate Generation, 1986, sec. III.2.1). No normal or other approximation is used at any size.
@@ -75,7 +76,10 @@ def poisson_binomial_draws(p: np.ndarray, cell: np.ndarray, n_cells: int, n_draw
     without any (n_draws, n) array: cells of similar size share one batched pmf computation
     (:func:`_pmf_batch`, padded to a power of two), and each cell's counts come from one searchsorted of
     ``n_draws`` uniforms into its CDF. Empty cells draw 0. Memory: O(n + n_draws x n_cells)."""
-    p = np.clip(np.asarray(p, dtype=np.float64).reshape(-1), 0.0, 1.0)
+    p = np.asarray(p, dtype=np.float64).reshape(-1)
+    if not np.isfinite(p).all():  # a NaN would silently count as a hit in every draw
+        raise ValueError("probabilities must be finite")
+    p = np.clip(p, 0.0, 1.0)
     cell = np.asarray(cell, dtype=np.int64).reshape(-1)
     if len(p) != len(cell):
         raise ValueError("p and cell differ in length")

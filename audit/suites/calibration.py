@@ -267,7 +267,9 @@ def _evaluate(logits: np.ndarray, y: np.ndarray, cfg: dict[str, Any], seed: int,
                 res.metric("ece_reference", ref.mean, n, (ref.ci_low, ref.ci_high), binning=binning, kind=kind)
                 row.update(reference_mean=_r(ref.mean), reference_low=_r(ref.ci_low),
                            reference_high=_r(ref.ci_high), p_value=_r(ref.p_value),
-                           verdict=("beyond noise" if e > ref.ci_high else "within noise"))
+                           # beyond the reference's upper end by more than float rounding (see ECE_TIE)
+                           verdict=("beyond noise" if e > ref.ci_high + K.ECE_TIE * max(1.0, abs(ref.ci_high))
+                                    else "within noise"))
             rows.append(row)
     res.tables["ece"] = rows
     res.metric("brier", _v(K.brier_score(p, y)), n)
