@@ -381,11 +381,13 @@ def cache_key(recipe: Recipe, loaded: Any, data: Any, seed: int, block: int, bat
         source = hashlib.sha256(Path(source_file).read_bytes()).hexdigest() if source_file else None
     except (OSError, TypeError):
         source = None
-    try:
-        import torchattacks
+    # the installed distribution's version (what torchattacks.__version__ says) without importing it: a
+    # suite that attacks nothing should not pay for the import
+    from importlib import metadata
 
-        ta = getattr(torchattacks, "__version__", None)
-    except ImportError:
+    try:
+        ta: str | None = metadata.version("torchattacks")
+    except metadata.PackageNotFoundError:
         ta = None
     dev: dict[str, Any] = {"type": device.type}
     if device.type == "cuda":
