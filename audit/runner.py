@@ -29,6 +29,7 @@ class RunOptions:
     trust_checkpoint: bool = False
     resume: bool = False
     cache: bool = True  # save finished rows in --out/cache (--no-cache: not)
+    pages: bool = True  # write report.html and junit.xml (not in `audit repro`'s child runs)
     # an already validated recipe to run instead of reading ``recipe`` (``audit harden``'s before/after
     # audits: the user's recipe with stronger attacks); ``recipe`` still names the file for messages
     recipe_obj: Recipe | None = None
@@ -95,7 +96,7 @@ def execute(opts: RunOptions) -> tuple[dict[str, Any], int]:
     try:
         if world.is_main:
             with RunFolder.open(opts.out, "run", opts.argv,
-                                {"model": opts.model_path, "recipe": opts.recipe}) as folder:
+                                {"model": opts.model_path, "recipe": opts.recipe}, pages=opts.pages) as folder:
                 result = _execute(opts, folder, world)
         else:
             with _sigterm_raises():
