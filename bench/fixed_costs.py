@@ -113,7 +113,7 @@ def main() -> None:
 
         def commands(out: Path) -> dict[str, tuple[list[str], int]]:
             return {
-                "audit --help": ([PY, "-m", "audit", "--help"], args.reps),
+                "audit --help": ([PY, "-m", "audit", "--help"], max(15, 3 * args.reps)),  # ~0.07 s: more runs
                 "audit run --suite performance, 100 rows": (
                     [PY, "-m", "audit", "run", str(model), "--recipe", str(recipe), "--suite", "performance",
                      "--out", str(out / "run"), "--quiet"], args.reps),
@@ -122,13 +122,46 @@ def main() -> None:
                      "--suite", "performance", "--out", str(out / "repro"), "--quiet"], reps_repro),
             }
 
+        # The trees take turns run by run (this, base, this, base, ...), so a change in the machine's load
+        # during the benchmark falls on both alike.
         results: dict[str, dict[str, tuple[float, list[float]]]] = defaultdict(dict)
-        for label, tree in trees.items():
-            env = dict(os.environ, PYTHONPATH=str(tree))
-            out = work / re.sub(r"\W+", "-", label)
-            for what, (cmd, reps) in commands(out).items():
-                results[what][label] = median_cpu(cmd, env, work, reps)
-                print(f"  {label:>16} | {what}: {results[what][label][0]:.2f} CPU s", file=sys.stderr)
+        for what, (_, reps) in commands(work).items():
+            samples: dict[str, list[float]] = defaultdict(list)
+            for _ in range(reps):
+                for label, tree in trees.items():
+                    cmd = commands(work / re.sub(r"\W+", "-", label))[what][0]
+                    t, code = cpu_seconds(cmd, dict(os.environ, PYTHONPATH=str(tree)), work)
+                    if code not in (0, 1):
+                        raise SystemExit(f"bench: {' '.join(cmd)} exited {code}")
+                    samples[label].append(t)
+            for label, xs in samples.items():
+                results[what][label] = (statistics.median(xs), xs)
+                print(f"  {label:>16} | {what}: {statistics.median(xs):.2f} CPU s", file=sys.stderr)
+
+        # Rendering alone: report.html of a full credit audit (performance, fairness with 3 attributes and
+        # 9 interval-bar charts, calibration), re-rendered from its report.json by each tree, in a fresh
+        # interpreter: the CPU of render_html including the imports it triggers (matplotlib, jinja2).
+        full = work / "full"
+        subprocess.run([PY, "-m", "audit", "run", str(model), "--recipe", str(ROOT / "recipes" / "credit.toml"),
+                        "--out", str(full), "--quiet"], env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=work,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        render = (
+            "import json, sys, time\n"
+            f"r = json.load(open({str(full / 'report.json')!r}))\n"
+            "t = time.process_time()\n"
+            "from audit.report.html import render_html\n"
+            "html = render_html(r)\n"
+            "print(time.process_time() - t, len(html))\n")
+        what = "render report.html of a full credit report (300 rows, 3 suites)"
+        samples = defaultdict(list)
+        for _ in range(args.reps):
+            for label, tree in trees.items():
+                proc = subprocess.run([PY, "-c", render], env=dict(os.environ, PYTHONPATH=str(tree)), cwd=work,
+                                      capture_output=True, text=True, check=True)
+                samples[label].append(float(proc.stdout.split()[0]))
+        for label, xs in samples.items():
+            results[what][label] = (statistics.median(xs), xs)
+            print(f"  {label:>16} | {what}: {statistics.median(xs):.2f} CPU s", file=sys.stderr)
 
         floors = {}
         env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -138,7 +171,10 @@ def main() -> None:
                            ("import scipy.stats", "import scipy.stats"),
                            ("import scipy.special", "import scipy.special"),
                            ("import sklearn.metrics", "import sklearn.metrics"),
-                           ("import pandas", "import pandas"), ("import numpy", "import numpy")):
+                           ("import pandas", "import pandas"), ("import numpy", "import numpy"),
+                           ("import torch, pandas, scipy.special, jinja2, click (what a performance run needs "
+                            "once no sklearn or scipy.stats is imported)",
+                            "import torch, pandas, scipy.special, jinja2, click")):
             floors[what] = median_cpu([PY, "-c", code], env, work, args.reps)[0]
         breakdown = import_breakdown(commands(work / "imp")["audit run --suite performance, 100 rows"][0], env, work)
 
@@ -149,7 +185,8 @@ def main() -> None:
     except (OSError, StopIteration):
         pass
     print(f"\nMachine: {os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, {platform.platform()}")
-    print(f"CPU seconds (user + system), median of {args.reps} runs ({reps_repro} for repro)\n")
+    print(f"CPU seconds (user + system), median of {args.reps} runs ({reps_repro} for repro, "
+          f"{max(15, 3 * args.reps)} for --help)\n")
     labels = list(trees)
     header = ["command"] + labels + (["base / this"] if len(labels) == 2 else [])
     rows = []

@@ -8,6 +8,7 @@ small: which modules a command imports, and that the hand-written SVG shows what
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -30,7 +31,7 @@ def _modules_after(code: str, cwd=ROOT) -> set[str]:
         + code
     )
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=cwd,
-                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
     line = [ln for ln in proc.stderr.splitlines() if ln.startswith("MODULES=")]
     assert line, proc.stderr[-2000:]
     return set(json.loads(line[-1][len("MODULES="):]))

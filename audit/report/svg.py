@@ -257,7 +257,7 @@ class Axes:
         a, b = self.px(lo), self.px(hi)
         self.chart.add(f'<path d="M{num(a)},{num(yy)}H{num(b)}M{num(a)},{num(yy - cap)}V{num(yy + cap)}'
                        f'M{num(b)},{num(yy - cap)}V{num(yy + cap)}" stroke="{colour}" stroke-width="{num(width * PT)}" '
-                       'fill="none"/>')
+                       f'fill="none" clip-path="url(#{self.clip_id})"/>')
 
     def text(self, x: float, y: float, s: object, **kw) -> None:
         self.chart.text(self.px(x), self.py(y), s, **kw)
