@@ -166,8 +166,48 @@ class _sigterm_raises:
         signal.signal(signal.SIGTERM, self._old)
 
 
+def import_torch() -> None:
+    """Import torch with SIGINT and SIGTERM held back until it is done: a signal that comes meanwhile is
+    handed to the handler it would have met (KeyboardInterrupt, audit's Terminated, or the default action)
+    right after, so the run records its failure as usual.
+
+    Why: Ctrl-C landing inside torch's import (about 1.5 CPU s, much of it C++ start-up running Python code
+    through the C API) can leave the interpreter marked as killed by SIGINT although audit caught the
+    KeyboardInterrupt (the process then dies by the signal instead of exiting 130), or hang it at exit.
+    Python's handlers run in the main thread only, so elsewhere torch is imported plainly."""
+    if "torch" in sys.modules:
+        return
+    import os
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        import torch  # noqa: F401
+        return
+    pending: list[int] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        pending.append(signum)
+
+    # a signal mask would not do: numpy's BLAS threads already exist and would take the signal instead
+    old = {s: signal.signal(s, hold) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        import torch  # noqa: F401, F811
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        for s in dict.fromkeys(pending):
+            handler = old[s]
+            if callable(handler):
+                handler(s, None)  # raises (KeyboardInterrupt, Terminated)
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), s)  # the default action, now that torch is whole
+
+
 def _execute(opts: RunOptions, folder: Any, world: Any) -> tuple[dict[str, Any], int]:
     import re
+
+    import_torch()  # before anything below imports it
 
     from audit.engine import shard
     from audit.engine.cache import RowCache

@@ -176,6 +176,22 @@ def main() -> None:
                             "once no sklearn or scipy.stats is imported)",
                             "import torch, pandas, scipy.special, jinja2, click")):
             floors[what] = median_cpu([PY, "-c", code], env, work, args.reps)[0]
+        # The run's own work: the same command in-process after every heavy import is paid
+        own = (
+            "import sys, time\n"
+            "import torch, pandas, numpy, sklearn.metrics, scipy.stats, scipy.special, jinja2, click\n"
+            "from audit.cli import main\n"
+            "t = time.process_time()\n"
+            "try:\n"
+            f"    main({commands(work / 'own')['audit run --suite performance, 100 rows'][0][3:]!r})\n"
+            "except SystemExit:\n"
+            "    pass\n"
+            "sys.stderr.write(f'OWN={time.process_time() - t}\\n')\n")
+        xs = []
+        for _ in range(args.reps):
+            proc = subprocess.run([PY, "-c", own], env=env, cwd=work, capture_output=True, text=True)
+            xs.append(float(re.search(r"OWN=([\d.]+)", proc.stderr).group(1)))
+        floors["the performance run's own work, every library imported first (this checkout)"] = statistics.median(xs)
         breakdown = import_breakdown(commands(work / "imp")["audit run --suite performance, 100 rows"][0], env, work)
 
     cpu = platform.processor() or platform.machine()

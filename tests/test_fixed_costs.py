@@ -249,3 +249,32 @@ def test_no_pages_is_not_a_user_option():
 
     res = CliRunner().invoke(main, ["run", "--help"])
     assert res.exit_code == 0 and "--no-pages" not in res.output
+
+
+# ---------------------------------------------------------------------- Ctrl-C while torch is imported
+
+
+def test_ctrl_c_during_torchs_import_is_delivered_after_it():
+    """With validation no longer importing SciPy, a run reaches `import torch` right after it writes its
+    placeholder, where an early Ctrl-C used to land inside torch's C++ start-up (the process then died by
+    SIGINT instead of exiting 130, or hung). import_torch holds SIGINT back until torch is imported: the
+    KeyboardInterrupt comes right after, with torch whole (and numpy's BLAS threads, which exist by then,
+    cannot take the signal past it)."""
+    code = (
+        "import builtins, os, signal, sys\n"
+        "real = builtins.__import__\n"
+        "def imp(name, *a, **k):\n"
+        "    if name == 'torch' and 'torch' not in sys.modules:\n"
+        "        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C as torch's import starts\n"
+        "    return real(name, *a, **k)\n"
+        "builtins.__import__ = imp\n"
+        "from audit.runner import import_torch\n"
+        "try:\n"
+        "    import_torch()\n"
+        "    print('not interrupted')\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted after the import:', hasattr(sys.modules.get('torch'), 'Tensor'))\n"
+        "print('handler restored:', signal.getsignal(signal.SIGINT) is signal.default_int_handler)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.stdout.splitlines() == ["interrupted after the import: True", "handler restored: True"], proc.stderr
