@@ -119,7 +119,9 @@ class Chart:
         self.add(f"<text {attrs}>{esc(s)}</text>")
 
     def title_text(self, s: str, x: float | None = None) -> None:
-        self.text(self.width / 2 if x is None else x, 13, s, size=TITLE_SIZE, anchor="middle")
+        """The title centred on top, shrunk to fit the figure's width if it is long (a long group name)."""
+        size = min(TITLE_SIZE, (self.width - 8) / (0.6 * max(1, len(s))))
+        self.text(self.width / 2 if x is None else x, 13, s, size=size, anchor="middle")
 
     def hatch(self, colour: str) -> str:
         """The id of a diagonal-hatch pattern in ``colour`` (one per colour per figure)."""
