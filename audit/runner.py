@@ -92,6 +92,7 @@ def execute(opts: RunOptions) -> tuple[dict[str, Any], int]:
     from audit.engine.distributed import World, env_world_size
     from audit.report.outdir import RunFolder
 
+    import_torch()  # before --out is held: a Ctrl-C during it leaves the folder untouched
     world = World.from_env() if env_world_size() > 1 else World()
     try:
         if world.is_main:
