@@ -173,11 +173,15 @@ def main() -> None:
 @click.option("--no-cache", is_flag=True,
               help="Do not save finished rows in --out/cache (a killed run then starts from zero; --resume has "
                    "nothing to read).")
+# `audit repro`'s child runs: their study renders the one report.html and junit.xml from their report.json
+# files, so each child writes report.json, summary.md and examples.npz only. Not a user option (hidden).
+@click.option("--no-pages", is_flag=True, hidden=True)
 @quiet_option
 @debug_option
 @handle_errors
 def run(model: Path, recipe: Path, suites: tuple[str, ...], out: Path, seed: int | None, device: str | None,
-        batch_size: int | None, trust_checkpoint: bool, resume: bool, no_cache: bool, quiet: bool) -> None:
+        batch_size: int | None, trust_checkpoint: bool, resume: bool, no_cache: bool, no_pages: bool,
+        quiet: bool) -> None:
     """Audit MODEL (a state_dict, training checkpoint or safetensors file; TorchScript or .pt2 with
     --trust-checkpoint) as RECIPE describes, and write the report to --out.
 
@@ -186,7 +190,8 @@ def run(model: Path, recipe: Path, suites: tuple[str, ...], out: Path, seed: int
     from audit.runner import RunOptions, execute
 
     opts = RunOptions(recipe=recipe, model_path=model, out=out, suites=list(suites), seed=seed, device=device,
-                      batch_size=batch_size, quiet=quiet, trust_checkpoint=trust_checkpoint, resume=resume, cache=not no_cache)
+                      batch_size=batch_size, quiet=quiet, trust_checkpoint=trust_checkpoint, resume=resume, cache=not no_cache,
+                      pages=not no_pages)
     report, code = execute(opts)
     if not quiet and report:
         _summary(report, out)

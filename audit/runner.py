@@ -29,6 +29,7 @@ class RunOptions:
     trust_checkpoint: bool = False
     resume: bool = False
     cache: bool = True  # save finished rows in --out/cache (--no-cache: not)
+    pages: bool = True  # write report.html and junit.xml (not in `audit repro`'s child runs)
     # an already validated recipe to run instead of reading ``recipe`` (``audit harden``'s before/after
     # audits: the user's recipe with stronger attacks); ``recipe`` still names the file for messages
     recipe_obj: Recipe | None = None
@@ -91,11 +92,12 @@ def execute(opts: RunOptions) -> tuple[dict[str, Any], int]:
     from audit.engine.distributed import World, env_world_size
     from audit.report.outdir import RunFolder
 
+    import_torch()  # before --out is held: a Ctrl-C during it leaves the folder untouched
     world = World.from_env() if env_world_size() > 1 else World()
     try:
         if world.is_main:
             with RunFolder.open(opts.out, "run", opts.argv,
-                                {"model": opts.model_path, "recipe": opts.recipe}) as folder:
+                                {"model": opts.model_path, "recipe": opts.recipe}, pages=opts.pages) as folder:
                 result = _execute(opts, folder, world)
         else:
             with _sigterm_raises():
@@ -165,8 +167,48 @@ class _sigterm_raises:
         signal.signal(signal.SIGTERM, self._old)
 
 
+def import_torch() -> None:
+    """Import torch with SIGINT and SIGTERM held back until it is done: a signal that comes meanwhile is
+    handed to the handler it would have met (KeyboardInterrupt, audit's Terminated, or the default action)
+    right after, so the run records its failure as usual.
+
+    Why: Ctrl-C landing inside torch's import (about 1.5 CPU s, much of it C++ start-up running Python code
+    through the C API) can leave the interpreter marked as killed by SIGINT although audit caught the
+    KeyboardInterrupt (the process then dies by the signal instead of exiting 130), or hang it at exit.
+    Python's handlers run in the main thread only, so elsewhere torch is imported plainly."""
+    if "torch" in sys.modules:
+        return
+    import os
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        import torch  # noqa: F401
+        return
+    pending: list[int] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        pending.append(signum)
+
+    # a signal mask would not do: numpy's BLAS threads already exist and would take the signal instead
+    old = {s: signal.signal(s, hold) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        import torch  # noqa: F401, F811
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        for s in dict.fromkeys(pending):
+            handler = old[s]
+            if callable(handler):
+                handler(s, None)  # raises (KeyboardInterrupt, Terminated)
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), s)  # the default action, now that torch is whole
+
+
 def _execute(opts: RunOptions, folder: Any, world: Any) -> tuple[dict[str, Any], int]:
     import re
+
+    import_torch()  # before anything below imports it
 
     from audit.engine import shard
     from audit.engine.cache import RowCache
@@ -381,11 +423,13 @@ def cache_key(recipe: Recipe, loaded: Any, data: Any, seed: int, block: int, bat
         source = hashlib.sha256(Path(source_file).read_bytes()).hexdigest() if source_file else None
     except (OSError, TypeError):
         source = None
-    try:
-        import torchattacks
+    # the installed distribution's version (what torchattacks.__version__ says) without importing it: a
+    # suite that attacks nothing should not pay for the import
+    from importlib import metadata
 
-        ta = getattr(torchattacks, "__version__", None)
-    except ImportError:
+    try:
+        ta: str | None = metadata.version("torchattacks")
+    except metadata.PackageNotFoundError:
         ta = None
     dev: dict[str, Any] = {"type": device.type}
     if device.type == "cuda":

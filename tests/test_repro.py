@@ -366,6 +366,23 @@ def test_digits_study_end_to_end(digits_study):
     assert len(html.encode()) < 1_000_000 and "<script" not in html
 
 
+def test_child_runs_write_what_the_study_reads_and_no_pages(digits_study):
+    """Each child keeps report.json, examples.npz, summary.md and stderr.txt; report.html and junit.xml
+    are the study's alone (rendered once, from the children's reports)."""
+    res, out, _ = digits_study
+    assert res.exit_code == 0, res.stderr
+    runs = sorted(p.name for p in (out / "runs").iterdir())
+    assert runs == ["seed-0", "seed-0-capture", "seed-0-repeat-1", "seed-0-repeat-2", "seed-1", "seed-2"]
+    for name in runs:
+        files = sorted(p.name for p in (out / "runs" / name).iterdir() if not p.name.startswith("."))
+        assert [f for f in files if f not in ("cache",)] == ["examples.npz", "report.json", "stderr.txt",
+                                                             "summary.md"], (name, files)
+        child = json.loads((out / "runs" / name / "report.json").read_text())
+        assert child["run_status"] == "finished"
+        assert child["run_id"] in (out / "runs" / name / "summary.md").read_text()
+    assert (out / "report.html").is_file() and (out / "junit.xml").is_file()
+
+
 def test_digits_seed_statistics_equal_numpy_over_the_child_reports(digits_study):
     _, out, _ = digits_study
     r = json.loads((out / "report.json").read_text())

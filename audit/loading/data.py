@@ -217,22 +217,23 @@ def _scan_csv(path: Path) -> None:
 def split_indices(y: np.ndarray, split: str, test_size: float, split_seed: int) -> np.ndarray:
     """Positions of the ``split`` part of a seeded split stratified by label (sorted; all rows for 'all').
 
-    Stratification falls back to a plain seeded split when a class has fewer than two examples.
+    Stratification falls back to a plain seeded split when a class has fewer than two examples. The rows
+    are scikit-learn's ``train_test_split`` rows, drawn without importing it (``audit.loading.split``).
     """
-    from sklearn.model_selection import train_test_split
+    from audit.loading.split import SplitError, seeded_split
 
     positions = np.arange(len(y))
     if split == "all":
         return positions
     _, counts = np.unique(y, return_counts=True)
-    stratify = y if counts.min() >= 2 else None
+    stratify = bool(len(counts)) and counts.min() >= 2
     try:
-        tr, te = train_test_split(positions, test_size=test_size, random_state=split_seed, stratify=stratify)
-    except ValueError:
+        tr, te = seeded_split(y, test_size, split_seed, stratify=stratify)
+    except SplitError:
         # too few rows for two non-empty parts (1 row), or fewer test rows than classes when stratified
         try:
-            tr, te = train_test_split(positions, test_size=test_size, random_state=split_seed)
-        except ValueError:
+            tr, te = seeded_split(y, test_size, split_seed, stratify=False)
+        except SplitError:
             raise DataError(f"[data] split = {split!r} with test_size = {test_size:g}: {len(y)} row"
                             f"{'s' if len(y) != 1 else ''} cannot be split into a non-empty train and test part; "
                             "use split = \"all\" to audit every row, or more data") from None

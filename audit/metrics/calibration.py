@@ -31,8 +31,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy.optimize import minimize_scalar
-from scipy.special import log_softmax, logsumexp
 
 from audit.metrics.bootstrap import percentile_interval
 
@@ -63,6 +61,8 @@ def _labels(labels: np.ndarray, n: int, k: int) -> np.ndarray:
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """``softmax(z / T)`` row-wise, computed as ``exp(log_softmax(z / T))`` for stability."""
+    from scipy.special import log_softmax
+
     return np.exp(log_softmax(np.asarray(logits, dtype=np.float64) / temperature, axis=1))
 
 
@@ -305,6 +305,8 @@ def nll(probs: np.ndarray, labels: np.ndarray) -> float:
 
 def nll_per_example(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """``-log softmax(z_i / T)_{y_i} = logsumexp(z_i / T) - z_{i,y_i} / T`` for every example."""
+    from scipy.special import logsumexp
+
     z = np.asarray(logits, dtype=np.float64) / temperature
     y = _labels(labels, len(z), z.shape[1])
     return logsumexp(z, axis=1) - z[np.arange(len(z)), y]
@@ -630,6 +632,9 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, bounds: tuple[float,
     (NLL is smooth and unimodal in log T for non-degenerate data; a T at a bound means the data asked for
     more than the bounds allow: e.g. every example correct pushes T -> 0).
     """
+    from scipy.optimize import minimize_scalar
+    from scipy.special import logsumexp
+
     z = np.asarray(logits, dtype=np.float64)
     y = _labels(labels, len(z), z.shape[1])
     if len(z) == 0:

@@ -79,8 +79,12 @@ class RunFolder:
     manager so that any exception, Ctrl-C included, leaves a failure report before it propagates."""
 
     def __init__(self, out: Path, command: str, argv: list[str] | None = None,
-                 inputs: dict[str, Any] | None = None, extra_files: tuple[str, ...] = ()):
+                 inputs: dict[str, Any] | None = None, extra_files: tuple[str, ...] = (), pages: bool = True):
         self.out = Path(out)
+        # report.html and junit.xml. Without them (``audit repro``'s child runs, whose study renders the one
+        # page and JUnit file from their report.json files) the folder holds report.json, summary.md and
+        # examples.npz: what the parent reads and what a person reads, without the rendering cost.
+        self.pages = pages
         # the command's own files and folders besides the report's (`audit harden`: the model, its
         # checkpoint, the before/after audits): moved aside with the report, so none outlives its run
         self.extra_files = tuple(extra_files)
@@ -99,8 +103,9 @@ class RunFolder:
 
     @classmethod
     def open(cls, out: Path, command: str, argv: list[str] | None = None,
-             inputs: dict[str, Any] | None = None, extra_files: tuple[str, ...] = ()) -> "RunFolder":
-        folder = cls(out, command, argv, inputs, extra_files)
+             inputs: dict[str, Any] | None = None, extra_files: tuple[str, ...] = (), pages: bool = True
+             ) -> "RunFolder":
+        folder = cls(out, command, argv, inputs, extra_files, pages)
         folder._prepare()
         folder._lock()
         try:
@@ -211,17 +216,11 @@ class RunFolder:
         """Write the run's report and files, staged (each beside its final name, moved into place when all
         were written, report.json last). Returns the report as written."""
         from audit.report.build import dumps
-        from audit.report.html import render_html
-        from audit.report.junit import render_junit
-        from audit.report.markdown import render_markdown
 
         report = self.stamp(report)
         text = dumps(report)
         # Renderers get exactly what report.json holds, so re-rendering a saved report gives the same files.
-        saved = json.loads(text)
-        texts = {"report.html": render_html(saved), "junit.xml": render_junit(saved),
-                 "summary.md": render_markdown(saved), "report.json": text}
-        self._stage_and_replace(texts, table)
+        self._stage_and_replace(self._rendered(json.loads(text), text), table)
         self.finished = True
         return report
 
@@ -232,9 +231,6 @@ class RunFolder:
 
     def _write_failure(self, status: str, message: str, exit_code: int | None) -> None:
         from audit.report.build import dumps
-        from audit.report.html import render_html
-        from audit.report.junit import render_junit
-        from audit.report.markdown import render_markdown
 
         report = failure_report(run_id=self.run_id, command=self.command, argv=self.argv, created=self.created,
                                 inputs=self.inputs, status=status, error=message, exit_code=exit_code)
@@ -242,9 +238,22 @@ class RunFolder:
             report["previous_run"] = str(self.moved_to)
         # examples.npz of this run does not exist: remove a half-written one (never an earlier run's: moved)
         (self.out / "examples.npz").unlink(missing_ok=True)
-        texts = {"report.html": render_html(report), "junit.xml": render_junit(report),
-                 "summary.md": render_markdown(report), "report.json": dumps(report)}
-        self._stage_and_replace(texts, None)
+        self._stage_and_replace(self._rendered(report, dumps(report)), None)
+
+    def _rendered(self, report: dict[str, Any], text: str) -> dict[str, str]:
+        """The files of ``report`` (``text`` is its report.json): summary.md always, the page and the JUnit
+        file unless this folder does without them, report.json last (the order they are moved in)."""
+        from audit.report.markdown import render_markdown
+
+        texts = {}
+        if self.pages:
+            from audit.report.html import render_html
+            from audit.report.junit import render_junit
+
+            texts = {"report.html": render_html(report), "junit.xml": render_junit(report)}
+        texts["summary.md"] = render_markdown(report)
+        texts["report.json"] = text
+        return texts
 
     def _stage_and_replace(self, texts: dict[str, str], table: Any | None) -> None:
         out = self.out

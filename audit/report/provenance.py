@@ -11,7 +11,7 @@ from typing import Any
 from audit import __version__
 
 PACKAGES = ("torch", "numpy", "scipy", "scikit-learn", "fairlearn", "torchattacks", "safetensors", "pandas",
-            "jinja2", "matplotlib", "click")
+            "jinja2", "click")
 ENV_VARS = ("CUBLAS_WORKSPACE_CONFIG", "PYTHONHASHSEED", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
             "CUDA_VISIBLE_DEVICES", "WORLD_SIZE", "RANK")
 

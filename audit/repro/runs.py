@@ -1,6 +1,10 @@
 """Child runs of ``audit repro``: each a real ``python -m audit run ... --quiet`` in a fresh interpreter,
 so nothing (RNG state, cuDNN autotuner caches, thread pools, imported modules) carries over between them.
 
+Each child writes ``runs/<label>/``: report.json, examples.npz and summary.md (a person's one-page read of
+that run), plus stderr.txt; not report.html or junit.xml (``--no-pages``), which the study renders once for
+all runs from these files.
+
 A child's exit code 0, 1 or 4 is a result (gates pass, fail, or the evaluation is invalid): its
 report.json and examples.npz are read. Exit 2 (usage/input error) or 3 (internal error), or any other
 code, stops the study with one line naming the run and the child's own error line.
@@ -61,7 +65,7 @@ class ChildArgs:
 
     def command(self, seed: int, out: Path) -> list[str]:
         cmd = [sys.executable, "-m", "audit", "run", str(self.model), "--recipe", str(self.recipe),
-               "--seed", str(seed), "--out", str(out), "--quiet"]
+               "--seed", str(seed), "--out", str(out), "--quiet", "--no-pages"]  # the study renders the page
         for s in self.suites:
             cmd += ["--suite", s]
         if self.device:

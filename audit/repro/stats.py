@@ -20,10 +20,11 @@ def _clean(values: Sequence[float | None]) -> np.ndarray:
 
 
 def t_quantile(confidence: float, dof: int) -> float:
-    """The two-sided Student-t critical value t_{(1+c)/2, dof} (``scipy.stats.t.ppf``)."""
-    from scipy import stats
+    """The two-sided Student-t critical value t_{(1+c)/2, dof}: ``scipy.special.stdtrit``, the function
+    ``scipy.stats.t.ppf`` evaluates (the same number, without importing scipy.stats: about 1 CPU s)."""
+    from scipy.special import stdtrit
 
-    return float(stats.t.ppf((1.0 + confidence) / 2.0, dof))
+    return float(stdtrit(dof, (1.0 + confidence) / 2.0))
 
 
 def seed_summary(values: Sequence[float | None], confidence: float = 0.95) -> dict[str, float | int | None]:
@@ -75,9 +76,9 @@ def seeds_needed(std: float | None, half_width: float, confidence: float = 0.95,
         return None
     if std == 0:
         return 2
-    from scipy import stats
+    from scipy.special import ndtri  # what scipy.stats.norm.ppf evaluates
 
-    z = float(stats.norm.ppf((1.0 + confidence) / 2.0))
+    z = float(ndtri((1.0 + confidence) / 2.0))
     n = max(2, math.ceil((z * std / half_width) ** 2))
     while n <= max_n:
         if t_quantile(confidence, n - 1) * std / math.sqrt(n) <= half_width:

@@ -114,8 +114,9 @@ def _execute_repro(opts: ReproOptions, folder: Any, log: Callable[[str], None] |
     from audit.engine.table import ExampleTable
     from audit.recipe import load_recipe
     from audit.report.build import regate
-    from audit.runner import choose_suites, make_progress
+    from audit.runner import choose_suites, import_torch, make_progress
 
+    import_torch()  # Ctrl-C-safe (the recipe's robustness section imports it)
     if opts.recipe is None:
         raise AuditError("--recipe is required with MODEL (e.g. audit repro model.safetensors --recipe "
                          "recipes/digits.toml --seeds 5)")
