@@ -299,3 +299,47 @@ def test_ranking_replicates_equal_the_metrics_of_the_resampled_rows():
     w0 = np.zeros((1, n))
     w0[0, ~y] = 1                                   # no positive in the replicate
     assert np.isnan(C.ranking_replicates(y, s, w0)[0][0]) and np.isnan(C.ranking_replicates(y, s, w0)[1][0])
+
+
+def test_numpy_ranks_and_curves_equal_scipy_and_sklearn_with_ties():
+    """mid_ranks, roc_points and pr_points replace scipy.stats.rankdata and sklearn's roc_curve /
+    precision_recall_curve on the performance path (their imports cost more than the computation): equal
+    to them, ties included."""
+    from scipy.stats import rankdata
+
+    g = np.random.default_rng(0)
+    for n, decimals in ((1, 3), (2, 0), (50, 1), (400, 2), (1000, 6)):
+        s = np.round(g.random(n), decimals)
+        y = g.random(n) < 0.3
+        y[0] = True
+        np.testing.assert_array_equal(C.mid_ranks(s), rankdata(s))
+        if y.all():
+            continue
+        fpr, tpr, _ = skm.roc_curve(y, s, drop_intermediate=False)
+        got = C.roc_points(y, s)
+        np.testing.assert_allclose(got[0], fpr, rtol=0, atol=1e-15)
+        np.testing.assert_allclose(got[1], tpr, rtol=0, atol=1e-15)
+        prec, rec, _ = skm.precision_recall_curve(y, s)
+        r, p = C.pr_points(y, s)
+        np.testing.assert_allclose(r, rec[::-1], rtol=0, atol=1e-15)
+        np.testing.assert_allclose(p, prec[::-1], rtol=0, atol=1e-15)
+
+
+def test_beta_quantile_intervals_equal_scipy_stats():
+    """Clopper-Pearson and Jeffreys from scipy.special.betaincinv equal scipy.stats.beta.ppf's intervals."""
+    from scipy.stats import beta
+
+    from audit.metrics.bootstrap import clopper_pearson, jeffreys_interval
+
+    g = np.random.default_rng(1)
+    n = g.integers(1, 5000, 2000).astype(float)
+    x = np.floor(g.random(2000) * (n + 1))
+    x[:5], n[:5] = [0, 1, 3, 7, 2], [1, 1, 3, 9, 1e6]
+    for conf in (0.9, 0.95, 0.99):
+        a = 1 - conf
+        lo, hi = clopper_pearson(x, n, conf)
+        np.testing.assert_array_equal(lo, np.where(x <= 0, 0.0, beta.ppf(a / 2, np.maximum(x, 1e-300), n - x + 1)))
+        np.testing.assert_array_equal(hi, np.where(x >= n, 1.0, beta.ppf(1 - a / 2, x + 1, np.maximum(n - x, 1e-300))))
+        lo, hi = jeffreys_interval(x, n, conf)
+        np.testing.assert_array_equal(lo, np.where(x <= 0, 0.0, beta.ppf(a / 2, x + 0.5, n - x + 0.5)))
+        np.testing.assert_array_equal(hi, np.where(x >= n, 1.0, beta.ppf(1 - a / 2, x + 0.5, n - x + 0.5)))

@@ -50,14 +50,16 @@ def clopper_pearson(x: np.ndarray | float, n: np.ndarray | int, confidence: floa
     with B the beta quantile, a = 1 - confidence, and the ends 0 at x = 0 and 1 at x = n (Clopper &
     Pearson, Biometrika 1934). ``x`` may be fractional (a mean of per-example fractions times n). NaN
     where n = 0."""
-    from scipy.stats import beta
+    # the beta quantile B(q; a, b) is scipy.special.betaincinv(a, b, q), what scipy.stats.beta.ppf evaluates
+    # (bit for bit), without importing scipy.stats (1.3 s)
+    from scipy.special import betaincinv
 
     x_a = np.asarray(x, dtype=np.float64)
     n_a = np.asarray(n, dtype=np.float64)
     a = 1.0 - confidence
     with np.errstate(invalid="ignore", divide="ignore"):
-        lo = np.where(x_a <= 0, 0.0, beta.ppf(a / 2, np.maximum(x_a, 1e-300), n_a - x_a + 1))
-        hi = np.where(x_a >= n_a, 1.0, beta.ppf(1 - a / 2, x_a + 1, np.maximum(n_a - x_a, 1e-300)))
+        lo = np.where(x_a <= 0, 0.0, betaincinv(np.maximum(x_a, 1e-300), n_a - x_a + 1, a / 2))
+        hi = np.where(x_a >= n_a, 1.0, betaincinv(x_a + 1, np.maximum(n_a - x_a, 1e-300), 1 - a / 2))
     bad = ~(n_a > 0) | ~np.isfinite(x_a)
     return np.where(bad, np.nan, lo), np.where(bad, np.nan, hi)
 
@@ -180,13 +182,15 @@ def jeffreys_interval(x: np.ndarray | float, n: np.ndarray | float, confidence: 
     """Jeffreys interval of a proportion x/n: the alpha/2 and 1 - alpha/2 quantiles of Beta(x + 1/2,
     n - x + 1/2), with L = 0 at x = 0 and U = 1 at x = n (Brown, Cai & DasGupta, Statistical Science 16,
     2001, sec. 4.1.2). ``x`` and ``n`` may be fractional (an effective sample size). NaN where n <= 0."""
-    from scipy.stats import beta
+    # the beta quantile B(q; a, b) is scipy.special.betaincinv(a, b, q), what scipy.stats.beta.ppf evaluates
+    # (bit for bit), without importing scipy.stats (1.3 s)
+    from scipy.special import betaincinv
 
     x_a = np.asarray(x, dtype=np.float64)
     n_a = np.asarray(n, dtype=np.float64)
     a = 1.0 - confidence
     with np.errstate(invalid="ignore", divide="ignore"):
-        lo = np.where(x_a <= 0, 0.0, beta.ppf(a / 2, x_a + 0.5, np.maximum(n_a - x_a, 0) + 0.5))
-        hi = np.where(x_a >= n_a, 1.0, beta.ppf(1 - a / 2, x_a + 0.5, np.maximum(n_a - x_a, 0) + 0.5))
+        lo = np.where(x_a <= 0, 0.0, betaincinv(x_a + 0.5, np.maximum(n_a - x_a, 0) + 0.5, a / 2))
+        hi = np.where(x_a >= n_a, 1.0, betaincinv(x_a + 0.5, np.maximum(n_a - x_a, 0) + 0.5, 1 - a / 2))
     bad = ~(n_a > 0) | ~np.isfinite(x_a)
     return np.where(bad, np.nan, lo)[()], np.where(bad, np.nan, hi)[()]

@@ -107,6 +107,48 @@ def precision_recall_f1(cm: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
 # ------------------------------------------------------------------------------------ ranking metrics
 
 
+def mid_ranks(a: np.ndarray) -> np.ndarray:
+    """Ranks 1..n with ties given the mean of the ranks they span (scipy.stats.rankdata's "average"):
+    a run of equal values at sorted positions i..j (0-based) gets (i + j) / 2 + 1. In numpy, so that the
+    performance path does not import scipy.stats."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1)
+    order = np.argsort(a, kind="mergesort")
+    s = a[order]
+    new = np.r_[True, s[1:] != s[:-1]] if len(s) else np.zeros(0, dtype=bool)
+    starts = np.r_[np.flatnonzero(new), len(s)]
+    avg = (starts[:-1] + starts[1:] - 1) / 2.0 + 1.0
+    out = np.empty(len(a), dtype=np.float64)
+    out[order] = avg[np.cumsum(new) - 1]
+    return out
+
+
+def roc_points(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ROC curve's vertices (FPR, TPR), one per distinct score from the highest down, starting at
+    (0, 0): what sklearn.metrics.roc_curve(y, score, drop_intermediate=False) gives, without importing
+    scikit-learn on the performance path. Needs both classes."""
+    tps, fps = _cumulative_counts(y, score)
+    return np.r_[0.0, fps] / fps[-1], np.r_[0.0, tps] / tps[-1]
+
+
+def pr_points(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The precision-recall curve by increasing recall, (recall, precision): (0, 1), then one point per
+    distinct score from the highest down (precision TP / (TP + FP), recall TP / P at threshold score >= t):
+    sklearn.metrics.precision_recall_curve's arrays (scikit-learn >= 1.1), reversed. Needs a positive."""
+    tps, fps = _cumulative_counts(y, score)
+    return np.r_[0.0, tps / tps[-1]], np.r_[1.0, tps / (tps + fps)]
+
+
+def _cumulative_counts(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """True and false positives at each distinct score taken as the threshold (score >= t), highest first."""
+    s = np.asarray(score, dtype=np.float64).reshape(-1)
+    yy = np.asarray(y).astype(bool).reshape(-1)
+    order = np.argsort(-s, kind="mergesort")
+    s, yy = s[order], yy[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
+    tps = np.cumsum(yy, dtype=np.float64)[last]
+    return tps, (last + 1) - tps
+
+
 def auroc_binary(y: np.ndarray, score: np.ndarray) -> float:
     """Area under the ROC curve via the Mann-Whitney U statistic with mid-ranks for ties:
 
@@ -115,14 +157,12 @@ def auroc_binary(y: np.ndarray, score: np.ndarray) -> float:
     where R_1 is the sum of the ranks of the positives. NaN if only one class is present.
     Reference: Hanley & McNeil, Radiology 143 (1982); equals sklearn.metrics.roc_auc_score.
     """
-    from scipy.stats import rankdata
-
     y = np.asarray(y).astype(bool)
     n1 = int(y.sum())
     n0 = y.size - n1
     if n1 == 0 or n0 == 0:
         return float("nan")
-    ranks = rankdata(score)
+    ranks = mid_ranks(score)
     return float((ranks[y].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
 
 
@@ -161,17 +201,15 @@ def delong_variance(y: np.ndarray, score: np.ndarray) -> float:
 
     with R the rank among all scores, R1/R0 the rank among the positives/negatives and s2 the sample
     variance (ddof = 1). NaN with fewer than two positives or negatives."""
-    from scipy.stats import rankdata
-
     y = np.asarray(y).astype(bool)
     s = np.asarray(score, dtype=np.float64)
     n1 = int(y.sum())
     n0 = y.size - n1
     if n1 < 2 or n0 < 2:
         return float("nan")
-    r = rankdata(s)
-    v10 = (r[y] - rankdata(s[y])) / n0
-    v01 = 1.0 - (r[~y] - rankdata(s[~y])) / n1
+    r = mid_ranks(s)
+    v10 = (r[y] - mid_ranks(s[y])) / n0
+    v01 = 1.0 - (r[~y] - mid_ranks(s[~y])) / n1
     return float(v10.var(ddof=1) / n1 + v01.var(ddof=1) / n0)
 
 

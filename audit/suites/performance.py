@@ -228,8 +228,6 @@ def evaluate(y: np.ndarray, pred: np.ndarray, probs: np.ndarray, names: list[str
 def _ranking(res: SuiteResult, y: np.ndarray, probs: np.ndarray, names: list[str], cfg: dict[str, Any],
              seed: int) -> tuple[np.ndarray, np.ndarray]:
     """AUROC, AP, prevalence and the ROC/PR curves: binary on positive_class, else one-vs-rest."""
-    from sklearn.metrics import precision_recall_curve, roc_curve
-
     k = len(names)
     n = len(y)
     conf = cfg["confidence"]
@@ -250,10 +248,10 @@ def _ranking(res: SuiteResult, y: np.ndarray, probs: np.ndarray, names: list[str
         au[c] = C.auroc_binary(yc, sc)
         ap[c] = C.average_precision_binary(yc, sc)
         if 0 < yc.sum() < n:
-            fpr, tpr, _ = roc_curve(yc, sc)
-            prec, rec, _ = precision_recall_curve(yc, sc)
+            fpr, tpr = C.roc_points(yc, sc)  # in numpy: scikit-learn's import costs more than the curves
+            rec, prec = C.pr_points(yc, sc)
             fx, ty = C.downsample_curve(fpr, tpr, cfg["curve_points"])
-            rx, py = C.downsample_curve(rec[::-1], prec[::-1], cfg["curve_points"])
+            rx, py = C.downsample_curve(rec, prec, cfg["curve_points"])
             curves["roc"].append({"class": names[c], "fpr": fx, "tpr": ty, "auc": _r(au[c])})
             curves["pr"].append({"class": names[c], "recall": rx, "precision": py, "ap": _r(ap[c]),
                                  "prevalence": round(float(yc.mean()), 6)})
