@@ -60,6 +60,17 @@ def assert_failed_run(out: Path, exit_code: int | None = None) -> dict:
     return r
 
 
+def signals_default() -> None:
+    """preexec_fn for a child that a test interrupts: SIGINT and SIGTERM at their default actions. A shell
+    that starts pytest in the background without job control (`cmd &` in a script) makes it ignore SIGINT,
+    children inherit that through exec, and Python then installs no KeyboardInterrupt handler: the child
+    would shrug off the test's Ctrl-C (which is right for audit, and wrong for the test)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def run_subprocess(*args: str, cwd: Path | None = None, timeout: float = 300) -> CliResult:
     """Run the real console entry point in a fresh interpreter."""
     proc = subprocess.run([sys.executable, "-m", "audit", *map(str, args)], capture_output=True, text=True,

@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, signals_default
 
 NET = '''
 import torch
@@ -732,7 +732,7 @@ def _start_held_run(base: Path, d: Path, out: Path) -> tuple[subprocess.Popen, d
                                  + f'[data]\nsource = "python"\ncallable = "slow.py:load"\nkwargs = {{ go = "{d / "go"}" }}\n')
     proc = subprocess.Popen([sys.executable, "-m", "audit", "run", str(base / "sd.pt"), "--recipe", str(d / "slow.toml"),
                              "--out", str(out), "--quiet"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                            text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), preexec_fn=signals_default)
     t = time.monotonic()
     while time.monotonic() - t < 60:
         try:

@@ -17,7 +17,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, signals_default
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
 HEAVY = ("torch", "numpy", "scipy", "sklearn", "pandas", "matplotlib", "fairlearn", "torchattacks", "jinja2")
@@ -276,5 +276,5 @@ def test_ctrl_c_during_torchs_import_is_delivered_after_it():
         "    print('interrupted after the import:', hasattr(sys.modules.get('torch'), 'Tensor'))\n"
         "print('handler restored:', signal.getsignal(signal.SIGINT) is signal.default_int_handler)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, preexec_fn=signals_default)
     assert proc.stdout.splitlines() == ["interrupted after the import: True", "handler restored: True"], proc.stderr
