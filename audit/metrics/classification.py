@@ -176,18 +176,11 @@ def average_precision_binary(y: np.ndarray, score: np.ndarray) -> float:
     Introduction to Information Retrieval (2008), section 8.4.
     """
     y = np.asarray(y).astype(bool)
-    n1 = int(y.sum())
-    if n1 == 0:
+    if not y.any():
         return float("nan")
-    order = np.argsort(-np.asarray(score, dtype=np.float64), kind="mergesort")
-    s = np.asarray(score, dtype=np.float64)[order]
-    yt = y[order]
-    # last position of each run of equal scores = one threshold
-    last = np.r_[np.nonzero(np.diff(s))[0], s.size - 1]
-    tp = np.cumsum(yt)[last]
-    fp = (last + 1) - tp
+    tp, fp = _cumulative_counts(y, score)  # one threshold per run of equal scores
     precision = tp / (tp + fp)
-    recall = tp / n1
+    recall = tp / tp[-1]
     recall_prev = np.r_[0.0, recall[:-1]]
     return float(np.sum((recall - recall_prev) * precision))
 
