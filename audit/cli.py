@@ -8,6 +8,7 @@ Exit codes: 0 all gates pass, 1 a gate failed, 2 usage or input error, 3 interna
 from __future__ import annotations
 
 import functools
+import json
 import sys
 import traceback
 from pathlib import Path
@@ -44,13 +45,23 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - the last line of defence: one line, never a traceback
             if debug and not isinstance(e, KeyboardInterrupt):
                 traceback.print_exc()
-            _fail(*error_line(e))
+            line, code = error_line(e)
+            if kwargs.get("output_format") == "json":  # stdout still holds one JSON object
+                from audit.report.ci import error_json
+
+                click.echo(json.dumps(error_json(fn.__name__, line, int(code)), sort_keys=True))
+            _fail(line, code)
 
     return wrapper
 
 
 debug_option = click.option("--debug", is_flag=True, help="Show the full traceback on errors.")
-quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars or summary on stderr.")
+quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress or summary on stderr.")
+format_option = click.option(
+    "--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+    help="json: one JSON object on stdout (verdict, passed, exit_code, every gate with its status, value, threshold "
+         "and reason, the failed checks, the report paths; an error too is an object, with its line); the human "
+         "summary stays on stderr. GitHub annotations are then not printed (stdout is the object's alone).")
 
 
 # click >= 8.2 raises this for a bare group call; older versions print the help themselves (exit 0).
@@ -176,12 +187,13 @@ def main() -> None:
 # `audit repro`'s child runs: their study renders the one report.html and junit.xml from their report.json
 # files, so each child writes report.json, summary.md and examples.npz only. Not a user option (hidden).
 @click.option("--no-pages", is_flag=True, hidden=True)
+@format_option
 @quiet_option
 @debug_option
 @handle_errors
 def run(model: Path, recipe: Path, suites: tuple[str, ...], out: Path, seed: int | None, device: str | None,
         batch_size: int | None, trust_checkpoint: bool, resume: bool, no_cache: bool, no_pages: bool,
-        quiet: bool) -> None:
+        output_format: str, quiet: bool) -> None:
     """Audit MODEL (a state_dict, training checkpoint or safetensors file; TorchScript or .pt2 with
     --trust-checkpoint) as RECIPE describes, and write the report to --out.
 
@@ -193,32 +205,47 @@ def run(model: Path, recipe: Path, suites: tuple[str, ...], out: Path, seed: int
                       batch_size=batch_size, quiet=quiet, trust_checkpoint=trust_checkpoint, resume=resume, cache=not no_cache,
                       pages=not no_pages)
     report, code = execute(opts)
-    if not quiet and report:
-        _summary(report, out)
+    if report:  # under torchrun only rank 0 has one
+        _finish(report, "run", _out_paths(out), quiet, output_format)
     sys.exit(code)
 
 
-@main.command(epilog=EXIT_CODES_HELP)
+@main.command(epilog=EXIT_CODES_HELP + " A gate of --recipe whose params select no record of the report (an eps, a "
+              "noise level, a class, an attribute or group it does not have), or several, exits 2 naming the valid "
+              "values; without --recipe the report's own gates are judged as the run judged them.")
 @click.argument("report_path", metavar="REPORT", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--recipe", "-r", type=click.Path(dir_okay=False, path_type=Path),
               help="Recipe whose [[gates]] and [validity] to apply. Default: the gates and thresholds stored in "
                    "the report itself, which anyone who can edit report.json can change; in CI pass the "
                    "recipe from your own repository.")
-@click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), help="Also write JUnit XML here.")
-@click.option("--markdown", type=click.Path(dir_okay=False, path_type=Path), help="Also write a Markdown summary here.")
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path),
+              help="Re-render report.json, report.html, junit.xml and summary.md there with the gates just "
+                   "evaluated (the report's own folder, or an empty one, which also gets a copy of examples.npz). "
+                   "The files keep the run id of the run that measured and say in report.json (regated) and on the "
+                   "page which recipe judged them; `audit gate DIR/report.json` then reaches the same verdict.")
+@click.option("--junit", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write JUnit XML here (one file, anywhere; --out writes the whole set).")
+@click.option("--markdown", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write a Markdown summary here (one file, anywhere; --out writes the whole set).")
+@format_option
 @quiet_option
 @debug_option
 @handle_errors
-def gate(report_path: Path, recipe: Path | None, junit: Path | None, markdown: Path | None, quiet: bool) -> None:
+def gate(report_path: Path, recipe: Path | None, out: Path | None, junit: Path | None, markdown: Path | None,
+         output_format: str, quiet: bool) -> None:
     """Re-evaluate gates on a saved REPORT (report.json) without the model or the data."""
     from audit.report.build import read_report, regate, stored_gates
     from audit.report.outdir import write_text
 
     report = read_report(report_path)
+    recipe_sha = None
     if recipe is not None:
+        import hashlib
+
         from audit.recipe import load_recipe
 
         r = load_recipe(recipe, gates_only=True)
+        recipe_sha = hashlib.sha256(recipe.read_bytes()).hexdigest()
         gates, downgrade = r.gates, r.section("validity")["downgrade"]
         if not gates and "validity" not in r.present:  # a wrong file in CI must not turn every gate off
             raise AuditError(f"{recipe}: the recipe has no [[gates]] and no [validity] table, so there is "
@@ -231,17 +258,38 @@ def gate(report_path: Path, recipe: Path | None, junit: Path | None, markdown: P
         raise AuditError(f"{recipe}: none of its gates can be checked on {report_path} (they need "
                          f"{', '.join(sorted({g['missing_suite'] for g in result['gates']}))}, which this report does "
                          "not contain); gate the report of the command that makes them (`audit repro`)")
+    if recipe is not None:
+        # a typo in the gates file (eps 0.03137 for "8/255", a group the data lacks) is an input error, not a
+        # regression of the model: exit 2 naming the valid values, before anything is written
+        wrong = [g for g in result["gates"] if g["status"] == "error" and g.get("params_mistake")]
+        if wrong:
+            more = f" (and {len(wrong) - 1} more gate(s) like it)" if len(wrong) > 1 else ""
+            raise AuditError(f"{recipe}: gate {wrong[0]['id']!r}: {wrong[0]['message']}{more}")
+    paths: dict[str, Path | None] = {"json": report_path}
+    if out is not None:
+        from datetime import datetime, timezone
+
+        from audit.report.outdir import write_regated
+
+        result["regated"] = {"by": "audit gate", "recipe": str(recipe) if recipe is not None else None,
+                             "recipe_sha256": recipe_sha, "source": str(report_path),
+                             "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                             "previous_verdict": report["verdict"], "previous_exit_code": report["exit_code"]}
+        if recipe is not None:  # the gates it was judged by, where `audit gate` without --recipe reads them
+            sections = dict(result["recipe"].get("sections", {}), validity=r.section("validity"))
+            result["recipe"] = dict(result["recipe"], gates=gates, sections=sections)
+        paths = dict(write_regated(result, report_path, out))
     if junit is not None:
         from audit.report.junit import render_junit
 
         write_text(junit, render_junit(result))
+        paths["junit"] = junit
     if markdown is not None:
         from audit.report.markdown import render_markdown
 
-        write_text(markdown, render_markdown(result))
-    if not quiet:
-        _summary(result, None)
-    sys.exit(result["exit_code"])
+        write_text(markdown, render_markdown(result, paths.get("html")))
+        paths["summary"] = markdown
+    _finish(result, "gate", paths, quiet, output_format)
 
 
 @main.command(epilog=EXIT_CODES_HELP)
@@ -265,12 +313,13 @@ def gate(report_path: Path, recipe: Path | None, junit: Path | None, markdown: P
               help="A baseline report.json: what in the environment changed, ranked by likely impact. Without "
                    "MODEL, only that comparison (against this machine) is printed.")
 @click.option("--trust-checkpoint", is_flag=True, help="As for `audit run`.")
+@format_option
 @quiet_option
 @debug_option
 @handle_errors
 def repro(model: Path | None, recipe: Path | None, seeds: int | None, repeats: int | None, suites: tuple[str, ...],
           out: Path, seed: int | None, device: str | None, batch_size: int | None, jobs: int | None,
-          compare: Path | None, trust_checkpoint: bool, quiet: bool) -> None:
+          compare: Path | None, trust_checkpoint: bool, output_format: str, quiet: bool) -> None:
     """Seed and determinism study of MODEL: the audit under N seeds and repeated under one seed, each run in
     a fresh process; bitwise repeatability, nondeterministic ops, batch-size invariance, the spread of every
     metric across seeds, and the environment fingerprint. Gates on repro.* metrics decide the exit code."""
@@ -302,8 +351,7 @@ def repro(model: Path | None, recipe: Path | None, seeds: int | None, repeats: i
     report, code = execute_repro(opts, log=lambda line: click.echo(line, err=True))
     if not quiet:
         _repro_summary(report)
-        _summary(report, out)
-    sys.exit(code)
+    _finish(report, "repro", _out_paths(out), quiet, output_format, code)
 
 
 @main.command(epilog=EXIT_CODES_HELP + " Exit 5: training diverged (a NaN or infinite loss, gradient or weights); the "
@@ -346,8 +394,7 @@ def harden(model: Path, recipe: Path, method: str | None, epochs: int | None, lr
     report, code = execute_harden(opts, log=lambda line: click.echo(line, err=True))
     if not quiet:
         _harden_summary(report)
-        _summary(report, out)
-    sys.exit(code)
+    _finish(report, "harden", _out_paths(out), quiet, "text", code)
 
 
 def _harden_summary(report: dict[str, Any]) -> None:
@@ -388,11 +435,12 @@ def _harden_summary(report: dict[str, Any]) -> None:
 @click.option("--bootstrap", type=int, default=1000, show_default=True,
               help="Paired bootstrap resamples for the metrics that are not a proportion of examples.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the paired bootstrap.")
+@format_option
 @quiet_option
 @debug_option
 @handle_errors
 def diff(base: Path, new: Path, out: Path, fail_on_regression: bool, alpha: float, tolerance: float, bootstrap: int,
-         seed: int, quiet: bool) -> None:
+         seed: int, output_format: str, quiet: bool) -> None:
     """Compare two audits: BASE and NEW are report.json files or the folders holding them (as `audit run`
     writes them). Paired example by example when both ran on the same data and kept examples.npz
     (McNemar's exact test, a paired bootstrap, per-example flips); else compared through the reports'
@@ -419,6 +467,15 @@ def diff(base: Path, new: Path, out: Path, fail_on_regression: bool, alpha: floa
         for key in result["gated_regressions"]:
             click.echo(f"  gated metric regressed: {key}", err=True)
         click.secho(f"audit diff: exit {code} -> {out / 'diff.html'}", fg="red" if code else "green", err=True)
+    if output_format == "json":
+        from audit.report.ci import VERDICT_SCHEMA
+
+        click.echo(json.dumps({
+            "schema": VERDICT_SCHEMA, "command": "diff", "passed": code == 0, "exit_code": code,
+            "paired": result["paired"], "n_paired": result.get("n_paired"), "counts": result["counts"],
+            "gated_regressions": list(result["gated_regressions"]),
+            "reports": {k: str(out / f) for k, f in (("json", "diff.json"), ("html", "diff.html"), ("markdown", "diff.md"))
+                        if (out / f).is_file()}}, sort_keys=True, default=str))
     sys.exit(code)
 
 
@@ -465,19 +522,62 @@ def _repro_summary(report: dict[str, Any]) -> None:
         click.echo(f"  note: {note}", err=True)
 
 
-def _summary(report: dict[str, Any], out: Path | None) -> None:
-    """A few lines on stderr: the verdict, the gates, the failed checks."""
+def _summary(report: dict[str, Any], html: Path | None) -> None:
+    """A few lines on stderr: the failed checks with what they mean and what to do, the gates (or that there
+    are none), the verdict and where the page is."""
+    from audit.report.ci import check_fix, no_gates_line
     from audit.report.markdown import gate_line
 
     v = report["verdict"]
     colour = {"pass": "green", "fail": "red", "invalid": "magenta"}[v]
     for c in report["checks"]:
         if c["status"] != "pass":
-            click.echo(f"  check {c['id']}: {c['status'].upper()}", err=True)
+            if c["status"] != "fail":  # a warning: its id here, its words in the report
+                click.echo(f"  check {c['id']}: {c['status'].upper()}", err=True)
+                continue
+            message = " ".join(str(c.get("message", "")).split())
+            click.echo(f"  check {c['id']}: FAIL — {message}", err=True)
+            click.echo(f"    what to do: {check_fix(c)}", err=True)
     for g in report["gates"]:
         click.echo("  " + gate_line(g), err=True)
-    where = f" -> {out / 'report.html'}" if out is not None else ""
+    none = no_gates_line(report)
+    if none:
+        click.echo(f"  {none} (the recipe has no [[gates]]; the verdict rests on the validity checks alone)", err=True)
+    where = f" -> {html}" if html is not None else ""
     click.secho(f"audit: {v.upper()} (exit {report['exit_code']}){where}", fg=colour, err=True)
+
+
+def _out_paths(out: Path) -> dict[str, Path | None]:
+    return {"json": out / "report.json", "html": out / "report.html", "junit": out / "junit.xml",
+            "summary": out / "summary.md"}
+
+
+def _finish(report: dict[str, Any], command: str, paths: dict[str, Path | None], quiet: bool, output_format: str,
+            code: int | None = None) -> None:
+    """The end of every command that judges a report: the summary on stderr (unless --quiet), the GitHub
+    Actions job summary and annotations when running there, the JSON verdict on stdout with --format json,
+    and the exit code."""
+    from audit.report import ci
+
+    code = report["exit_code"] if code is None else code
+    html = paths.get("html")
+    html = html if html is not None and Path(html).is_file() else None
+    if not quiet:
+        _summary(report, html)
+    if report.get("run_status", "finished") == "finished":
+        from audit.report.markdown import render_markdown
+
+        try:
+            ci.append_step_summary(render_markdown(report, html))
+        except AuditError as e:  # the job page is a convenience: the verdict and the exit code stand
+            click.echo(f"audit: warning: {e}", err=True)
+        if ci.in_github_actions() and output_format != "json":
+            for line in ci.annotations(report, command):
+                click.echo(line)
+    if output_format == "json":
+        click.echo(json.dumps(ci.verdict_json(dict(report, exit_code=code), command, paths), sort_keys=True,
+                              default=str))
+    sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,6 +12,7 @@ import numpy as np
 
 from audit.errors import AuditError, InvalidEvaluation, RecipeError
 from audit.recipe import Recipe, load_recipe
+from audit.recipe.load import check_gate_groups
 from audit.recipe.fields import suggest
 from audit.report.records import Check
 
@@ -253,6 +254,7 @@ def _execute(opts: RunOptions, folder: Any, world: Any) -> tuple[dict[str, Any],
                          model_cfg["num_classes"]).to(device)
     probe_model(model, data, device, model_cfg["num_classes"])
     facts = make_facts(recipe, data, seed, batch_size)
+    check_gate_groups(recipe, facts.categories)  # a gate on a group the data lacks: exit 2 now, not ERROR later
     # every suite's recipe section against the data, before any suite does any work
     plans = {name: get_suite(name).validate(recipe.section(name), facts) for name in suites}
 

@@ -211,7 +211,7 @@ def _check_capture_gate(g: dict[str, Any], recipe: Recipe, where: str) -> None:
 def _check_param_values(params: dict[str, Any], spec: Any, recipe: Recipe, where: str,
                         swept_cfg: dict[str, Any] | None) -> None:
     """Values from a closed set (an average, a binning, a norm, a class) are checked now, not after the run."""
-    from audit.report.gates import same_param
+    from audit.report.gates import closest_value, same_param
 
     for p, value in params.items():
         if isinstance(value, (list, dict)) or isinstance(value, bool):
@@ -227,7 +227,9 @@ def _check_param_values(params: dict[str, Any], spec: Any, recipe: Recipe, where
             what = f"one of {', '.join(map(repr, allowed))}" if allowed else "produced by this recipe"
             if swept is not None:
                 what += " (what [robustness] runs)"
-            raise RecipeError(f"{where} params: {p} = {value!r} is not {what}")
+            near = closest_value(value, list(allowed))
+            hint = f"; did you mean {near!r}?" if near is not None else ""
+            raise RecipeError(f"{where} params: {p} = {value!r} is not {what}{hint}")
         if p == "metric" and spec.extra_params:  # repro.seed_*: the summarised metric, as "suite.name"
             _check_summarised_metric(value, where)
 
@@ -277,3 +279,33 @@ def gate_id(g: dict[str, Any]) -> str:
     params = ",".join(f"{k}={v}" for k, v in sorted(g["params"].items()))
     use = "" if g["use"] == "value" else f"{g['use']} "
     return f"{g['suite']}.{g['name']}{'[' + params + ']' if params else ''} {use}{g['op']} {g['threshold']:g}"
+
+
+def check_gate_groups(recipe: Recipe, categories: dict[str, list[str]]) -> None:
+    """Gates naming a sensitive attribute or a group the data does not have, found once the data is loaded
+    and before any suite runs (they could only give an ERROR gate after the whole run). ``categories``: each
+    attribute's groups, as the data loader read them; an intersection ``"a&b"`` has the groups
+    ``"x & y"`` of every pair."""
+    import itertools
+
+    from audit.report.gates import describe_valid, same_param
+
+    for i, g in enumerate(recipe.gates):
+        params = g["params"]
+        if "attribute" not in params:
+            continue
+        where = f"{recipe.path}: [[gates]] #{i + 1} ({g['id']}) params"
+        attr = str(params["attribute"])
+        parts = attr.split("&")
+        if not categories:
+            raise RecipeError(f"{where}: attribute = {attr!r}, but the data has no sensitive attributes; name them "
+                              "in [data] sensitive, or remove the gate")
+        unknown = [a for a in parts if a not in categories]
+        if unknown:
+            valid = list(categories) + (["&".join(categories)] if len(categories) > 1 else [])
+            raise RecipeError(f"{where}: {describe_valid('attribute', attr, valid, 'of the data')}")
+        if "group" not in params:
+            continue
+        groups = [" & ".join(c) for c in itertools.product(*(categories[a] for a in parts))]
+        if not any(same_param(params["group"], v) for v in groups):
+            raise RecipeError(f"{where}: {describe_valid('group', params['group'], groups, f'of {attr!r}')}")

@@ -71,7 +71,10 @@ def regate(report: dict[str, Any], gates: list[dict[str, Any]], downgrade: list[
                 g["message"] = f"suite {suite!r} is not in this report, so this gate cannot be checked: make the report with {how}"
     status, code = verdict(checks, gate_records)
     out = dict(report)
-    out.update(checks=checks, gates=gate_records, verdict=status, exit_code=int(code), passed=status == "pass")
+    # suites_excused: what these gates were judged with, so that re-gating the re-gated report with its own
+    # stored gates (``audit gate --out``, then ``audit gate`` on what it wrote) reaches the same verdict
+    out.update(checks=checks, gates=gate_records, verdict=status, exit_code=int(code), passed=status == "pass",
+               suites_excused=sorted(excused))
     return out
 
 

@@ -69,6 +69,64 @@ def find_metric(metrics: list[dict[str, Any]], suite: str, name: str, params: di
     return cands
 
 
+def _quote(v: Any) -> str:
+    return repr(v) if isinstance(v, str) else str(v)
+
+
+def closest_value(value: Any, valid: list[Any]) -> Any | None:
+    """The valid value a mistyped one most likely meant: the same number written another way (0.03137 for
+    "8/255", within 0.5 %), else the closest spelling (difflib); None when nothing is close."""
+    import difflib
+
+    x = _as_number(value)
+    if x is not None:  # a number is only ever "meant" as the same number (1 vs 11 is no typo to guess at)
+        near = [(abs(_as_number(v) - x), v) for v in valid if _as_number(v) is not None]
+        near = [(d, v) for d, v in near if d <= 5e-3 * max(abs(x), 1e-12)]
+        return min(near, key=lambda dv: dv[0])[1] if near else None
+    close = difflib.get_close_matches(str(value), [str(v) for v in valid], n=1, cutoff=0.6)
+    return next((v for v in valid if str(v) == close[0]), None) if close else None
+
+
+def describe_valid(param: str, value: Any, valid: list[Any], scope: str = "") -> str:
+    """``eps = 0.03137 is not one of the values there: '2/255', '8/255'; did you mean '8/255' (= 0.03137)?``"""
+    listed = ", ".join(_quote(v) for v in valid)
+    line = f"{param} = {_quote(value)} is not one of the values {scope or 'there'}: {listed}"
+    near = closest_value(value, valid)
+    if near is not None:
+        num = _as_number(near)
+        same = f" (= {num:.6g})" if isinstance(near, str) and num is not None and str(near) != f"{num:g}" else ""
+        line += f"; did you mean {_quote(near)}{same}?"
+    return line
+
+
+def unmatched_params(params: dict[str, Any], records: list[dict[str, Any]]) -> str | None:
+    """Why ``params`` select none of ``records`` (the records of one metric), naming the valid values of the
+    parameter at fault; None when the metric has no record at all (then nothing names a valid value: the
+    metric was not measured, which is not a typo in params).
+
+    For each parameter, the values it takes among the records that match the gate's other parameters
+    (eps of the gate's norm); failing that, among all the metric's records."""
+    if not records:
+        return None
+    for k, v in params.items():
+        others = {p: w for p, w in params.items() if p != k}
+        scoped = [r for r in records if k in r["params"] and _params_match(r["params"], others)]
+        pool = scoped or [r for r in records if k in r["params"]]
+        if not pool:
+            keys = sorted({p for r in records for p in r["params"]})
+            return (f"no record of it has a {k!r} parameter (its records' parameters: "
+                    f"{', '.join(keys) if keys else 'none'})")
+        valid = list(dict.fromkeys(r["params"][k] for r in pool))
+        if not any(same_param(v, a) for a in valid):
+            scope = ("with " + ", ".join(f"{p} = {_quote(w)}" for p, w in others.items())) if scoped and others \
+                else "in this report"
+            return describe_valid(k, v, valid, scope)
+    keysets = list(dict.fromkeys(tuple(sorted(r["params"])) for r in records))
+    listed = " or ".join("(" + ", ".join(k) + ")" if k else "(none)" for k in keysets[:8])
+    return (f"each value exists, but no record has these params together ({', '.join(params)}); its records have "
+            f"the params {listed}")
+
+
 def evaluate_gate(gate: dict[str, Any], metrics: list[dict[str, Any]], suites_run: list[str],
                   excused: Collection[str] = ()) -> dict[str, Any]:
     """One gate record ``{id, metric, params, op, threshold, use, value, status, ...}``.
@@ -107,9 +165,15 @@ def evaluate_gate(gate: dict[str, Any], metrics: list[dict[str, Any]], suites_ru
     if len(found) != 1:
         if not found:
             msg = f"no record of {out['metric']} with params {gate['params']}"
+            why = unmatched_params(gate["params"], [m for m in metrics if m["suite"] == gate["suite"]
+                                                    and m["name"] == gate["name"]])
+            if why is not None:
+                msg += f": {why}"
+                out["params_mistake"] = True
         else:
             opts = "; ".join(str(m["params"]) for m in found[:6])
             msg = f"{len(found)} records of {out['metric']} match; add params to pick one: {opts}"
+            out["params_mistake"] = True
         out.update(status="error", message=msg)
         return out
     rec = found[0]

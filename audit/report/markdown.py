@@ -75,7 +75,23 @@ def render_failure_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def render_markdown(report: dict[str, Any]) -> str:
+def repro_verdict(report: dict[str, Any]) -> str | None:
+    """The study's verdict in one plain line (``audit repro``'s report), None for any other report."""
+    s = report.get("suites", {}).get("repro")
+    if not s:
+        return None
+    same = s["tables"]["same_seed"]
+    cfg = s["config"]
+    verdict = "bitwise identical" if same["bitwise_identical"] else (
+        f"NOT bitwise identical (max |delta logit| {same['max_abs_logit_diff']:.3g}, "
+        f"{same['prediction_flips']} prediction flip(s))")
+    seeds = s["tables"]["seeds"]
+    return (f"{len(cfg['seeds'])} seeds, {cfg['repeats']} same-seed repeat(s): {verdict}; "
+            f"{len(seeds['varying'])} of {len(seeds['metrics'])} metrics vary across seeds")
+
+
+def render_markdown(report: dict[str, Any], html_path: Any = None) -> str:
+    """``html_path``: where the report's HTML page is (said in the summary), None when there is none."""
     if report.get("run_status") in ("failed", "incomplete"):
         return render_failure_markdown(report)
     v = report["verdict"]
@@ -87,6 +103,11 @@ def render_markdown(report: dict[str, Any]) -> str:
                  f"{md_code(str(model.get('sha256', ''))[:12])}), {md_text(data.get('n', '?'))} examples, exit code "
                  f"{report['exit_code']}.")
     lines.append("")
+    regated = report.get("regated")
+    if isinstance(regated, dict):
+        src = regated.get("recipe") or "the gates stored in the report"
+        lines += [f"Gates re-evaluated by {md_code('audit gate')} with {md_code(src)} on {md_text(regated.get('at', '?'))} "
+                  f"(measured by run {md_code(report.get('run_id', '?'))}).", ""]
     if report["gates"]:
         lines += ["| gate | status | value | threshold | n |", "|---|---|---|---|---|"]
         for g in report["gates"]:
@@ -95,6 +116,19 @@ def render_markdown(report: dict[str, Any]) -> str:
                          f"({md_text(g['use'])}) | {md_text(g['op'])} {g['threshold']:g} | "
                          f"{g['n'] if g['n'] is not None else '—'} |")
         lines.append("")
+        why = [g for g in report["gates"] if g["status"] in ("inconclusive", "not_run", "error")]
+        if why:
+            lines += ["**Why gates were not decided**", ""]
+            for g in why:
+                effect = "blocking" if gate_blocks(g) else "not blocking"
+                lines.append(f"- {md_code(g['id'])} {md_text(g['status'])} ({effect}): {md_text(g.get('message', ''))}")
+            lines.append("")
+    else:
+        lines += ["**No gates: nothing was checked.** The recipe has no [[gates]]: this verdict rests on the "
+                  "validity checks alone.", ""]
+    repro = repro_verdict(report)
+    if repro is not None:
+        lines += [f"**Reproducibility**: {md_text(repro)}.", ""]
     bad = [c for c in report["checks"] if c["status"] != "pass"]
     if bad:
         lines.append("**Validity checks**")
@@ -107,6 +141,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     for name, s in report["suites"].items():
         for note in s.get("notes", []):
             lines.append(f"- **{md_text(name)}**: {md_text(note)}")
+    if html_path is not None:
+        lines += ["", f"Full report: {md_code(html_path)}"]
     return "\n".join(lines).rstrip() + "\n"
 
 

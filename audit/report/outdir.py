@@ -117,6 +117,15 @@ class RunFolder:
             raise
         return folder
 
+    @classmethod
+    def hold(cls, out: Path, command: str) -> "RunFolder":
+        """The folder's lock alone (``audit gate --out`` re-rendering a finished report in place): no run
+        can start writing there meanwhile, and nothing is moved aside. Release it with close()."""
+        folder = cls(out, command)
+        folder._prepare()
+        folder._lock()
+        return folder
+
     def _catch_sigterm(self) -> None:
         """SIGTERM (a cancelled CI job) stops the run like Ctrl-C, so it records a failure (exit 143) instead
         of leaving the did-not-finish placeholder. Only from the main thread, and only over the default
@@ -251,7 +260,7 @@ class RunFolder:
             from audit.report.junit import render_junit
 
             texts = {"report.html": render_html(report), "junit.xml": render_junit(report)}
-        texts["summary.md"] = render_markdown(report)
+        texts["summary.md"] = render_markdown(report, self.out / "report.html" if self.pages else None)
         texts["report.json"] = text
         return texts
 
@@ -401,3 +410,59 @@ def check_siblings(report_path: Path, run_id: str | None) -> None:
         if other is not None and other != run_id:
             raise AuditError(f"{p}: written by run {other}, but {report_path} by run {run_id}: the folder mixes "
                              "files of two runs; re-run the audit into an empty --out")
+
+
+def write_regated(report: dict[str, Any], source: Path, out: Path) -> dict[str, Path]:
+    """``audit gate --out``: the re-gated ``report`` (its gates, verdict and ``regated`` note) written to
+    ``out`` as report.json, report.html, junit.xml and summary.md, staged and moved into place with
+    report.json last, under the folder's lock. Returns the paths written.
+
+    The files keep the run id of the run that measured (examples.npz beside them is still that run's), so
+    the folder stays one run's, and all four files state the one new verdict: none of the old verdict's
+    files is left beside them. ``out`` may be the report's own folder; another folder must be empty of
+    other runs' files (refused otherwise, exit 2), and gets a copy of the run's examples.npz when there is
+    one, so it is a complete report folder (``audit diff`` reads it)."""
+    import shutil
+
+    from audit.report.build import dumps
+    from audit.report.html import render_html
+    from audit.report.junit import render_junit
+    from audit.report.markdown import render_markdown
+
+    out = Path(out)
+    folder = RunFolder.hold(out, "gate")
+    try:
+        same = out.resolve() == Path(source).resolve().parent
+        rid = report.get("run_id")
+        if not same:
+            for name in OUTPUT_FILES:
+                p = out / name
+                if p.is_file() and run_id_of(p) != rid:
+                    other = run_id_of(p)
+                    raise AuditError(f"--out {out}: {name} there is from {'run ' + other if other else 'another run'}, "
+                                     f"not from run {rid} of {source}; choose an empty folder or the report's own "
+                                     "folder")
+        text = dumps(report)
+        texts = {"report.html": render_html(report), "junit.xml": render_junit(report),
+                 "summary.md": render_markdown(report, out / "report.html"), "report.json": text}
+        tag = f"gate-{secrets.token_hex(4)}"
+        staged: list[tuple[Path, Path]] = []
+        try:
+            npz = Path(source).parent / "examples.npz"
+            if not same and npz.is_file():
+                tmp = out / f".examples.npz.{tag}.partial"
+                try:
+                    shutil.copyfile(npz, tmp)
+                except OSError as e:
+                    raise AuditError(f"{out / 'examples.npz'}: cannot write ({e.strerror or e})") from None
+                staged.append((tmp, out / "examples.npz"))
+            staged += stage_texts(out, texts, tag)
+            staged.sort(key=lambda tf: tf[1].name == "report.json")  # the verdict file last
+            move_staged(staged)
+        finally:
+            for tmp, _ in staged:
+                tmp.unlink(missing_ok=True)
+    finally:
+        folder.close()
+    return {"json": out / "report.json", "html": out / "report.html", "junit": out / "junit.xml",
+            "summary": out / "summary.md"}
