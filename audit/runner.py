@@ -38,15 +38,12 @@ class RunOptions:
 
 
 def make_progress(quiet: bool):
-    """A tqdm factory writing to stderr; silent under --quiet or when stderr is not a terminal."""
-    from tqdm.auto import tqdm
+    """The progress factory (``progress(total=, desc=)`` bars, ``progress.phase(what)`` contexts): tqdm
+    bars on a terminal, plain lines with heartbeats when stderr is not one (CI logs), nothing under
+    --quiet; AUDIT_PROGRESS overrides the choice (``audit.engine.progress``)."""
+    from audit.engine.progress import make_progress as make
 
-    disable = quiet or not sys.stderr.isatty()
-
-    def progress(total: int, desc: str):
-        return tqdm(total=total, desc=desc, disable=disable, file=sys.stderr, leave=False, dynamic_ncols=True)
-
-    return progress
+    return make(quiet)
 
 
 def choose_suites(recipe: Recipe, requested: list[str]) -> list[str]:
@@ -108,6 +105,10 @@ def execute(opts: RunOptions) -> tuple[dict[str, Any], int]:
         if not world.distributed:
             raise
         raise _rank_error(e, world) from None
+    finally:
+        from audit.engine.progress import release_all
+
+        release_all()  # the run's progress lines end with it
     return result
 
 
@@ -284,7 +285,7 @@ def _execute(opts: RunOptions, folder: Any, world: Any) -> tuple[dict[str, Any],
     t = time.perf_counter()
     needs_logits = [n for n in suites if get_suite(n).needs_logits]
     blocks = shard.blocks(len(data), block)
-    with capture.phase("inference"):
+    with capture.phase("inference"), progress.phase(f"inference ({len(data)} examples)"):
         cols, _, _ = stages.run("core", blocks, lambda pos, _task, _rows: core_fill(model, data, pos, device,
                                                                                      batch_size), dense=True)
         raw_logits = cols["logits"]
@@ -316,7 +317,8 @@ def _execute(opts: RunOptions, folder: Any, world: Any) -> tuple[dict[str, Any],
         plan, attempt = plans[name], 0
         while True:  # once, or again with a stronger plan when the suite says its measurement was too weak
             unit = name if attempt == 0 else f"{name}~{attempt}"
-            with capture.phase("attack_gradient" if suite.needs_logits else "inference", suite=name):
+            with capture.phase("attack_gradient" if suite.needs_logits else "inference", suite=name), \
+                    progress.phase(f"suite {name}" + (f" (again, stronger: attempt {attempt + 1})" if attempt else "")):
                 result = _run_suite(suite, unit, plan, fc, stages, blocks, table, partials, timing, world, facts)
             stronger = suite.escalate(plan, result, facts) if (suite.escalate and world.is_main) else None
             if suite.escalate and world.distributed:  # every rank re-runs, or none: rank 0 decides
@@ -353,7 +355,8 @@ def _execute(opts: RunOptions, folder: Any, world: Any) -> tuple[dict[str, Any],
         excused=excused_suites(recipe, opts.suites, suites),
         extra=extra,
     )
-    report = folder.write(report, table)
+    with progress.phase("writing the report"):
+        report = folder.write(report, table)
     # finished: the rows are in examples.npz now; the cache only serves a run that did not get here
     import shutil
 
@@ -367,6 +370,8 @@ def _run_suite(suite: Any, unit: str, plan: Any, fc: Any, stages: Any, blocks: A
     """One suite's fill (its columns, into ``table``), checks and summary (rank 0; None elsewhere). ``unit``
     names its resume-cache stages (a re-run with a stronger plan has its own)."""
     name = suite.name
+    from audit.engine.progress import phase_of
+
     t = time.perf_counter()
     if suite.fill is not None:
         cols, meta, partials[name] = stages.run(
@@ -376,9 +381,10 @@ def _run_suite(suite: Any, unit: str, plan: Any, fc: Any, stages: Any, blocks: A
     if suite.fill_checks is not None and suite.check_tasks is not None:
         t1 = time.perf_counter()
         tasks = suite.check_tasks(table, plan)
-        cols, meta, partials[f"{name}.checks"] = stages.run(
-            f"{unit}.checks", tasks, lambda pos, task, rows: suite.fill_checks(fc, plan, pos, rows, task),
-            dense=False, table=table)
+        with phase_of(fc.progress, f"{name}: validity checks ({len(tasks)} task(s))"):
+            cols, meta, partials[f"{name}.checks"] = stages.run(
+                f"{unit}.checks", tasks, lambda pos, task, rows: suite.fill_checks(fc, plan, pos, rows, task),
+                dense=False, table=table)
         table.update(cols, meta)
         timing[f"{name}.checks_s"] = timing.get(f"{name}.checks_s", 0.0) + time.perf_counter() - t1
     t1 = time.perf_counter()

@@ -116,6 +116,8 @@ def nested_sweep(attack_batch: Callable[[torch.Tensor, torch.Tensor, np.ndarray,
     total = int(alive.sum()) * len(eps)
     bar = progress(total=total, desc=desc) if progress else None
     for j, e in enumerate(eps):
+        if bar is not None and hasattr(bar, "set_postfix_str"):
+            bar.set_postfix_str(f"eps {e.label}")  # a log's progress lines say which eps is under attack
         idx = np.flatnonzero(alive if eligible is None else alive & eligible[:, j])
         n_broken = 0
         for start in range(0, len(idx), batch_size):

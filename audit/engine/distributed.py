@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from audit.engine import progress as _progress
 from audit.errors import AuditError, ExitCode
 
 DEFAULT_TIMEOUT_S = 300.0
@@ -40,6 +41,7 @@ def pulse() -> None:
     w = _pulse_target
     if w is not None:
         w.beat()
+    _progress.observe_pulse()  # the same beat feeds the plain progress lines of a log (audit.engine.progress)
 
 
 class RankFailed(AuditError):
@@ -120,6 +122,7 @@ class World:
         the store at most once a second unless ``force``)."""
         if what is not None:
             self._last_what = what
+            _progress.observe_activity(what)
         if self._store is None:
             return
         now = time.monotonic()
@@ -319,10 +322,13 @@ class _Beating:
     def __init__(self, world: World, what: str):
         self.world, self.what = world, what
         self._stop = None
+        self._phase: Any = None
 
     def __enter__(self) -> None:
         import threading
 
+        self._phase = _progress.observe_phase(self.what)  # a phase line in a log, on rank 0
+        self._phase.__enter__()
         if not self.world.distributed:
             return
         self._stop = threading.Event()
@@ -339,3 +345,5 @@ class _Beating:
     def __exit__(self, *exc: object) -> None:
         if self._stop is not None:
             self._stop.set()
+        if self._phase is not None:
+            self._phase.__exit__(*exc)

@@ -154,7 +154,8 @@ def _execute_repro(opts: ReproOptions, folder: Any, log: Callable[[str], None] |
                      opts.batch_size, opts.trust_checkpoint)
 
     total = 1 + len(others)
-    bar = make_progress(opts.quiet)(total=total, desc="repro runs")
+    progress = make_progress(opts.quiet)
+    bar = progress(total=total, desc="repro runs")
     done = [0]
 
     def on_done(r: ChildRun) -> None:
@@ -163,12 +164,16 @@ def _execute_repro(opts: ReproOptions, folder: Any, log: Callable[[str], None] |
         if log is not None and not opts.quiet:
             log(f"repro: run {done[0]}/{total} {r.label}: exit {r.exit_code} ({r.seconds:.1f} s)")
 
+    from audit.engine.progress import phase_of, release_all
+
     try:
-        # The first seed alone first: a bad model or data fails fast, before N more processes start.
-        run_all(seed_runs[:1], args, 1, on_done)
-        run_all(others, args, jobs, on_done)
+        with phase_of(progress, f"repro: {total} runs of `audit run`, {jobs} at a time"):
+            # The first seed alone first: a bad model or data fails fast, before N more processes start.
+            run_all(seed_runs[:1], args, 1, on_done)
+            run_all(others, args, jobs, on_done)
     finally:
         bar.close()
+        release_all()
 
     base_report, base_cols = _read_run(seed_runs[0])
     res = SuiteResult("repro")
