@@ -16,6 +16,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Progress lines (stderr not a terminal under click's runner and in subprocesses) off by default, so that
+# tests of stderr read what they test; tests of the progress lines set AUDIT_PROGRESS themselves.
+os.environ.setdefault("AUDIT_PROGRESS", "none")
 sys.path.insert(0, str(ROOT))  # the examples are importable as packages: examples.digits.train
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")

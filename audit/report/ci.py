@@ -95,9 +95,9 @@ def _command(kind: str, title: str, message: str) -> str:
 
 
 def annotations(report: dict[str, Any], command: str = "run") -> list[str]:
-    """``::error`` for each blocking gate (failed, error, not run) and each failed validity check,
-    ``::warning`` for each inconclusive gate that does not block and each non-blocking failed gate, and a
-    ``::warning`` when there are no gates at all."""
+    """``::error`` for each failed validity check and each blocking gate that failed, could not be
+    evaluated or did not run; ``::warning`` for each inconclusive gate (its title says whether it blocks),
+    each non-blocking failed gate (severity warn), and when there are no gates at all."""
     lines = []
     for c in report.get("checks", []):
         if c["status"] == "fail":
@@ -109,10 +109,13 @@ def annotations(report: dict[str, Any], command: str = "run") -> list[str]:
         body = f"{g['metric']} {g['use']} = {value}, needs {g['op']} {g['threshold']:g}"
         if g.get("message"):
             body += f" ({gate_reason(g)})"
-        if gate_blocks(g):
+        effect = "blocking" if gate_blocks(g) else "not blocking"
+        if g["status"] == "inconclusive":  # undecided, not failed: a warning, whose title says if it blocks
+            lines.append(_command("warning", f"audit {command}: {what} ({effect})", body))
+        elif gate_blocks(g):
             lines.append(_command("error", f"audit {command}: {what}", body))
-        elif g["status"] in ("inconclusive", "fail", "error") or (g["status"] == "not_run" and not g.get("excused")):
-            lines.append(_command("warning", f"audit {command}: {what} (not blocking)", body))
+        elif g["status"] in ("fail", "error") or (g["status"] == "not_run" and not g.get("excused")):
+            lines.append(_command("warning", f"audit {command}: {what} ({effect})", body))
     if not report.get("gates") and report.get("run_status", "finished") == "finished":
         lines.append(_command("warning", f"audit {command}: no gates", NO_GATES + " (the recipe has no [[gates]])"))
     return lines
