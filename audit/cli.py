@@ -158,6 +158,10 @@ def main() -> None:
     Compare two audits (before/after a fine-tune): audit diff out/base out/new
 
     Harden a model and audit what it cost: audit harden MODEL --recipe R --method pgd
+
+    In CI: progress lines when stderr is not a terminal (AUDIT_PROGRESS=auto|bars|lines|none), --format json
+    for a verdict on stdout, the GitHub job summary and annotations, `audit gate --out` to re-render a
+    report with other gates; see docs/ci.md.
     """
 
 

@@ -110,14 +110,25 @@ def test_gates_on_a_suite_that_did_not_run_block_unless_left_out_on_purpose(digi
     (tmp_path / "empty.toml").write_text("# gates moved elsewhere\n")
     res = run_cli("gate", tmp_path / "o2" / "report.json", "--recipe", tmp_path / "empty.toml")
     _one_line(res, 2, "has no [[gates]] and no [validity] table")
-    # a gate whose params pick no record is a JUnit error (not a failure), and the reason is on stderr
+    # a gate of --recipe whose params pick no record is a mistake in the gates file, not a regression of the
+    # model: exit 2 naming what the report has, and nothing written
     (tmp_path / "typo.toml").write_text('[[gates]]\nid = "acc-3"\nmetric = "recall"\nparams = { class = "3" }\n'
                                         'op = ">="\nthreshold = 0.5\n[[gates]]\nid = "f1-typo"\nmetric = "f1"\n'
                                         'params = { average = "macro", class = "3" }\nop = ">="\nthreshold = 0.5\n')
     res = run_cli("gate", tmp_path / "o2" / "report.json", "--recipe", tmp_path / "typo.toml",
                   "--junit", tmp_path / "j2.xml")
-    assert res.exit_code == 1 and "gate f1-typo: ERROR (blocking)" in res.stderr
-    assert "no record of performance.f1 with params" in res.stderr
+    _one_line(res, 2, "gate 'f1-typo': no record of performance.f1 with params",
+              "its records have the params (average) or (class)")
+    assert not (tmp_path / "j2.xml").exists()
+    # the same ERROR gate stored in a report (the run's own gates) is judged as the run judged it: a JUnit
+    # error, exit 1
+    r2 = json.loads((tmp_path / "o2" / "report.json").read_text())
+    r2["recipe"]["gates"] = [dict(r2["recipe"]["gates"][0], id="f1-typo", suite="performance", name="f1",
+                                  params={"average": "macro", "class": "3"})]
+    (tmp_path / "o3").mkdir()
+    (tmp_path / "o3" / "report.json").write_text(json.dumps(r2))
+    res = run_cli("gate", tmp_path / "o3" / "report.json", "--junit", tmp_path / "j2.xml")
+    assert res.exit_code == 1 and "gate f1-typo: ERROR (blocking)" in res.stderr, res.stderr
     suite = ET.parse(tmp_path / "j2.xml").getroot().find("testsuite")
     assert (suite.get("errors"), suite.get("failures")) == ("1", "0")
     case = next(c for c in suite.iter("testcase") if c.get("name") == "f1-typo")
