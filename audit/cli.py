@@ -345,7 +345,15 @@ def repro(model: Path | None, recipe: Path | None, seeds: int | None, repeats: i
             raise AuditError(f"--device {device}: expected auto, cpu, cuda or cuda:N")
         from audit.repro.study import compare_environment
 
-        _print_env_changes(compare_environment(compare, device), compare)
+        changes = compare_environment(compare, device)
+        if output_format == "json":  # stdout holds the object alone
+            from audit.report.ci import VERDICT_SCHEMA
+
+            click.echo(json.dumps({"schema": VERDICT_SCHEMA, "command": "repro", "exit_code": 0, "passed": True,
+                                   "compare": str(compare), "environment_changes": changes}, sort_keys=True,
+                                  default=str))
+        else:
+            _print_env_changes(changes, compare)
         sys.exit(0)
     from audit.repro.study import ReproOptions, execute_repro
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from audit.engine.progress import PlainProgress
-from audit.report.ci import annotations, escape_data, escape_property
+from audit.report.ci import annotations as github_annotations, escape_data, escape_property
 from conftest import DIGITS_MODEL, ROOT, run_cli
 
 GATES = '''
@@ -476,7 +476,7 @@ def test_stored_gates_keep_the_runs_verdict(ci_run, tmp_path):
 
 
 def test_annotations_pure_function_on_a_report_without_gates():
-    lines = annotations({"gates": [], "checks": [], "run_status": "finished"}, "run")
+    lines = github_annotations({"gates": [], "checks": [], "run_status": "finished"}, "run")
     assert lines == ["::warning title=audit run%3A no gates::no gates: nothing was checked (the recipe has no "
                      "[[gates]])"]
 
@@ -516,3 +516,39 @@ def test_ci_docs_workflows_parse_as_yaml():
     gl = yaml.safe_load(gitlab)
     job = next(v for v in gl.values() if isinstance(v, dict) and "script" in v)
     assert "junit" in job["artifacts"]["reports"]
+
+
+def test_repro_compare_alone_with_format_json_prints_one_object(ci_run):
+    _, tmp = ci_run
+    res = run_cli("repro", "--compare", tmp / "o" / "report.json", "--format", "json")
+    assert res.exit_code == 0, res.stderr
+    v = json.loads(res.stdout)
+    assert v["command"] == "repro" and v["passed"] is True and v["compare"] == str(tmp / "o" / "report.json")
+    assert isinstance(v["environment_changes"], list)  # the same process's environment: little or nothing
+
+
+def test_gate_on_a_metric_the_report_never_measured_stays_a_gate_error():
+    """Not a typo in params: the metric has no record at all (a fairness suite on data without sensitive
+    attributes). Nothing names a valid value, so the gate stays an ERROR (exit 1, as in the run)."""
+    from audit.report.gates import evaluate_gate
+
+    gate = {"id": "dp", "suite": "fairness", "name": "demographic_parity_difference", "params": {"attribute": "sex"},
+            "op": "<=", "threshold": 0.1, "use": "value", "severity": "error"}
+    g = evaluate_gate(gate, [], ["fairness"])
+    assert g["status"] == "error" and "params_mistake" not in g
+    assert g["message"].endswith("the fairness suite recorded no demographic_parity_difference at all in this "
+                                 "report (see its notes)")
+    rec = {"suite": "fairness", "name": "demographic_parity_difference", "params": {"attribute": "site"},
+           "value": 0.05, "ci_low": None, "ci_high": None, "n": 450}
+    g = evaluate_gate(gate, [rec], ["fairness"])
+    assert g["status"] == "error" and g["params_mistake"] is True
+    assert "attribute = 'sex' is not one of the values in this report: 'site'" in g["message"]
+
+
+def test_gate_params_matching_several_records_are_exit_2_listing_them(ci_run, tmp_path):
+    out = _copy(ci_run, tmp_path)
+    g = _gates(tmp_path, _gate("robust_accuracy", {"norm": "linf"}, gid="which-eps"))
+    res = run_cli("gate", out / "report.json", "--recipe", g)
+    line = _error_line(res, 2, "gate 'which-eps':", "records of robustness.robust_accuracy match; add params to pick "
+                                                    "one:")
+    assert "'eps': '4/255'" in line and "'eps': '8/255'" in line

@@ -165,11 +165,13 @@ def evaluate_gate(gate: dict[str, Any], metrics: list[dict[str, Any]], suites_ru
     if len(found) != 1:
         if not found:
             msg = f"no record of {out['metric']} with params {gate['params']}"
-            why = unmatched_params(gate["params"], [m for m in metrics if m["suite"] == gate["suite"]
-                                                    and m["name"] == gate["name"]])
-            if why is not None:
+            same = [m for m in metrics if m["suite"] == gate["suite"] and m["name"] == gate["name"]]
+            why = unmatched_params(gate["params"], same)
+            if why is not None:  # the metric was measured: the params name something it was not measured for
                 msg += f": {why}"
                 out["params_mistake"] = True
+            elif not same:
+                msg += f": the {gate['suite']} suite recorded no {gate['name']} at all in this report (see its notes)"
         else:
             opts = "; ".join(str(m["params"]) for m in found[:6])
             msg = f"{len(found)} records of {out['metric']} match; add params to pick one: {opts}"
