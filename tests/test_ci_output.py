@@ -552,3 +552,32 @@ def test_gate_params_matching_several_records_are_exit_2_listing_them(ci_run, tm
     line = _error_line(res, 2, "gate 'which-eps':", "records of robustness.robust_accuracy match; add params to pick "
                                                     "one:")
     assert "'eps': '4/255'" in line and "'eps': '8/255'" in line
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_under_torchrun_rank_0_alone_prints_progress_and_the_verdict(digits_checkpoint, tmp_path):
+    import subprocess
+    import sys
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(DIGITS_MODEL + '[data]\nsource = "sklearn"\nname = "digits"\n'
+                      "[performance]\nbootstrap = 0\nbootstrap_ranking = 0\n" + _gate("accuracy", {}, gid="acc"))
+    env = dict(os.environ, AUDIT_PROGRESS="lines", PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             "-m", "audit", "run", str(digits_checkpoint), "--recipe", str(recipe), "--out",
+                             str(tmp_path / "o"), "--format", "json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both ranks: nothing left behind
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"torchrun did not finish: {stderr[-2000:]}")
+    assert proc.returncode == 0, stderr
+    assert json.loads(stdout)["passed"] is True  # one object: rank 1 prints none
+    assert stderr.count("start: loading the model and the data") == 1, stderr
+    assert stderr.count("done: writing the report") == 1 and stderr.count("audit: PASS (exit 0)") == 1
