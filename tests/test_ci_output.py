@@ -171,6 +171,24 @@ def test_progress_heartbeat_says_phase_done_total_and_is_bounded():
     assert sum("eps" in ln for ln in got) == 5 and "further per-attack lines left out" in got[5]
 
 
+def test_progress_of_a_training_epoch_shows_its_numbers_in_heartbeats_only():
+    """`audit harden`'s epoch bars: set_postfix(loss=...) changes every step, so it is shown by the heartbeat,
+    never as a line of its own; the epoch's end is one line."""
+    now = [0.0]
+    out = io.StringIO()
+    p = PlainProgress(stream=out, interval=10.0, clock=lambda: now[0], thread=False)
+    bar = p(total=40, desc="epoch 1/5")
+    for i in range(40):
+        now[0] += 0.5
+        bar.update(1)
+        bar.set_postfix(loss=f"{1 / (i + 1):.3f}", acc="0.900")
+    bar.close()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 + 1, lines  # heartbeats at 10 s and 20 s (the numbers of the step before), the end
+    assert "still working: epoch 1/5 20/40, 50% (loss 0.053, acc 0.900)" in lines[0]
+    assert lines[-1].endswith("epoch 1/5: done, 40/40, 100% in 20.0 s")
+
+
 def test_progress_heartbeat_thread_runs_while_a_phase_is_open():
     import time
 
