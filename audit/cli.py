@@ -116,6 +116,16 @@ def _record_usage_failure(argv: list[str], message: str) -> None:
         pass
 
 
+def _wants_json(argv: list[str]) -> bool:
+    """Did the raw arguments ask for --format json (read when click refused them)?"""
+    for i, a in enumerate(argv):
+        if a == "--":
+            break
+        if a == "--format=json" or (a == "--format" and i + 1 < len(argv) and argv[i + 1] == "json"):
+            return True
+    return False
+
+
 class _Group(click.Group):
     """click's group with the project's error contract for click's own usage errors too (a missing option,
     a bad value, an unknown command): one line `audit: error: ...` and exit 2, instead of click's
@@ -132,9 +142,14 @@ class _Group(click.Group):
         except click.UsageError as e:
             where = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""
             message = " ".join(e.format_message().split()) + where
+            argv = [str(a) for a in (kwargs.get("args") or (args[0] if args else sys.argv[1:]))]
             if e.ctx is not None and e.ctx.command.name in OUT_DEFAULTS:
-                argv = list(kwargs.get("args") or (args[0] if args else sys.argv[1:]))
                 _record_usage_failure(argv, message)
+            if _wants_json(argv):  # --format json asked for an object on stdout, errors included
+                from audit.report.ci import error_json
+
+                command = e.ctx.command.name if e.ctx is not None and e.ctx.command.name else "audit"
+                click.echo(json.dumps(error_json(command, message, 2), sort_keys=True))
             _fail(message, 2)
         except click.ClickException as e:
             _fail(" ".join(e.format_message().split()), e.exit_code)

@@ -599,3 +599,10 @@ def test_under_torchrun_rank_0_alone_prints_progress_and_the_verdict(digits_chec
     assert json.loads(stdout)["passed"] is True  # one object: rank 1 prints none
     assert stderr.count("start: loading the model and the data") == 1, stderr
     assert stderr.count("done: writing the report") == 1 and stderr.count("audit: PASS (exit 0)") == 1
+
+
+def test_format_json_usage_error_is_an_object_too(ci_run):
+    res = run_cli("gate", ci_run[1] / "o" / "report.json", "--format", "json", "--no-such-option")
+    v = json.loads(res.stdout)
+    assert v["exit_code"] == 2 and v["command"] == "gate" and "--no-such-option" in v["error"]
+    _error_line(res, 2, "No such option '--no-such-option'")
