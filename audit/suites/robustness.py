@@ -81,7 +81,7 @@ from audit.report.records import SuiteResult, finite_or_none as _v, rounded as _
 from audit.seeding import rng
 from audit.suites import robustness_checks as K
 from audit.engine.table import Part
-from audit.suites.base import Facts, FillContext, MetricSpec, Suite
+from audit.suites.base import UNIT, Facts, FillContext, MetricSpec, Suite
 
 DEFAULT_EPS = {"linf": ["2/255", "4/255", "8/255", "16/255"], "l2": [0.25, 0.5, 1.0]}
 DEFAULT_NOISE = {"gaussian": [0.05, 0.1, 0.2, 0.3], "uniform": [0.1, 0.2, 0.3, 0.5],
@@ -287,20 +287,20 @@ _CHOICES = {"norm": ("linf", "l2"), "attack": ("fgsm", "pgd", "autoattack"),
 
 METRICS = {
     "clean_accuracy": MetricSpec("Accuracy on the unperturbed data (the starting point of every curve).",
-                                 {"class": _CLASS, "attribute": _ATTR, "group": _GROUP}, choices=_CHOICES, better="higher"),
+                                 {"class": _CLASS, "attribute": _ATTR, "group": _GROUP}, choices=_CHOICES, bounds=UNIT, better="higher"),
     "robust_accuracy": MetricSpec(
         "Share of ALL examples that are clean-correct and that no attack (or the named one) broke within eps; "
         "<= clean accuracy by construction.",
-        {"norm": _NORM, "eps": _EPS, "attack": _ATTACK, "class": _CLASS, "attribute": _ATTR, "group": _GROUP}, choices=_CHOICES, better="higher"),
+        {"norm": _NORM, "eps": _EPS, "attack": _ATTACK, "class": _CLASS, "attribute": _ATTR, "group": _GROUP}, choices=_CHOICES, bounds=UNIT, better="higher"),
     "attack_success_rate": MetricSpec("Share of clean-correct examples broken within eps (1 - robust / clean).",
-                                      {"norm": _NORM, "eps": _EPS, "attack": _ATTACK}, choices=_CHOICES, better="lower"),
+                                      {"norm": _NORM, "eps": _EPS, "attack": _ATTACK}, choices=_CHOICES, bounds=UNIT, better="lower"),
     "median_breaking_eps": MetricSpec(
         "Lower median over clean-correct examples of the smallest tested eps that broke them; undefined (null, "
         "so a gate is inconclusive) when more than half survive the largest eps.", {"norm": _NORM, "attack": _ATTACK}, choices=_CHOICES, better="higher"),
     "noise_accuracy": MetricSpec(
         "Accuracy over noise_draws seeded noisy copies of every example at one noise level.",
         {"noise": "'gaussian', 'uniform' or 'salt_pepper'", "level": "a level as written in the recipe's noise table",
-         "class": _CLASS, "attribute": _ATTR, "group": _GROUP}, choices=_CHOICES, better="higher"),
+         "class": _CLASS, "attribute": _ATTR, "group": _GROUP}, choices=_CHOICES, bounds=UNIT, better="higher"),
 }
 
 DETERMINISM = (
