@@ -70,7 +70,8 @@ def render_html(report: dict[str, Any]) -> str:
     statuses = [c["status"] for c in report["checks"]]
     return env.get_template("report.html.j2").render(
         r=report, figures=_figures(report), findings=findings(report), suite_order=suite_order(report),
-        toc_sub=toc_subsections(report), nbad=statuses.count("fail"), nwarn=statuses.count("warn"))
+        toc_sub=toc_subsections(report), nbad=statuses.count("fail"), nwarn=statuses.count("warn"),
+        has_gallery=_has_gallery(report))
 
 
 def render_summary(report: dict[str, Any]) -> str:
@@ -95,8 +96,6 @@ def toc_subsections(report: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
                            for i, a in enumerate(s["fairness"]["tables"].get("attributes", []))]
     if "calibration" in s and s["calibration"]["tables"].get("temperature"):
         out["calibration"] = [("cal-temperature", "Temperature")]
-    if _has_gallery(report):
-        out.setdefault("performance" if "performance" in s else "robustness", []).append(("gallery", "Examples"))
     return out
 
 
@@ -264,7 +263,7 @@ def worst_findings(report: dict[str, Any]) -> list[dict[str, str]]:
     return f["problems"] + f["model"] + f["notes"]
 
 
-def png_uri(img: dict[str, Any], scale: int = 1) -> str:
+def png_uri(img: dict[str, Any]) -> str:
     """A gallery image (``audit.suites.gallery``: base64 of uint8 pixels, its height, width and channels)
     as a PNG data URI. The bytes are only re-framed (a PNG header, a zlib stream and CRCs), not computed."""
     from audit.report.png import data_uri

@@ -31,6 +31,7 @@ from audit.recipe.fields import Field, Section, p_float, p_int
 # _v: full precision for metric records; _r: rounded, for tables shown to people
 from audit.report.records import SuiteResult, finite_or_none as _v, rounded as _r
 from audit.seeding import rng
+from audit.suites import gallery
 from audit.suites.base import UNIT, Facts, MetricSpec, Suite
 
 SECTION = Section(
@@ -128,8 +129,12 @@ def validate(cfg: dict[str, Any], facts: Facts) -> dict[str, Any]:
     return cfg
 
 
-def summarise(table: Any, cfg: dict[str, Any], facts: Facts, partials: Any = None) -> SuiteResult:  # noqa: ARG001
-    return evaluate(table["label"], table["pred"], table.probs, facts.class_names, cfg, facts.seed)
+def summarise(table: Any, cfg: dict[str, Any], facts: Facts, partials: Any = None) -> SuiteResult:
+    res = evaluate(table["label"], table["pred"], table.probs, facts.class_names, cfg, facts.seed)
+    errors = gallery.errors_table((partials or {}).get("performance.checks", []))
+    if errors:  # the report's gallery of confident errors (recorded by gallery.fill_errors)
+        res.tables["gallery"] = {"errors": errors}
+    return res
 
 
 def evaluate(y: np.ndarray, pred: np.ndarray, probs: np.ndarray, names: list[str], cfg: dict[str, Any],
@@ -314,4 +319,5 @@ def _ranking(res: SuiteResult, y: np.ndarray, probs: np.ndarray, names: list[str
     return au, ap
 
 
-SUITE = Suite("performance", SECTION.doc, SECTION, METRICS, summarise, validate=validate)
+SUITE = Suite("performance", SECTION.doc, SECTION, METRICS, summarise, validate=validate,
+              check_tasks=gallery.error_tasks, fill_checks=gallery.fill_errors)

@@ -79,6 +79,7 @@ from audit.recipe.fields import Field, FieldError, Section, p_bool, p_float, p_i
 # _v: full precision for metric records; _r: rounded, for tables shown to people
 from audit.report.records import SuiteResult, finite_or_none as _v, rounded as _r
 from audit.seeding import rng
+from audit.suites import gallery
 from audit.suites import robustness_checks as K
 from audit.engine.table import Part
 from audit.suites.base import UNIT, Facts, FillContext, MetricSpec, Suite
@@ -520,6 +521,8 @@ def check_tasks(table: Any, plan: _Plan) -> list[tuple[np.ndarray, dict[str, Any
             rows = sub[worst[sub] > large.value]
             if len(rows):
                 out.append((rows, {"do": "large_eps", "norm": norm, "cost": max(steps, 20) * runs * 0.5 * len(rows)}))
+    # the report's gallery: a few examples' adversarial inputs at their smallest breaking eps (audit.suites.gallery)
+    out += gallery.adversarial_tasks(table, {n: plan["eps"][n] for n in _worst_norms(plan)})
     return out
 
 
@@ -609,6 +612,9 @@ def fill_checks(fc: FillContext, plan: _Plan, positions: np.ndarray, rows: Any, 
     elif do == "reference":  # on one chunk of the examples that the configured attacks left standing at e
         e = cfg["eps"][norm][task["eps"]]
         cols[f"check:reference:{norm}:{e.label}"] = _reference(fc, norm, e, xs, ys, ids)
+    elif do == "gallery":
+        return Part(positions, {}, {}, gallery.fill_adversarial(fc, cfg["_configs"], cfg["eps"][norm], positions,
+                                                                rows, task))
     elif do == "large_eps":
         e = cfg["_large_eps"][norm]
         one = AttackConfig("pgd", norm, [e], steps=max(cfg["steps"], 20), restarts=1, random_start=True,
@@ -778,6 +784,9 @@ def summarise(table: Any, plan: _Plan, facts: Facts, partials: dict[str, list[di
     }
     for s in sweeps:
         res.timing[f"{s['attack']}:{s['norm']}"] = round(s["seconds"], 3)
+    adv = gallery.adversarial_table(partials.get("robustness.checks", []))
+    if adv:
+        res.tables["gallery"] = {"adversarial": adv}
     return res
 
 
