@@ -123,7 +123,7 @@ def temperature_svg(before: dict[str, Any], after: dict[str, Any], t: float, nam
             ax.line([p[0] for p in solid], [p[1] for p in solid], colour, 1.2)
             ax.markers([p[0] for p in solid], [p[1] for p in solid], colour, 2.8)
         if thin:
-            ax.markers([p[0] for p in thin], [p[1] for p in thin], colour, 2.4, opacity=FAINT)
+            ax.markers([p[0] for p in thin], [p[1] for p in thin], colour, 2.4, opacity=0.45)
         entries.append(("line+marker", colour, f"{label}, ECE {b['ece']:.3f}"))
     if few:
         entries.append(("marker", "#bbb", f"faint: bins of < {MIN_COUNT} examples (not joined)"))
