@@ -167,3 +167,32 @@ def test_malformed_gallery_is_one_line_naming_the_field():
     bad = {"suites": {"performance": {"tables": {"gallery": {"errors": [dict(item, confidence="high")]}}}}}
     with pytest.raises(ReportError, match=r"errors\[0\].confidence is 'high': expected a finite number"):
         validate_gallery(_Where("r.json"), bad)
+
+
+def test_tabular_confident_errors_record_the_model_inputs(credit_checkpoint, tmp_path):
+    """On tabular data the gallery lists the most confident errors per class with the row's inputs (the
+    encoded features, named), from a real run of the credit model; report.json and the page agree."""
+    import json
+
+    from conftest import ROOT, run_cli
+
+    out = tmp_path / "o"
+    res = run_cli("run", credit_checkpoint, "--recipe", ROOT / "recipes" / "credit.toml", "--suite", "performance",
+                  "--out", out, "--quiet")
+    assert res.exit_code in (0, 1), res.stderr
+    r = json.loads((out / "report.json").read_text())
+    errs = r["suites"]["performance"]["tables"]["gallery"]["errors"]
+    z = np.load(out / "examples.npz", allow_pickle=False)
+    logits = z["logits"].astype(np.float64)
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    pred, y, idx = p.argmax(1), z["label"], z["index"]
+    expect = []
+    for c in sorted(set(y[pred != y].tolist())):
+        wrong = np.flatnonzero((y == c) & (pred != c))
+        expect += [int(idx[i]) for i in sorted(wrong, key=lambda i: (-p[i, pred[i]], idx[i]))[:2]]
+    assert [e["index"] for e in errs] == expect
+    names = r["data"]["encoded_features"]
+    assert all(e["image"] is None and len(e["features"]) == len(names) for e in errs)
+    html = (out / "report.html").read_text()
+    assert 'class="errtab"' in html and f">{names[0]}</th>" in html

@@ -186,6 +186,9 @@ def validate_gallery(w: _Where, report: dict[str, Any]) -> None:
                     raise w.fail(f"{field}[{i}].{k}", f"is {item[k]!r}: expected a finite number")
             for k in images:
                 _image(w, f"{field}[{i}].{k}", item[k], nullable=key == "errors")
+            feats = item.get("features")
+            if feats is not None and (not isinstance(feats, list) or not all(_is_number(v) for v in feats)):
+                raise w.fail(f"{field}[{i}].features", "is not a list of finite numbers")
 
 
 def validate_stored_recipe(report: dict[str, Any], path: str | Path) -> tuple[list[dict[str, Any]], list[str]]:

@@ -16,7 +16,8 @@ Renderers read only the report, so what the gallery shows is recorded here, smal
   the break (floating-point differences between batch shapes) is left out, never shown as if it broke.
 - **Most confident errors** (performance): per true class, the ``ERRORS_PER_CLASS`` misclassified
   examples the model was most confident about (at most ``MAX_ERRORS``), with their true and predicted
-  class and confidence; their inputs as images for image data.
+  class and confidence; their inputs as images for image data, as their values for a tabular row of at
+  most ``MAX_FEATURES`` inputs.
 
 Images are stored as uint8 pixels, base64, ``{"b64", "shape": [height, width, channels]}`` (inputs scaled
 from their bounds [lo, hi], or the image's own range when unbounded), about 90 bytes for an 8x8 digit: the
@@ -34,6 +35,7 @@ import numpy as np
 MAX_ADVERSARIAL = 4
 ERRORS_PER_CLASS = 2
 MAX_ERRORS = 20
+MAX_FEATURES = 64  # a non-image input this small is recorded as its values (a tabular row)
 
 
 def image_layout(shape: tuple[int, ...]) -> tuple[int, int, int] | None:
@@ -187,9 +189,13 @@ def fill_errors(fc: Any, plan: Any, positions: np.ndarray, rows: Any, task: dict
     out = []
     for i in range(len(positions)):
         pred, y = int(rows["pred"][i]), int(rows["label"][i])
-        out.append({"index": int(rows["index"][i]), "y": y, "label": names[y], "pred": names[pred],
-                    "confidence": round(float(probs[i, pred]), 6),
-                    "image": encode_image(np.asarray(xs[i]), fc.facts.input_bounds)})
+        x = np.asarray(xs[i])
+        image = encode_image(x, fc.facts.input_bounds)
+        rec = {"index": int(rows["index"][i]), "y": y, "label": names[y], "pred": names[pred],
+               "confidence": round(float(probs[i, pred]), 6), "image": image}
+        if image is None and x.size <= MAX_FEATURES:  # tabular: the model's inputs, to read beside the error
+            rec["features"] = [float(f"{v:.6g}") for v in x.reshape(-1).astype(np.float64)]
+        out.append(rec)
     return Part(positions, {}, {}, {"gallery_errors": out})
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from audit.report.plots import GREY, PALETTE, RED, _left_margin
-from audit.report.svg import LABEL_SIZE, TICK_SIZE, Chart, nice_ticks, tick_labels
+from audit.report.svg import LABEL_SIZE, TICK_SIZE, Chart, nice_ticks, text_width, tick_labels
 
 _MIN_W = 0.012  # narrowest bar drawn (an equal-mass bin can be a sliver): still visible
 MIN_COUNT = 10  # a bin with fewer examples is drawn faintly: its accuracy is one or two examples' outcome
@@ -55,7 +55,7 @@ def reliability_svg(b: dict[str, Any], title: str, name: str) -> str:
     cmax = max([d["count"] for d in bins] or [1]) * 1.3
     axc = chart.axes(left, top + main_h + gap, right - left, 440 - top - main_h - gap - 50, (0.0, 1.0), (0.0, cmax))
     ax.line([0, 1], [0, 1], GREY, 0.8, dash="4 2")
-    faint = merged = under = over = False
+    faint = merged = under = over = unlabelled = False
     for d in bins:
         lo, hi, cnt, conf, acc = d["lower"], d["upper"], d["count"], d["mean_confidence"], d["accuracy"]
         w = max(hi - lo, _MIN_W)
@@ -73,11 +73,15 @@ def reliability_svg(b: dict[str, Any], title: str, name: str) -> str:
         ax.markers([conf], [acc if acc <= conf else conf], "#222", 2.2, opacity=op)
         axc.rect(x, 0, x + w, cnt, "#8c959f", op, stroke="#fff")
         label = f"{cnt}" + (f" ({d['bins']} bins)" if d["bins"] > 1 else "")
-        # a label near an edge is anchored to stay inside the figure
-        cx = x + w / 2
-        where = "end" if cx + 0.012 * len(label) > 1.0 else "start" if cx - 0.012 * len(label) < 0 else "middle"
-        axc.text(x + w if where == "end" else x if where == "start" else cx, cnt, label, size=7.5, anchor=where,
-                 colour="#333", baseline="text-after-edge")
+        # a count is written over its bar where it fits (equal-mass bins hold the same count, and narrow
+        # ones would overprint each other); a label near an edge is anchored to stay inside the figure
+        if axc.px(x + w) - axc.px(x) >= 1.6 * text_width(label, 7.5):
+            cx = x + w / 2
+            where = "end" if cx + 0.012 * len(label) > 1.0 else "start" if cx - 0.012 * len(label) < 0 else "middle"
+            axc.text(x + w if where == "end" else x if where == "start" else cx, cnt, label, size=7.5, anchor=where,
+                     colour="#333", baseline="text-after-edge")
+        else:
+            unlabelled = True
     ax.frame(None, yt, "", "accuracy")
     ct = [t for t in nice_ticks(0, cmax, 3) if t <= cmax]
     axc.frame(nice_ticks(0, 1), ct, "confidence (predicted class probability)", "count")
@@ -92,6 +96,8 @@ def reliability_svg(b: dict[str, Any], title: str, name: str) -> str:
         notes.append(f"faint: fewer than {MIN_COUNT} examples")
     if merged:
         notes.append("bins too narrow to draw apart are merged")
+    if unlabelled:
+        notes.append("counts of narrow bars: report.json")
     if notes:
         chart.text(chart.width / 2, 452, "; ".join(notes), size=9.5, anchor="middle", colour="#57606a")
     return chart.to_html()
