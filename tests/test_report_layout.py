@@ -196,3 +196,28 @@ def test_tabular_confident_errors_record_the_model_inputs(credit_checkpoint, tmp
     assert all(e["image"] is None and len(e["features"]) == len(names) for e in errs)
     html = (out / "report.html").read_text()
     assert 'class="errtab"' in html and f">{names[0]}</th>" in html
+
+
+def test_across_seeds_intervals_of_accuracies_stay_within_0_and_1():
+    """The repro study's seed records and table: a robust accuracy of 1, 0.96, 1, 1, 0.97 over five seeds has
+    a t-interval reaching above 1; the study reports it clipped, and a metric without bounds unclipped."""
+    from scipy import stats
+
+    from audit.repro.study import _seed_stats
+    from audit.report.records import SuiteResult
+
+    vals = [1.0, 0.96, 1.0, 1.0, 0.97]
+    temps = [1.2, 1.5, 1.1, 1.4, 1.3]
+    rep = lambda v, t: {"metrics": [  # noqa: E731
+        {"suite": "robustness", "name": "robust_accuracy", "params": {"eps": "8/255", "norm": "linf"}, "value": v},
+        {"suite": "calibration", "name": "temperature", "params": {}, "value": t}], "gates": []}
+    data = [(s, rep(v, t), {"pred": np.zeros(3, dtype=np.int64)}) for s, v, t in zip(range(5), vals, temps)]
+    res = SuiteResult("repro")
+    out = _seed_stats(res, rep(1.0, 1.2), data, {"confidence": 0.95, "target_half_width": 0.01})
+    acc, temp = out["metrics"]
+    lo, hi = stats.t.interval(0.95, 4, loc=np.mean(vals), scale=stats.sem(vals))
+    assert hi > 1 and acc["ci_high"] == 1.0 and acc["ci_low"] == pytest.approx(lo, abs=1e-6)
+    lo, hi = stats.t.interval(0.95, 4, loc=np.mean(temps), scale=stats.sem(temps))
+    assert temp["ci_low"] == pytest.approx(lo, abs=1e-6) and temp["ci_high"] == pytest.approx(hi, abs=1e-6)
+    rec = next(m for m in res.metrics if m.name == "seed_mean" and m.params["metric"] == "robustness.robust_accuracy")
+    assert rec.ci_high == 1.0
