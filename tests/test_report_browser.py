@@ -159,6 +159,13 @@ def test_contents_collapsing_and_gallery_work_in_chromium(report_html, tmp_path,
     assert p["page_w"] <= p["view_w"] == width, p
 
 
+def test_one_validity_table_and_no_duplicate_headline_metrics(report_html):
+    html = report_html.read_text()
+    assert html.count("<th>check</th>") == 1  # the robustness section links to the one validity table
+    assert "(micro)" not in html and "Shown once: micro-averaged precision, recall and F1 equal accuracy" in html
+    assert "<td>auroc (macro)</td>" in html and "<td>auroc (weighted)</td>" in html  # multiclass: they differ
+
+
 def test_gallery_records_the_inputs_that_broke_each_example(report_html, digits_checkpoint):
     """The adversarial inputs in report.json are the sweep's: each breaks its example (checked on the real
     model from the stored pixels), at the smallest eps the per-example table records for it, within that eps

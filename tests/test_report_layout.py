@@ -196,6 +196,10 @@ def test_tabular_confident_errors_record_the_model_inputs(credit_checkpoint, tmp
     assert all(e["image"] is None and len(e["features"]) == len(names) for e in errs)
     html = (out / "report.html").read_text()
     assert 'class="errtab"' in html and f">{names[0]}</th>" in html
+    # binary task: AUROC and AP once (for the positive class), no micro averages; report.json keeps them all
+    assert html.count("<td>auroc (class good)</td>") == 1 and "auroc (macro)" not in html and "auroc (weighted)" not in html
+    assert html.count("<td>average precision (class good)</td>") == 1 and "(micro)" not in html
+    assert {m["params"].get("average") for m in r["metrics"] if m["name"] == "auroc"} >= {"macro", "weighted"}
 
 
 def test_across_seeds_intervals_of_accuracies_stay_within_0_and_1():
