@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 
 import numpy as np
 import pytest
@@ -149,6 +150,9 @@ def test_summary_card_renders_alone():
                 data={"n": 10})
     html = render_summary(r)
     assert html.startswith("<style>") and "<html" not in html and 'class="badge pass"' in html
+    css = html[len("<style>"):html.index("</style>")]
+    rules = [sel.strip() for r in re.findall(r"([^{}]+)\{", css) for sel in r.split(",")]
+    assert rules and all(r.startswith(".audit-summary") for r in rules), rules  # nothing outside the card restyled
     assert "Worst findings about the model" in html and "Notes on the setup" in html and "g0.95" in html
 
 

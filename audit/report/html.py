@@ -71,15 +71,17 @@ def render_html(report: dict[str, Any]) -> str:
     return env.get_template("report.html.j2").render(
         r=report, figures=_figures(report), findings=findings(report), suite_order=suite_order(report),
         toc_sub=toc_subsections(report), nbad=statuses.count("fail"), nwarn=statuses.count("warn"),
-        has_gallery=_has_gallery(report))
+        has_gallery=_has_gallery(report), standalone=False)
 
 
 def render_summary(report: dict[str, Any]) -> str:
-    """The summary card alone (verdict, gates, worst findings, notes on the setup) with the page's stylesheet:
-    a fragment for a notebook's ``_repr_html_`` or an e-mail. Same data as the card atop report.html."""
+    """The summary card alone (verdict, gates, worst findings, notes on the setup): an HTML fragment for a
+    notebook's ``_repr_html_`` or an e-mail, its style scoped to ``.audit-summary`` (the page around it keeps
+    its own). Same data as the card atop report.html; links to the report's sections are left out."""
     env = _env()
-    tpl = env.from_string('{% include "style.html.j2" %}<div class="audit-summary">{% include "summary.html.j2" %}</div>')
-    return tpl.render(r=report, findings=findings(report))
+    tpl = env.from_string('{% include "summary_style.html.j2" %}<div class="audit-summary">'
+                          '{% include "summary.html.j2" %}</div>')
+    return tpl.render(r=report, findings=findings(report), standalone=True)
 
 
 def toc_subsections(report: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
