@@ -212,7 +212,7 @@ def test_curves_and_reliability_keep_legends_labels_and_counts():
          "accuracy": [0.33, 0.9]}
     rel = _svg(reliability_svg(b, "Reliability (ECE 0.05, n = 43)", "rel"))
     texts = _texts(rel)
-    assert {"3", "40", "perfect calibration", "accuracy", "gap to confidence", "count"} <= set(texts)
+    assert {"3", "40", "perfect calibration", "accuracy", "confidence above accuracy", "count"} <= set(texts)
     assert "confidence (predicted class probability)" in texts
 
 

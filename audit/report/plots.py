@@ -92,9 +92,12 @@ def curves_svg(series: list[dict[str, Any]], x: str, y: str, xlabel: str, ylabel
 
 def line_svg(xs: Sequence[float], ys_by_label: dict[str, Sequence[float | None]], xlabel: str, ylabel: str, title: str,
              name: str, bands: dict[str, tuple[Sequence[float | None], Sequence[float | None]]] | None = None,
-             ylim: tuple[float, float] | None = (0.0, 1.02)) -> str:
+             ylim: tuple[float, float] | None = (0.0, 1.02), styles: dict[str, dict[str, Any]] | None = None) -> str:
     """Generic line plot with markers (e.g. accuracy vs epsilon), with optional interval bands; points
-    whose value is None are skipped."""
+    whose value is None are skipped. ``styles[label]`` may set ``dash`` (an SVG dash array), ``width``,
+    ``opacity`` and ``marker`` (False: none), and ``under`` (True: drawn first, beneath the others, so that a
+    series equal to another, e.g. the worst case equal to PGD, shows as a wide pale line under it rather than
+    hiding it). The legend keeps the given order."""
     chart = Chart(name, 460, 360, title)
     chart.title_text(title)
     if ylim is None:
@@ -104,19 +107,30 @@ def line_svg(xs: Sequence[float], ys_by_label: dict[str, Sequence[float | None]]
         ylim = auto_limits(every)
     ax, xt, yt = _unit_axes(chart, xlabel, ylabel, auto_limits(xs), ylim)
     entries = []
-    for i, (label, ys) in enumerate(ys_by_label.items()):
+    styles = styles or {}
+    labels = list(ys_by_label)
+    order = sorted(range(len(labels)), key=lambda i: not styles.get(labels[i], {}).get("under", False))
+    for i in order:
+        label, ys = labels[i], ys_by_label[labels[i]]
         colour = PALETTE[i % len(PALETTE)]
         pts = [(a, b) for a, b in zip(xs, ys) if b is not None]
         if not pts:
             continue
+        st = styles.get(label, {})
         if bands and label in bands:
             lo, hi = bands[label]
             tri = [(a, low, high) for a, low, high in zip(xs, lo, hi) if low is not None and high is not None]
             if tri:
                 ax.band([t[0] for t in tri], [t[1] for t in tri], [t[2] for t in tri], colour, 0.15)
-        ax.line([p[0] for p in pts], [p[1] for p in pts], colour, 1.3)
-        ax.markers([p[0] for p in pts], [p[1] for p in pts], colour, 2.8)
-        entries.append(("line+marker", colour, label))
+        ax.line([p[0] for p in pts], [p[1] for p in pts], colour, st.get("width", 1.3), dash=st.get("dash"),
+                opacity=st.get("opacity"), cap="round" if st.get("under") else None)
+        if st.get("marker", True):
+            ax.markers([p[0] for p in pts], [p[1] for p in pts], colour, st.get("r", 2.8))
+    for i, label in enumerate(labels):
+        if any(v is not None for v in ys_by_label[label]):
+            st = styles.get(label, {})
+            kind = "thick" if st.get("under") else ("dashed+marker" if st.get("dash") else "line+marker")
+            entries.append((kind, PALETTE[i % len(PALETTE)], label))
     ax.frame(xt, yt, xlabel, ylabel)
     ax.legend(entries, "best")
     return chart.to_html()

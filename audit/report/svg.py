@@ -357,11 +357,15 @@ class Axes:
 
     def _swatch(self, kind: str, colour: str, x: float, y: float) -> None:
         c = self.chart
-        if kind in ("line", "dashed", "dotted", "line+marker"):
-            dash = {"dashed": ' stroke-dasharray="4 2"', "dotted": ' stroke-dasharray="1.2 1.8"'}.get(kind, "")
+        if kind == "thick":  # a wide pale line (a series drawn beneath the others)
+            c.add(f'<line x1="{num(x + 2)}" y1="{num(y)}" x2="{num(x + 15)}" y2="{num(y)}" stroke="{colour}" '
+                  'stroke-width="6" stroke-opacity="0.35" stroke-linecap="round"/>')
+        elif kind in ("line", "dashed", "dotted", "line+marker", "dashed+marker"):
+            dash = {"dashed": ' stroke-dasharray="4 2"', "dotted": ' stroke-dasharray="1.2 1.8"',
+                    "dashed+marker": ' stroke-dasharray="4 2"'}.get(kind, "")
             c.add(f'<line x1="{num(x)}" y1="{num(y)}" x2="{num(x + 17)}" y2="{num(y)}" stroke="{colour}" '
                   f'stroke-width="1.4"{dash}/>')
-            if kind == "line+marker":
+            if kind in ("line+marker", "dashed+marker"):
                 c.add(f'<circle cx="{num(x + 8.5)}" cy="{num(y)}" r="2.2" fill="{colour}"/>')
         elif kind == "marker":
             c.add(f'<circle cx="{num(x + 8.5)}" cy="{num(y)}" r="2.6" fill="{colour}"/>')

@@ -141,6 +141,54 @@ def validate_report(report: dict[str, Any], path: str | Path) -> None:
             raise w.fail(key, f"is {report[key]!r}: expected an object")
     if "run_id" in report and not isinstance(report["run_id"], str):
         raise w.fail("run_id", f"is {report['run_id']!r}: expected a string")
+    validate_gallery(w, report)
+
+
+# The per-example gallery (audit.suites.gallery): `audit gate --out` re-renders report.html from it.
+_GALLERY = {"adversarial": ("robustness", ("index", "label", "pred", "confidence", "attack", "norm", "eps", "eps_value",
+                                           "amplify", "clean", "adversarial", "perturbation"),
+                            ("clean", "adversarial", "perturbation")),
+            "errors": ("performance", ("index", "y", "label", "pred", "confidence", "image"), ("image",))}
+
+
+def _image(w: _Where, field: str, v: Any, nullable: bool) -> None:
+    import base64
+    import binascii
+
+    if v is None and nullable:
+        return
+    if not isinstance(v, dict) or not isinstance(v.get("b64"), str) or not isinstance(v.get("shape"), list):
+        raise w.fail(field, "is not an image ({b64, shape})")
+    shape = v["shape"]
+    if len(shape) != 3 or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape) \
+            or shape[2] not in (1, 3):
+        raise w.fail(f"{field}.shape", f"is {shape!r}: expected [height, width, 1 or 3]")
+    try:
+        size = len(base64.b64decode(v["b64"], validate=True))
+    except (binascii.Error, ValueError):
+        raise w.fail(f"{field}.b64", "is not base64") from None
+    if size != shape[0] * shape[1] * shape[2]:
+        raise w.fail(f"{field}.b64", f"holds {size} bytes: expected {shape[0] * shape[1] * shape[2]} for shape {shape}")
+
+
+def validate_gallery(w: _Where, report: dict[str, Any]) -> None:
+    """suites.<suite>.tables.gallery: lists of examples whose numbers are numbers and images decode."""
+    for key, (suite, keys, images) in _GALLERY.items():
+        tables = report["suites"].get(suite, {}).get("tables", {})
+        g = tables.get("gallery") if isinstance(tables, dict) else None
+        if g is None or key not in g:
+            continue
+        field = f"suites.{suite}.tables.gallery.{key}"
+        for i, item in enumerate(_list_of(w, field, g[key])):
+            _has(w, f"{field}[{i}]", item, keys)
+            for k in ("confidence", "eps_value", "amplify"):
+                if k in item and not _is_number(item[k]):
+                    raise w.fail(f"{field}[{i}].{k}", f"is {item[k]!r}: expected a finite number")
+            for k in images:
+                _image(w, f"{field}[{i}].{k}", item[k], nullable=key == "errors")
+            feats = item.get("features")
+            if feats is not None and (not isinstance(feats, list) or not all(_is_number(v) for v in feats)):
+                raise w.fail(f"{field}[{i}].features", "is not a list of finite numbers")
 
 
 def validate_stored_recipe(report: dict[str, Any], path: str | Path) -> tuple[list[dict[str, Any]], list[str]]:

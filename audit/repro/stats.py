@@ -27,7 +27,8 @@ def t_quantile(confidence: float, dof: int) -> float:
     return float(stdtrit(dof, (1.0 + confidence) / 2.0))
 
 
-def seed_summary(values: Sequence[float | None], confidence: float = 0.95) -> dict[str, float | int | None]:
+def seed_summary(values: Sequence[float | None], confidence: float = 0.95,
+                 bounds: tuple[float | None, float | None] | None = None) -> dict[str, float | int | None]:
     """Mean, sample standard deviation and Student-t interval of one metric over seeds.
 
     With n defined values x_1..x_n:
@@ -39,6 +40,13 @@ def seed_summary(values: Sequence[float | None], confidence: float = 0.95) -> di
     Biometrika 6, 1908; NIST/SEMATECH e-Handbook of Statistical Methods, section 7.2.2.1). Seeds are
     independent draws of the audit's randomness, so the interval says where the mean over *all* seeds
     lies; it is not an interval for one seed's value (for that see min/max).
+
+    ``bounds`` (low, high; None for an open end): the metric's range (``MetricSpec.bounds``). The interval
+    is then clipped to it, ``[max(mean - half, low), min(mean + half, high)]``: an accuracy's interval
+    never reaches above 1. Clipping keeps the t-interval's coverage exactly: the true mean lies inside the
+    bounds, so it lies in the clipped interval whenever it lies in the t-interval (and only then); the
+    interval only stops claiming values the metric cannot take. ``half_width`` stays the t half-width (what
+    ``seeds_needed`` plans with).
 
     Returns n, mean, std, ci_low, ci_high, half_width, min, max (None where undefined: std and the
     interval need n >= 2).
@@ -57,8 +65,21 @@ def seed_summary(values: Sequence[float | None], confidence: float = 0.95) -> di
     if n >= 2:
         std = 0.0 if constant else float(np.std(x, ddof=1))
         half = t_quantile(confidence, n - 1) * std / math.sqrt(n)
-        out.update(std=std, half_width=half, ci_low=mean - half, ci_high=mean + half)
+        lo, hi = clip_interval(mean - half, mean + half, bounds)
+        out.update(std=std, half_width=half, ci_low=lo, ci_high=hi)
     return out
+
+
+def clip_interval(lo: float, hi: float, bounds: tuple[float | None, float | None] | None) -> tuple[float, float]:
+    """``[lo, hi]`` intersected with the metric's range ``bounds`` (either end None: open)."""
+    if bounds is None:
+        return lo, hi
+    b_lo, b_hi = bounds
+    if b_lo is not None:
+        lo, hi = max(lo, b_lo), max(hi, b_lo)
+    if b_hi is not None:
+        lo, hi = min(lo, b_hi), min(hi, b_hi)
+    return lo, hi
 
 
 def seeds_needed(std: float | None, half_width: float, confidence: float = 0.95, max_n: int = 1_000_000) -> int | None:

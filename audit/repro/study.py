@@ -291,6 +291,8 @@ def _capture(res: SuiteResult, base_report: dict[str, Any], base_cols: dict[str,
 
 def _seed_stats(res: SuiteResult, base_report: dict[str, Any], seed_data: list[tuple[int, dict, dict]],
                 cfg: dict[str, Any]) -> dict[str, Any]:
+    from audit.suites.base import metric_bounds
+
     conf, h = cfg["confidence"], cfg["target_half_width"]
     seeds = [s for s, _, _ in seed_data]
     lookup = [{metric_key(m): m for m in rep["metrics"]} for _, rep, _ in seed_data]
@@ -298,7 +300,7 @@ def _seed_stats(res: SuiteResult, base_report: dict[str, Any], seed_data: list[t
     for m in base_report["metrics"]:
         key = metric_key(m)
         values = [lk[key]["value"] if key in lk else None for lk in lookup]
-        st = S.seed_summary(values, conf)
+        st = S.seed_summary(values, conf, metric_bounds(m["suite"], m["name"]))
         ori = orientation(m["name"])
         wi = S.worst_index(values, ori)
         need = S.seeds_needed(st["std"], h, conf)
@@ -340,7 +342,7 @@ def _seed_stats(res: SuiteResult, base_report: dict[str, Any], seed_data: list[t
                           "passes": statuses.count("pass"), "stable": len(set(statuses)) == 1,
                           "suite": g["metric"].split(".", 1)[0]})
     out = {"seeds": seeds, "confidence": conf, "target_half_width": h, "metrics": rows, "churn": churn_rows,
-           "varying": [r["key"] for r in varying], "interval": "Student-t interval of the mean over seeds",
+           "varying": [r["key"] for r in varying], "interval": "Student-t interval of the mean over seeds, clipped to the metric's range (an accuracy's stays within [0, 1])",
            "gates": gate_rows}
     res.tables["seeds"] = out
     return out

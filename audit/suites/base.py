@@ -61,6 +61,22 @@ class MetricSpec:
     # direction (None: changed). Every catalogue entry sets it; UNSET is only the dataclass default, and a
     # test refuses it.
     better: str | None = "unset"
+    # The range the metric can take, (low, high), None for an open end: (0, 1) for a proportion, (-1, 1) for
+    # MCC, (0, None) for NLL; None: unbounded or not declared. Intervals over seeds are clipped to it.
+    bounds: tuple[float | None, float | None] | None = None
+
+
+UNIT = (0.0, 1.0)  # the bounds of a proportion or an area under a curve
+
+
+def metric_bounds(suite: str, name: str) -> tuple[float | None, float | None] | None:
+    """The declared range of ``suite.name`` from its suite's metric catalogue (None: none declared)."""
+    from audit.suites import get_suite, suite_names
+
+    if suite not in suite_names():
+        return None
+    spec = get_suite(suite).metrics.get(name)
+    return None if spec is None else spec.bounds
 
 
 @dataclass

@@ -40,7 +40,7 @@ from audit.recipe.fields import Field, FieldError, Section, p_bool, p_float, p_i
 # _v: full precision for metric records; _r: rounded, for tables shown to people
 from audit.report.records import SuiteResult, finite_or_none as _v, rounded as _r
 from audit.seeding import rng
-from audit.suites.base import Facts, MetricSpec, Suite
+from audit.suites.base import UNIT, Facts, MetricSpec, Suite
 
 BINNINGS = {"equal_width": "uniform", "equal_mass": "quantile"}
 KINDS = ("top_label", "classwise")
@@ -111,29 +111,29 @@ METRICS = {
                       "plug-in value, biased upwards by noise; read it next to ece_reference, the ECE of a perfectly "
                       "calibrated model at this n. Its interval is for the population ECE of these bins (bias-"
                       "corrected, so it may lie below the value); gate on ci_high to bound the miscalibration.",
-                      {"binning": _BIN, "kind": _KIND}, choices=_BIN_KIND, better="lower"),
+                      {"binning": _BIN, "kind": _KIND}, choices=_BIN_KIND, bounds=UNIT, better="lower"),
     "ece_debiased": MetricSpec("The ECE with its upward bias removed (2 x plug-in - mean of posterior draws, at least 0; "
                                "Kumar, Liang & Ma 2019): the better point estimate of the population ECE, and the "
                                "fair one to gate with use = 'value'. Interval: the same as ece's.",
-                               {"binning": _BIN, "kind": _KIND}, choices=_BIN_KIND, better="lower"),
+                               {"binning": _BIN, "kind": _KIND}, choices=_BIN_KIND, bounds=UNIT, better="lower"),
     "mce": MetricSpec("Maximum calibration error: the largest |accuracy - confidence| over non-empty bins "
-                      "(class-wise: the largest over every class's bins; driven by the thinnest bin).", {"binning": _BIN, "kind": _KIND}, choices=_BIN_KIND, better="lower"),
+                      "(class-wise: the largest over every class's bins; driven by the thinnest bin).", {"binning": _BIN, "kind": _KIND}, choices=_BIN_KIND, bounds=UNIT, better="lower"),
     "ece_reference": MetricSpec("Mean ECE a perfectly calibrated model with these probabilities would show "
                                 "at this n (interval: its 95% range over seeded label draws).",
-                                {"binning": _BIN, "kind": _KIND}, choices=_BIN_KIND, better=None),
+                                {"binning": _BIN, "kind": _KIND}, choices=_BIN_KIND, bounds=UNIT, better=None),
     "brier": MetricSpec("Multiclass Brier score sum_k (p_k - 1[y = k])^2, averaged over examples, in [0, 2] "
-                        "(twice scikit-learn's binary brier_score_loss).", better="lower"),
-    "nll": MetricSpec("Negative log-likelihood (cross-entropy, natural log) of the true labels.", better="lower"),
+                        "(twice scikit-learn's binary brier_score_loss).", bounds=(0.0, 2.0), better="lower"),
+    "nll": MetricSpec("Negative log-likelihood (cross-entropy, natural log) of the true labels.", bounds=(0.0, None), better="lower"),
     "temperature": MetricSpec("Temperature T fitted by NLL on the fit split (T > 1: the model is overconfident). "
                               "Diagnostic; never applied. Inconclusive (with the reason) when the fit split does "
                               "not determine T: no misclassified fit example (NLL then falls as T -> 0), T at the "
                               "search bound [0.01, 100], or a T that makes the evaluation split's NLL clearly worse (paired: "
                               "by more than 2 standard errors and 5%).", better=None),
-    "ece_before_temperature": MetricSpec("Top-label equal-width ECE on the temperature evaluation split, T = 1.", better="lower"),
+    "ece_before_temperature": MetricSpec("Top-label equal-width ECE on the temperature evaluation split, T = 1.", bounds=UNIT, better="lower"),
     "ece_after_temperature": MetricSpec("Top-label equal-width ECE on the temperature evaluation split after "
-                                        "dividing the logits by the fitted T.", better="lower"),
-    "nll_before_temperature": MetricSpec("NLL on the temperature evaluation split, T = 1.", better="lower"),
-    "nll_after_temperature": MetricSpec("NLL on the temperature evaluation split at the fitted T.", better="lower"),
+                                        "dividing the logits by the fitted T.", bounds=UNIT, better="lower"),
+    "nll_before_temperature": MetricSpec("NLL on the temperature evaluation split, T = 1.", bounds=(0.0, None), better="lower"),
+    "nll_after_temperature": MetricSpec("NLL on the temperature evaluation split at the fitted T.", bounds=(0.0, None), better="lower"),
 }
 
 

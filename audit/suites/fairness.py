@@ -60,7 +60,7 @@ from audit.recipe.fields import Field, FieldError, Section, p_bool, p_float, p_i
 # _v: full precision for metric records; _r: rounded, for tables shown to people
 from audit.report.records import SuiteResult, finite_or_none as _v, rounded as _r
 from audit.seeding import rng
-from audit.suites.base import Facts, MetricSpec, Suite
+from audit.suites.base import UNIT, Facts, MetricSpec, Suite
 
 CONSTRAINTS = ("demographic_parity", "equalized_odds", "true_positive_rate_parity", "false_positive_rate_parity",
                "false_negative_rate_parity", "true_negative_rate_parity")
@@ -177,10 +177,10 @@ for _k, _d in _RATE_DOC.items():
     METRICS[f"group_{_k}"] = MetricSpec(_d + " n is the rate's denominator." + ("" if _k == "accuracy" else " " + _OVR),
                                         {"attribute": _ATTR, "group": _GROUP} |
                                         ({} if _k == "accuracy" else {"class": "positive_class (multiclass tasks)"}),
-                                        better=_BETTER[_k])
+                                        better=_BETTER[_k], bounds=UNIT)
 METRICS["group_impact_ratio"] = MetricSpec("Four-fifths ratio: the group's selection rate over the highest group "
                                            "selection rate (29 CFR 1607.4(D)); n is the group's size.",
-                                           {"attribute": _ATTR, "group": _GROUP}, better="higher")
+                                           {"attribute": _ATTR, "group": _GROUP}, better="higher", bounds=UNIT)
 METRICS["group_reference_ratio"] = MetricSpec("The group's selection rate over the [fairness] reference group's "
                                               "(not capped at 1; only when reference is not 'highest').",
                                               {"attribute": _ATTR, "group": _GROUP}, better=None)
@@ -193,26 +193,27 @@ for _k, _d in _DISP_DOC.items():
     METRICS[_k] = MetricSpec(_d + " Inconclusive when a group's rate is undefined (0/0; the group is named). n is "
                              "the thinnest denominator among the group rates it compares, so min_n guards its "
                              "smallest group. " + _OVR,
-                             {"attribute": _ATTR, "class": "positive_class (multiclass tasks)"}, better=_BETTER[_k])
+                             {"attribute": _ATTR, "class": "positive_class (multiclass tasks)"}, better=_BETTER[_k],
+                             bounds=UNIT)  # differences of rates and min-over-max ratios both lie in [0, 1]
 METRICS.update({
     "group_ece": MetricSpec("Top-label equal-width ECE within the group ([calibration] bins): the plug-in value, "
                             "which grows as the group shrinks; its interval is for the group's true ECE (bias-"
                             "corrected, may lie below the value; [calibration] interval_draws).",
-                            {"attribute": _ATTR, "group": _GROUP}, better="lower"),
+                            {"attribute": _ATTR, "group": _GROUP}, bounds=UNIT, better="lower"),
     "group_ece_debiased": MetricSpec("The group's ECE with its upward bias removed (at least 0); interval as "
-                                     "group_ece's.", {"attribute": _ATTR, "group": _GROUP}, better="lower"),
+                                     "group_ece's.", {"attribute": _ATTR, "group": _GROUP}, bounds=UNIT, better="lower"),
     "group_ece_reference": MetricSpec("Mean ECE a perfectly calibrated model would show on this group's examples "
                                       "(interval: its 95% range; [calibration] reference_draws). A group ECE "
                                       "above this range is miscalibration beyond the group's noise.",
-                                      {"attribute": _ATTR, "group": _GROUP}, better=None),
+                                      {"attribute": _ATTR, "group": _GROUP}, bounds=UNIT, better=None),
     "group_robust_accuracy": MetricSpec("Worst-case robust accuracy within the group (when robustness ran).",
                                         {"attribute": _ATTR, "group": _GROUP, "norm": "'linf' | 'l2'",
-                                         "eps": "an epsilon as [robustness] writes it"}, better="higher"),
+                                         "eps": "an epsilon as [robustness] writes it"}, bounds=UNIT, better="higher"),
     "group_noise_accuracy": MetricSpec("Noise accuracy within the group (when robustness ran noise).",
                                        {"attribute": _ATTR, "group": _GROUP, "noise": "a noise kind",
-                                        "level": "a level as [robustness] writes it"}, better="higher"),
+                                        "level": "a level as [robustness] writes it"}, bounds=UNIT, better="higher"),
     "postprocessed_accuracy": MetricSpec("Diagnostic, not applied: accuracy of ThresholdOptimizer's per-group "
-                                         "thresholds on the held-out half.", {"attribute": _ATTR}, better="higher"),
+                                         "thresholds on the held-out half.", {"attribute": _ATTR}, bounds=UNIT, better="higher"),
     "postprocessed_demographic_parity_difference": MetricSpec(
         "Diagnostic, not applied: demographic parity difference under ThresholdOptimizer's thresholds.",
         {"attribute": _ATTR}, better="lower"),

@@ -31,7 +31,8 @@ from audit.recipe.fields import Field, Section, p_float, p_int
 # _v: full precision for metric records; _r: rounded, for tables shown to people
 from audit.report.records import SuiteResult, finite_or_none as _v, rounded as _r
 from audit.seeding import rng
-from audit.suites.base import Facts, MetricSpec, Suite
+from audit.suites import gallery
+from audit.suites.base import UNIT, Facts, MetricSpec, Suite
 
 SECTION = Section(
     "performance",
@@ -67,25 +68,25 @@ _AVGS = ("macro", "weighted", "micro")
 _AVGS_RANK = ("macro", "weighted")
 
 METRICS = {
-    "accuracy": MetricSpec("Fraction of examples predicted correctly. n: all examples.", better="higher"),
+    "accuracy": MetricSpec("Fraction of examples predicted correctly. n: all examples.", bounds=UNIT, better="higher"),
     "balanced_accuracy": MetricSpec("Mean recall over the classes present (robust to imbalance). n: the smallest "
-                                    "class's examples.", better="higher"),
-    "mcc": MetricSpec("Matthews correlation coefficient (multiclass form), in [-1, 1]. n: all examples.", better="higher"),
-    "majority_baseline": MetricSpec("Accuracy of always predicting the most frequent class.", better=None),
+                                    "class's examples.", bounds=UNIT, better="higher"),
+    "mcc": MetricSpec("Matthews correlation coefficient (multiclass form), in [-1, 1]. n: all examples.", bounds=(-1.0, 1.0), better="higher"),
+    "majority_baseline": MetricSpec("Accuracy of always predicting the most frequent class.", bounds=UNIT, better=None),
     "precision": MetricSpec("Precision. n: a class's predictions (macro/weighted: the fewest of any class; micro: "
-                            "all examples).", {"average": _AVG, "class": _CLASS}, choices={"average": _AVGS}, better="higher"),
+                            "all examples).", {"average": _AVG, "class": _CLASS}, choices={"average": _AVGS}, bounds=UNIT, better="higher"),
     "recall": MetricSpec("Recall (true positive rate). n: a class's examples (macro/weighted: the smallest class; "
-                         "micro: all examples).", {"average": _AVG, "class": _CLASS}, choices={"average": _AVGS}, better="higher"),
+                         "micro: all examples).", {"average": _AVG, "class": _CLASS}, choices={"average": _AVGS}, bounds=UNIT, better="higher"),
     "f1": MetricSpec("F1 score. n: the smaller of a class's examples and predictions (averages: the smallest such).",
-                     {"average": _AVG, "class": _CLASS}, choices={"average": _AVGS}, better="higher"),
+                     {"average": _AVG, "class": _CLASS}, choices={"average": _AVGS}, bounds=UNIT, better="higher"),
     "auroc": MetricSpec("Area under the ROC curve (binary: of positive_class; multiclass: one-vs-rest). n: the smaller "
                         "of the class's positives and negatives (averages: the smallest over classes).",
-                        {"average": _AVG_RANK, "class": _CLASS}, choices={"average": _AVGS_RANK}, better="higher"),
+                        {"average": _AVG_RANK, "class": _CLASS}, choices={"average": _AVGS_RANK}, bounds=UNIT, better="higher"),
     "average_precision": MetricSpec("Average precision (area under the PR curve); its chance level is the "
                                     "prevalence. n: as for auroc.", {"average": _AVG_RANK, "class": _CLASS},
-                                    choices={"average": _AVGS_RANK}, better="higher"),
+                                    choices={"average": _AVGS_RANK}, bounds=UNIT, better="higher"),
     "prevalence": MetricSpec("Share of examples in a class: the average precision of a random scorer.",
-                             {"class": _CLASS}, better=None),
+                             {"class": _CLASS}, bounds=UNIT, better=None),
 }
 
 
@@ -128,8 +129,12 @@ def validate(cfg: dict[str, Any], facts: Facts) -> dict[str, Any]:
     return cfg
 
 
-def summarise(table: Any, cfg: dict[str, Any], facts: Facts, partials: Any = None) -> SuiteResult:  # noqa: ARG001
-    return evaluate(table["label"], table["pred"], table.probs, facts.class_names, cfg, facts.seed)
+def summarise(table: Any, cfg: dict[str, Any], facts: Facts, partials: Any = None) -> SuiteResult:
+    res = evaluate(table["label"], table["pred"], table.probs, facts.class_names, cfg, facts.seed)
+    errors = gallery.errors_table((partials or {}).get("performance.checks", []))
+    if errors:  # the report's gallery of confident errors (recorded by gallery.fill_errors)
+        res.tables["gallery"] = {"errors": errors}
+    return res
 
 
 def evaluate(y: np.ndarray, pred: np.ndarray, probs: np.ndarray, names: list[str], cfg: dict[str, Any],
@@ -314,4 +319,5 @@ def _ranking(res: SuiteResult, y: np.ndarray, probs: np.ndarray, names: list[str
     return au, ap
 
 
-SUITE = Suite("performance", SECTION.doc, SECTION, METRICS, summarise, validate=validate)
+SUITE = Suite("performance", SECTION.doc, SECTION, METRICS, summarise, validate=validate,
+              check_tasks=gallery.error_tasks, fill_checks=gallery.fill_errors)

@@ -79,9 +79,10 @@ from audit.recipe.fields import Field, FieldError, Section, p_bool, p_float, p_i
 # _v: full precision for metric records; _r: rounded, for tables shown to people
 from audit.report.records import SuiteResult, finite_or_none as _v, rounded as _r
 from audit.seeding import rng
+from audit.suites import gallery
 from audit.suites import robustness_checks as K
 from audit.engine.table import Part
-from audit.suites.base import Facts, FillContext, MetricSpec, Suite
+from audit.suites.base import UNIT, Facts, FillContext, MetricSpec, Suite
 
 DEFAULT_EPS = {"linf": ["2/255", "4/255", "8/255", "16/255"], "l2": [0.25, 0.5, 1.0]}
 DEFAULT_NOISE = {"gaussian": [0.05, 0.1, 0.2, 0.3], "uniform": [0.1, 0.2, 0.3, 0.5],
@@ -287,20 +288,20 @@ _CHOICES = {"norm": ("linf", "l2"), "attack": ("fgsm", "pgd", "autoattack"),
 
 METRICS = {
     "clean_accuracy": MetricSpec("Accuracy on the unperturbed data (the starting point of every curve).",
-                                 {"class": _CLASS, "attribute": _ATTR, "group": _GROUP}, choices=_CHOICES, better="higher"),
+                                 {"class": _CLASS, "attribute": _ATTR, "group": _GROUP}, choices=_CHOICES, bounds=UNIT, better="higher"),
     "robust_accuracy": MetricSpec(
         "Share of ALL examples that are clean-correct and that no attack (or the named one) broke within eps; "
         "<= clean accuracy by construction.",
-        {"norm": _NORM, "eps": _EPS, "attack": _ATTACK, "class": _CLASS, "attribute": _ATTR, "group": _GROUP}, choices=_CHOICES, better="higher"),
+        {"norm": _NORM, "eps": _EPS, "attack": _ATTACK, "class": _CLASS, "attribute": _ATTR, "group": _GROUP}, choices=_CHOICES, bounds=UNIT, better="higher"),
     "attack_success_rate": MetricSpec("Share of clean-correct examples broken within eps (1 - robust / clean).",
-                                      {"norm": _NORM, "eps": _EPS, "attack": _ATTACK}, choices=_CHOICES, better="lower"),
+                                      {"norm": _NORM, "eps": _EPS, "attack": _ATTACK}, choices=_CHOICES, bounds=UNIT, better="lower"),
     "median_breaking_eps": MetricSpec(
         "Lower median over clean-correct examples of the smallest tested eps that broke them; undefined (null, "
         "so a gate is inconclusive) when more than half survive the largest eps.", {"norm": _NORM, "attack": _ATTACK}, choices=_CHOICES, better="higher"),
     "noise_accuracy": MetricSpec(
         "Accuracy over noise_draws seeded noisy copies of every example at one noise level.",
         {"noise": "'gaussian', 'uniform' or 'salt_pepper'", "level": "a level as written in the recipe's noise table",
-         "class": _CLASS, "attribute": _ATTR, "group": _GROUP}, choices=_CHOICES, better="higher"),
+         "class": _CLASS, "attribute": _ATTR, "group": _GROUP}, choices=_CHOICES, bounds=UNIT, better="higher"),
 }
 
 DETERMINISM = (
@@ -520,6 +521,8 @@ def check_tasks(table: Any, plan: _Plan) -> list[tuple[np.ndarray, dict[str, Any
             rows = sub[worst[sub] > large.value]
             if len(rows):
                 out.append((rows, {"do": "large_eps", "norm": norm, "cost": max(steps, 20) * runs * 0.5 * len(rows)}))
+    # the report's gallery: a few examples' adversarial inputs at their smallest breaking eps (audit.suites.gallery)
+    out += gallery.adversarial_tasks(table, {n: plan["eps"][n] for n in _worst_norms(plan)})
     return out
 
 
@@ -609,6 +612,9 @@ def fill_checks(fc: FillContext, plan: _Plan, positions: np.ndarray, rows: Any, 
     elif do == "reference":  # on one chunk of the examples that the configured attacks left standing at e
         e = cfg["eps"][norm][task["eps"]]
         cols[f"check:reference:{norm}:{e.label}"] = _reference(fc, norm, e, xs, ys, ids)
+    elif do == "gallery":
+        return Part(positions, {}, {}, gallery.fill_adversarial(fc, cfg["_configs"], cfg["eps"][norm], positions,
+                                                                rows, task))
     elif do == "large_eps":
         e = cfg["_large_eps"][norm]
         one = AttackConfig("pgd", norm, [e], steps=max(cfg["steps"], 20), restarts=1, random_start=True,
@@ -778,6 +784,9 @@ def summarise(table: Any, plan: _Plan, facts: Facts, partials: dict[str, list[di
     }
     for s in sweeps:
         res.timing[f"{s['attack']}:{s['norm']}"] = round(s["seconds"], 3)
+    adv = gallery.adversarial_table(partials.get("robustness.checks", []))
+    if adv:
+        res.tables["gallery"] = {"adversarial": adv}
     return res
 
 

@@ -28,7 +28,7 @@ def figures(report: dict[str, Any]) -> dict[str, str]:
         for key, label in RATES:
             series[label] = ([g[key]["value"] for g in a["groups"]], [g[key]["ci_low"] for g in a["groups"]],
                              [g[key]["ci_high"] for g in a["groups"]])
-        out[f"rates-{i}"] = interval_bars_svg(groups, series, f"Group rates by {attr} (hatched: below min. size)",
+        out[f"rates-{i}"] = interval_bars_svg(groups, series, f"Group rates by {attr} (pale, hatched: below min. size)",
                                               f"fair-rates-{i}", xlabel="rate (95% interval)",
                                               muted=muted, width=4.8)
         d = {x["name"]: x for x in a["disparities"]}
@@ -37,7 +37,7 @@ def figures(report: dict[str, Any]) -> dict[str, str]:
             [_label(n) for n in diffs],
             {"difference": ([d[n]["value"] for n in diffs], [d[n]["ci_low"] for n in diffs],
                             [d[n]["ci_high"] for n in diffs])},
-            f"Differences by {attr} (0 = parity; hatched: inconclusive)", f"fair-diffs-{i}",
+            f"Differences by {attr} (0 = parity; pale, hatched: inconclusive)", f"fair-diffs-{i}",
             xlabel="largest minus smallest group", muted=[bool(d[n]["inconclusive"]) for n in diffs], width=4.4)
         ratios = [n for n in RATIOS if n in d]
         thr = a["four_fifths"]["threshold"]
@@ -45,7 +45,7 @@ def figures(report: dict[str, Any]) -> dict[str, str]:
             [_label(n) for n in ratios],
             {"ratio": ([d[n]["value"] for n in ratios], [d[n]["ci_low"] for n in ratios],
                        [d[n]["ci_high"] for n in ratios])},
-            f"Ratios by {attr} (1 = parity; hatched: inconclusive)", f"fair-ratios-{i}",
+            f"Ratios by {attr} (1 = parity; pale, hatched: inconclusive)", f"fair-ratios-{i}",
             xlabel="smallest over largest (DI: over the highest selection rate)", vlines=[(thr, f"{thr:g}")],
             muted=[bool(d[n]["inconclusive"]) for n in ratios], width=4.4)
     return out
