@@ -32,7 +32,7 @@ std = [0.5]
 [data]
 source = "npz"
 path = "digits_test.npz"
-limit = 150
+limit = 100
 
 [run]
 seed = 3
@@ -41,12 +41,12 @@ seed = 3
 bootstrap = 200
 
 [robustness]
-attacks = ["fgsm", "pgd"]
-eps = ["8/255", "0.25"]
-steps = 5
+attacks = ["fgsm"]
+eps = ["8/255"]
 noise = {{ gaussian = [0.1] }}
 noise_draws = 2
-check_examples = 40
+check_examples = 10
+escalate = 0
 
 [calibration]
 bins = 10
@@ -115,7 +115,7 @@ def both_runs(digits_checkpoint, digits_net, digits_arrays, tmp_path_factory):
     recipe = files / "recipe.toml"
     recipe.write_text(RECIPE)
     res = run_cli("run", digits_checkpoint, "--recipe", recipe, "--out", files / "out", "--quiet")
-    assert res.exit_code in (0, 1), res.stderr
+    assert res.exit_code in (0, 1, 4), res.stderr
     cli = json.loads((files / "out" / "report.json").read_text())
     empty = tmp_path_factory.mktemp("api-cwd")
     old = Path.cwd()
@@ -134,7 +134,7 @@ def test_api_report_equals_the_cli_report_on_the_same_model_and_data(both_runs):
     assert _strip(api) == _strip(cli)
     # the equal parts are the substance, not empty lists
     assert len(api["metrics"]) > 50 and api["gates"] and {"performance", "robustness", "calibration"} <= set(api["suites"])
-    assert api["data"]["sha256"] == cli["data"]["sha256"] and api["data"]["n"] == 150
+    assert api["data"]["sha256"] == cli["data"]["sha256"] and api["data"]["n"] == 100
     # provenance says where the model came from: its class and the digest of its state_dict
     assert api["model"]["source"] == "memory" and api["model"]["class"] == "examples.digits.model.DigitsCNN"
     assert api["model"]["format"] == "in_memory" and api["model"]["factory"] is None
@@ -264,7 +264,7 @@ def test_option_mistakes_name_the_fix(digits_net, digits_arrays):
         audit.run(digits_net, x, y, robustness={"epss": ["8/255"]})
     with pytest.raises(RecipeError, match=r"audit.run\(suites=...\): unknown suite 'robustnes' \(did you mean"):
         audit.run(digits_net, x, y, suites=["robustnes"])
-    with pytest.raises(RecipeError, match=r"<recipe>: \[data\] unknown key 'path' \(allowed: limit, sensitive_bins\)"):
+    with pytest.raises(RecipeError, match=r"<recipe>: \[data\] unknown key 'path' \(allowed: sensitive_bins, limit\)"):
         audit.run(digits_net, x, y, data={"path": "x.npz"})
     with pytest.raises(audit.errors.AuditError, match=r"audit.run\(device='gpu'\): expected auto, cpu, cuda"):
         audit.run(digits_net, x, y, device="gpu")
