@@ -281,12 +281,12 @@ def test_errors_are_the_clis_exit_2_lines(digits_checkpoint, digits_net, digits_
     x, y = digits_arrays
     np.savez(tmp_path / "digits_test.npz", x=x, y=y)
     bad = tmp_path / "bad.toml"
-    bad.write_text(RECIPE.replace("steps = 5", "stepz = 5"))
+    bad.write_text(RECIPE.replace("noise_draws = 2", "noise_drawz = 2"))
     res = run_cli("run", digits_checkpoint, "--recipe", bad, "--out", tmp_path / "out")
     with pytest.raises(RecipeError) as e:
         audit.run(digits_net, x, y, recipe=bad)
     assert res.exit_code == 2 and res.stderr.strip() == f"audit: error: {e.value}"
-    assert "unknown key 'stepz'" in str(e.value)
+    assert "unknown key 'noise_drawz'" in str(e.value)
     # a gate on an eps the sweep does not run: found when the recipe loads, in both
     bad.write_text(RECIPE.replace('eps = "8/255" }', 'eps = 0.03137 }'))
     res = run_cli("run", digits_checkpoint, "--recipe", bad, "--out", tmp_path / "out")
