@@ -177,6 +177,10 @@ def main() -> None:
     In CI: progress lines when stderr is not a terminal (AUDIT_PROGRESS=auto|bars|lines|none), --format json
     for a verdict on stdout, the GitHub job summary and annotations, `audit gate --out` to re-render a
     report with other gates; see docs/ci.md.
+
+    Start a recipe from the model and the data: audit init MODEL --data test.npz --out recipe.toml
+
+    From Python (a notebook): report = audit.run(model, x, y, recipe=...); see the README.
     """
 
 
@@ -227,6 +231,91 @@ def run(model: Path, recipe: Path, suites: tuple[str, ...], out: Path, seed: int
     if report:  # under torchrun only rank 0 has one
         _finish(report, "run", _out_paths(out), quiet, output_format)
     sys.exit(code)
+
+
+def _kwarg(ctx: Any, param: Any, values: tuple[str, ...]) -> dict[str, Any]:
+    """--kwarg NAME=VALUE: VALUE read as a TOML value (16, 0.5, true, "text"), else kept as a string."""
+    import tomllib
+
+    out: dict[str, Any] = {}
+    for v in values:
+        name, eq, text = v.partition("=")
+        if not eq or not name.isidentifier():
+            raise click.BadParameter(f"{v!r}: expected NAME=VALUE, e.g. width=16")
+        try:
+            out[name] = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[name] = text
+    return out
+
+
+def _floats(ctx: Any, param: Any, value: str | None) -> list[float] | None:
+    if value is None:
+        return None
+    try:
+        return [float(v) for v in value.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected numbers separated by commas, e.g. 0.5 or 0.485,0.456,0.406") from None
+
+
+INIT_EPILOG = ("Exit codes: 0 the recipe was written; 2 usage or input error (an existing --out without --force, a "
+               "checkpoint refused or unreadable, data that cannot be read, a missing --factory, --label or "
+               "--num-classes): one line naming what to give.")
+
+
+@main.command(epilog=INIT_EPILOG)
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--data", "-d", metavar="FILE|sklearn:NAME",
+              help="Evaluation data: a .npz or .csv file, or a scikit-learn dataset (sklearn:digits). The input shape, "
+                   "range, labels and CSV columns are read from it, and the model is run on it.")
+@click.option("--out", "-o", default=Path("recipe.toml"), show_default=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The recipe to write; paths in it are relative to its folder.")
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+@click.option("--factory", metavar="FILE.py:NAME|module:callable",
+              help="The architecture the weights load into (needed for a state_dict, training checkpoint or safetensors file).")
+@click.option("--kwarg", "kwargs", multiple=True, metavar="NAME=VALUE", callback=_kwarg,
+              help="A keyword argument of the factory (repeatable), e.g. --kwarg width=16.")
+@click.option("--num-classes", type=click.IntRange(min=2), help="Number of classes, when the model cannot be run on data.")
+@click.option("--label", metavar="COLUMN", help="CSV: the label column (default: a column named label, target, y or class).")
+@click.option("--features", metavar="A,B,...", callback=lambda c, p, v: None if v is None else [s.strip() for s in v.split(",")],
+              help="CSV: the model's input columns in training order (default: every other column, in file order; "
+                   "a sensitive column is added when the model's first layer needs it).")
+@click.option("--sensitive", multiple=True, metavar="NAME",
+              help="A sensitive attribute (CSV column or npz array), repeatable: kept aside and audited by [fairness].")
+@click.option("--x", "x_name", metavar="NAME", help="npz: the array of inputs (default: x).")
+@click.option("--y", "y_name", metavar="NAME", help="npz: the array of labels (default: y).")
+@click.option("--mean", callback=_floats, metavar="M[,M...]", help="Normalisation mean, if known (default: tried on the data).")
+@click.option("--std", callback=_floats, metavar="S[,S...]", help="Normalisation std, with --mean.")
+@click.option("--limit", type=click.IntRange(min=1), help="Write [data] limit = N (a quick first audit).")
+@click.option("--trust-checkpoint", is_flag=True, help="As for `audit run`: allow checkpoints that can run code when loaded.")
+@quiet_option
+@debug_option
+@handle_errors
+def init(model: Path, data: str | None, out: Path, force: bool, factory: str | None, kwargs: dict[str, Any],
+         num_classes: int | None, label: str | None, features: list[str] | None, sensitive: tuple[str, ...],
+         x_name: str | None, y_name: str | None, mean: list[float] | None, std: list[float] | None,
+         limit: int | None, trust_checkpoint: bool, quiet: bool) -> None:
+    """Write a commented recipe for MODEL from what can be read from it and from --data: the checkpoint's
+    format, the number of classes (the model's output width), the input shape and range, the normalisation
+    (tried on the data), the CSV's columns, with every suite's table and example gates. Each guessed value
+    carries a `# guessed:` comment. The recipe is checked as `audit run` checks one before it is written.
+
+        audit init model.safetensors --factory model.py:Net --data test.npz --out recipe.toml
+    """
+    if (mean is None) != (std is None):
+        raise AuditError("--mean and --std go together: give both or neither")
+    from audit.init_recipe import InitOptions, init_recipe
+
+    path, notes = init_recipe(InitOptions(
+        model_path=model, out=out, data=data, factory=factory, kwargs=kwargs, num_classes=num_classes, label=label,
+        features=features, sensitive=list(sensitive), x_name=x_name, y_name=y_name, mean=mean, std=std, limit=limit,
+        trust_checkpoint=trust_checkpoint, force=force))
+    if not quiet:
+        for n in notes:
+            click.echo(f"  guessed: {n}", err=True)
+        click.echo(f"audit init: wrote {path}; check its `# guessed:` lines, then: audit run {model} --recipe {path}",
+                   err=True)
+    sys.exit(0)
 
 
 @main.command(epilog=EXIT_CODES_HELP + " A gate of --recipe whose params select no record of the report (an eps, a "

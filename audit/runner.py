@@ -20,8 +20,10 @@ from audit.report.records import Check
 @dataclass
 class RunOptions:
     recipe: Path
-    model_path: Path
-    out: Path = Path("out")
+    model_path: Path | None
+    # None: the run writes nothing (the Python API, ``audit.run``): no folder, no resume cache; the report
+    # and the per-example table stay in memory until ``Report.save``
+    out: Path | None = Path("out")
     suites: list[str] = field(default_factory=list)
     seed: int | None = None
     device: str | None = None
@@ -35,6 +37,10 @@ class RunOptions:
     # audits: the user's recipe with stronger attacks); ``recipe`` still names the file for messages
     recipe_obj: Recipe | None = None
     argv: list[str] = field(default_factory=lambda: list(sys.argv))
+    # the model and the data already in memory (``audit.api``: an nn.Module and arrays, validated there by
+    # the same functions as files); None: loaded from ``model_path`` and the recipe's [data]
+    model_obj: Any = None  # audit.loading.model.LoadedModel
+    data_obj: Any = None  # audit.engine.data.Dataset
 
 
 def make_progress(quiet: bool):
@@ -96,10 +102,10 @@ def execute(opts: RunOptions) -> tuple[dict[str, Any], int]:
         if world.is_main:
             with RunFolder.open(opts.out, "run", opts.argv,
                                 {"model": opts.model_path, "recipe": opts.recipe}, pages=opts.pages) as folder:
-                result = _execute(opts, folder, world)
+                report, code, _ = _execute(opts, folder, world)
         else:
             with _sigterm_raises():
-                result = _execute(opts, None, world)
+                report, code, _ = _execute(opts, None, world)
         world.close()
     except BaseException as e:
         if not world.distributed:
@@ -109,7 +115,22 @@ def execute(opts: RunOptions) -> tuple[dict[str, Any], int]:
         from audit.engine.progress import release_all
 
         release_all()  # the run's progress lines end with it
-    return result
+    return report, code
+
+
+def execute_in_memory(opts: RunOptions) -> tuple[dict[str, Any], Any]:
+    """The same audit as :func:`execute`, in this process, writing nothing (``opts.out`` is None): no output
+    folder, no resume cache. Returns the report (stamped with a run id, as a finished run's) and the
+    per-example table, for ``audit.Report`` (which writes the usual files only when saved)."""
+    from audit.engine.distributed import World
+    from audit.engine.progress import release_all
+
+    import_torch()
+    try:
+        report, _, table = _execute(opts, None, World())
+    finally:
+        release_all()
+    return report, table
 
 
 def _rank_error(e: BaseException, world: Any) -> BaseException:
@@ -207,7 +228,7 @@ def import_torch() -> None:
                 os.kill(os.getpid(), s)  # the default action, now that torch is whole
 
 
-def _execute(opts: RunOptions, folder: Any, world: Any) -> tuple[dict[str, Any], int]:
+def _execute(opts: RunOptions, folder: Any, world: Any) -> tuple[dict[str, Any], int, Any]:
     import re
 
     import_torch()  # before anything below imports it
@@ -229,7 +250,9 @@ def _execute(opts: RunOptions, folder: Any, world: Any) -> tuple[dict[str, Any],
     # warn-only mode, alerts recorded per phase, report["determinism"]. Otherwise a no-op.
     capture = DeterminismCapture.from_env()
     t0 = time.perf_counter()
-    created = folder.created if folder is not None else None
+    from audit.report.outdir import new_run_id, now_iso
+
+    created = folder.created if folder is not None else now_iso()
     recipe = opts.recipe_obj if opts.recipe_obj is not None else load_recipe(opts.recipe)
     run_cfg = recipe.section("run")
     world.timeout_s = float(run_cfg["rank_timeout"])
@@ -248,9 +271,9 @@ def _execute(opts: RunOptions, folder: Any, world: Any) -> tuple[dict[str, Any],
     progress = make_progress(opts.quiet or not world.is_main)  # heartbeats: audit.engine.distributed.pulse
 
     with world.beating("loading the model and the data"):
-        loaded = load_checkpoint(opts.model_path, model_cfg, recipe.base_dir, recipe.path,
-                                 trust=opts.trust_checkpoint)
-        data = load_data(recipe)
+        loaded = opts.model_obj if opts.model_obj is not None else load_checkpoint(
+            opts.model_path, model_cfg, recipe.base_dir, recipe.path, trust=opts.trust_checkpoint)
+        data = opts.data_obj if opts.data_obj is not None else load_data(recipe)
     model = WrappedModel(loaded.module, model_cfg["mean"], model_cfg["std"], model_cfg["input_bounds"],
                          model_cfg["num_classes"]).to(device)
     probe_model(model, data, device, model_cfg["num_classes"])
@@ -268,7 +291,11 @@ def _execute(opts: RunOptions, folder: Any, world: Any) -> tuple[dict[str, Any],
     # shared never reuses rows of another audit; rank 0 prepares (empties, or checks on --resume) the
     # folder it sees before anyone writes, and without --resume no rank reads anything.
     key = cache_key(recipe, loaded, data, seed, block, batch_size, device)
-    if not opts.cache:
+    if opts.out is None:  # in memory: nothing is written, nothing resumed
+        if opts.resume or opts.cache:
+            raise AuditError("a run without an output folder has no resume cache: pass cache=False, resume=False")
+        cache = RowCache(Path("cache"), key, _notice, enabled=False)
+    elif not opts.cache:
         import shutil
 
         if world.is_main:  # a stale cache from an earlier run must not be resumed from later
@@ -331,7 +358,7 @@ def _execute(opts: RunOptions, folder: Any, world: Any) -> tuple[dict[str, Any],
             timing.update({f"{name}.{part}_s": seconds for part, seconds in result.timing.items()})
             results.append(result)
     if not world.is_main:
-        return {}, 0
+        return {}, 0, None
 
     extra: dict[str, Any] = {"suites_run": suites}
     if capture.enabled:
@@ -344,7 +371,9 @@ def _execute(opts: RunOptions, folder: Any, world: Any) -> tuple[dict[str, Any],
     timing["total_s"] = time.perf_counter() - t0
     report = assemble(
         provenance=prov,
-        model={**loaded.to_json(), "factory": model_cfg["factory"], "num_classes": model_cfg["num_classes"]},
+        # an in-memory module (audit.run) was built by its caller, not by the recipe's factory
+        model={**loaded.to_json(), "factory": None if loaded.module_class else model_cfg["factory"],
+               "num_classes": model_cfg["num_classes"]},
         data={**data.meta, "class_names": model_cfg["class_names"] or [str(i) for i in range(model_cfg["num_classes"])]},
         recipe=recipe.to_json(),
         results=results,
@@ -355,6 +384,10 @@ def _execute(opts: RunOptions, folder: Any, world: Any) -> tuple[dict[str, Any],
         excused=excused_suites(recipe, opts.suites, suites),
         extra=extra,
     )
+    if folder is None:  # in memory (audit.run): a finished run's report, written nowhere until saved
+        from audit.report.outdir import stamp_report
+
+        return stamp_report(report, new_run_id()), report["exit_code"], table
     with progress.phase("writing the report"):
         report = folder.write(report, table)
     # finished: the rows are in examples.npz now; the cache only serves a run that did not get here
@@ -362,7 +395,7 @@ def _execute(opts: RunOptions, folder: Any, world: Any) -> tuple[dict[str, Any],
 
     if opts.cache:
         shutil.rmtree(cache.root, ignore_errors=True)
-    return report, report["exit_code"]
+    return report, report["exit_code"], table
 
 
 def _run_suite(suite: Any, unit: str, plan: Any, fc: Any, stages: Any, blocks: Any, table: Any,

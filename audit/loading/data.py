@@ -38,6 +38,26 @@ def load_data(recipe: Recipe) -> Dataset:
         meta.update(split=split, test_size=cfg["test_size"], split_seed=cfg["split_seed"])
     else:
         meta.update(split="all")
+    meta["source"] = src
+    return finish_data(x, y, sensitive, index, feature_names, meta, recipe, where)
+
+
+def data_from_memory(x: np.ndarray, y: np.ndarray, sensitive: dict[str, np.ndarray], recipe: Recipe, where: str,
+                     feature_names: list[str] | None = None, meta: dict[str, Any] | None = None) -> Dataset:
+    """Arrays handed over in memory (``audit.run``), validated exactly as a file's (:func:`_validate`: shapes,
+    NaN, labels, bounds, sensitive attributes), with global indices 0..n-1. Of [data], only what acts on
+    loaded rows applies (``limit``, ``sensitive_bins``); the keys that describe a file source are not read."""
+    index = np.arange(len(y) if np.ndim(y) else 0)
+    x, y, sensitive, index = _validate(x, y, sensitive, index, recipe.section("model"), where, feature_names)
+    return finish_data(x, y, sensitive, index, feature_names, {"source": "memory", "path": None, "split": "all",
+                                                               **(meta or {})}, recipe, where)
+
+
+def finish_data(x: np.ndarray, y: np.ndarray, sensitive: dict[str, np.ndarray], index: np.ndarray,
+                feature_names: list[str] | None, meta: dict[str, Any], recipe: Recipe, where: str) -> Dataset:
+    """Validated rows -> the Dataset: [data] limit, the sensitive attributes encoded as groups, the content
+    hash. Shared by every source, files and memory alike."""
+    cfg = recipe.section("data")
     if cfg["limit"] is not None:
         x, y, index = x[: cfg["limit"]], y[: cfg["limit"]], index[: cfg["limit"]]
         sensitive = {k: v[: cfg["limit"]] for k, v in sensitive.items()}
@@ -46,9 +66,33 @@ def load_data(recipe: Recipe) -> Dataset:
         if k not in sensitive:
             raise DataError(f"{recipe.path}: [data] sensitive_bins names {k!r}, which is not a sensitive attribute "
                             f"(sensitive: {', '.join(sensitive) or 'none'})")
-    meta.update(source=src, n=int(len(y)), input_shape=list(x.shape[1:]), sha256=data_sha256(x, y, index, groups),
+    x = canonical(x)
+    meta.update(n=int(len(y)), input_shape=list(x.shape[1:]), sha256=data_sha256(x, y, index, groups),
                 sensitive={k: v[1] for k, v in groups.items()})
     return Dataset(x=x, y=y, index=index, groups=groups, feature_names=feature_names, meta=meta)
+
+
+ALIGN = 64  # bytes: a cache line, and the widest SIMD register (AVX-512)
+
+
+def canonical(x: np.ndarray) -> np.ndarray:
+    """``x`` in one fixed memory layout: C order with the canonical strides, its first byte on a 64-byte
+    boundary (copied only when it is not so already). CPU kernels (oneDNN's convolutions) choose their
+    algorithm from the strides and the alignment, and round the last bits of the logits differently: a
+    size-1 channel axis made with ``x[:, None]`` has a stride numpy ignores (the array is still
+    "C-contiguous") but torch reads as channels-last, and an .npz file's arrays start 32 bytes off the
+    boundary. The same inputs read from a file, scikit-learn or memory then gave logits one float32 ulp
+    apart; in this layout they give the same numbers whatever they were read from."""
+    want = [x.itemsize]
+    for d in reversed(x.shape[1:]):
+        want.insert(0, want[0] * d)
+    if x.size == 0 or (x.ctypes.data % ALIGN == 0 and tuple(want) == x.strides):
+        return x
+    buf = np.empty(x.nbytes + ALIGN, dtype=np.uint8)
+    start = -buf.ctypes.data % ALIGN
+    out = buf[start:start + x.nbytes].view(x.dtype).reshape(x.shape)
+    out[...] = x
+    return out
 
 
 def data_sha256(x: np.ndarray, y: np.ndarray, index: np.ndarray, groups: dict[str, tuple[np.ndarray, list[str]]]) -> str:

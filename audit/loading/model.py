@@ -36,9 +36,11 @@ class LoadedModel:
     trusted: bool = False  # loaded with --trust-checkpoint (code could have run)
     notes: list[str] = field(default_factory=list)
     checkpoint_extras: dict[str, Any] = field(default_factory=dict)
+    module_class: str | None = None  # an in-memory module (audit.run): its class, as provenance
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        extra = {"source": "memory", "class": self.module_class} if self.module_class else {}
+        return {**extra,
             "path": self.path,
             "format": self.format,
             "sha256": self.sha256,

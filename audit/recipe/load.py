@@ -11,6 +11,9 @@ from audit.errors import RecipeError
 from audit.recipe.fields import FieldError, Section, suggest, validate_table
 from audit.recipe.sections import CORE_SECTIONS, GATE
 
+# [data] keys that apply to data given in memory (``audit.run``): they act on rows already loaded
+IN_MEMORY_DATA_KEYS = ("limit", "sensitive_bins")
+
 
 @dataclass
 class Recipe:
@@ -51,21 +54,26 @@ def load_recipe(path: str | Path, gates_only: bool = False) -> Recipe:
     """Read and validate a recipe. ``gates_only``: for `audit gate`, where a file with just [[gates]]
     (and [validity]) is enough; any other section present is still validated."""
     path = Path(path)
+    return validate_recipe(read_recipe_file(path), path, gates_only)
+
+
+def read_recipe_file(path: Path) -> dict[str, Any]:
+    """The TOML of a recipe file, not yet validated."""
     from audit.loading.files import require_file
 
     require_file(path, "recipe file", RecipeError)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise RecipeError(f"{path}: not valid TOML: {e}") from None
     except UnicodeDecodeError:
         raise RecipeError(f"{path}: not a UTF-8 text file") from None
     except OSError as e:
         raise RecipeError(f"{path}: cannot read the recipe ({e.strerror or e})") from None
-    return validate_recipe(raw, path, gates_only)
 
 
-def validate_recipe(raw: dict[str, Any], path: Path, gates_only: bool = False) -> Recipe:
+def validate_recipe(raw: dict[str, Any], path: Path, gates_only: bool = False, data_given: bool = False) -> Recipe:
+    """``data_given``: the data comes from memory (``audit.run``), so a recipe without [data] is complete."""
     sections = all_sections()
     for key in raw:
         if key not in sections:
@@ -81,9 +89,15 @@ def validate_recipe(raw: dict[str, Any], path: Path, gates_only: bool = False) -
                 gates = [validate_table(section, item, f"{path}: [[{name}]] #{i + 1}") for i, item in enumerate(items)]
                 continue
             if name not in raw:
-                if section.required and not gates_only:
+                if section.required and not gates_only and not (data_given and name == "data"):
                     raise FieldError(f"{path}: missing section [{name}]")
                 out[name] = section.defaults()
+                continue
+            if data_given and name == "data" and isinstance(raw[name], dict) and "source" not in raw[name]:
+                # data from memory: a [data] table without a source may hold what acts on loaded rows only
+                rows_only = Section(section.name, section.doc,
+                                    tuple(f for f in section.fields if f.name in IN_MEMORY_DATA_KEYS))
+                out[name] = {**section.defaults(), **validate_table(rows_only, raw[name], f"{path}: [{name}]")}
                 continue
             out[name] = validate_table(section, raw[name], f"{path}: [{name}]")
     except FieldError as e:

@@ -53,6 +53,22 @@ def new_run_id(now: datetime | None = None) -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
 
 
+def now_iso() -> str:
+    """A run's creation time as reports record it (UTC, to the second)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def stamp_report(report: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """``report`` with its run id (top level and provenance) and ``run_status: finished``: what a finished
+    run's report.json holds, whether a folder wrote it or it stays in memory (``audit.run``)."""
+    out = dict(report)
+    out["run_id"] = run_id
+    out["run_status"] = FINISHED
+    if isinstance(out.get("provenance"), dict):
+        out["provenance"] = dict(out["provenance"], run_id=run_id)
+    return out
+
+
 def failure_report(*, run_id: str, command: str, argv: list[str], created: str, inputs: dict[str, Any],
                    status: str, error: str, exit_code: int | None) -> dict[str, Any]:
     """A report.json for a run that did not finish: it can never pass (``passed`` is false, no gate holds),
@@ -79,7 +95,8 @@ class RunFolder:
     manager so that any exception, Ctrl-C included, leaves a failure report before it propagates."""
 
     def __init__(self, out: Path, command: str, argv: list[str] | None = None,
-                 inputs: dict[str, Any] | None = None, extra_files: tuple[str, ...] = (), pages: bool = True):
+                 inputs: dict[str, Any] | None = None, extra_files: tuple[str, ...] = (), pages: bool = True,
+                 run_id: str | None = None, created: str | None = None):
         self.out = Path(out)
         # report.html and junit.xml. Without them (``audit repro``'s child runs, whose study renders the one
         # page and JUnit file from their report.json files) the folder holds report.json, summary.md and
@@ -92,8 +109,9 @@ class RunFolder:
         self.argv = list(sys.argv if argv is None else argv)
         self.inputs = {k: str(v) for k, v in (inputs or {}).items() if v is not None}
         now = datetime.now(timezone.utc)
-        self.created = now.isoformat(timespec="seconds")
-        self.run_id = new_run_id(now)
+        # given: a report made in memory (``audit.Report.save``) keeps the id and time of the run that made it
+        self.created = created or now.isoformat(timespec="seconds")
+        self.run_id = run_id or new_run_id(now)
         self.moved_to: Path | None = None  # where the previous run's files went
         self.finished = False
         self._lock_fd: int | None = None
@@ -103,9 +121,9 @@ class RunFolder:
 
     @classmethod
     def open(cls, out: Path, command: str, argv: list[str] | None = None,
-             inputs: dict[str, Any] | None = None, extra_files: tuple[str, ...] = (), pages: bool = True
-             ) -> "RunFolder":
-        folder = cls(out, command, argv, inputs, extra_files, pages)
+             inputs: dict[str, Any] | None = None, extra_files: tuple[str, ...] = (), pages: bool = True,
+             run_id: str | None = None, created: str | None = None) -> "RunFolder":
+        folder = cls(out, command, argv, inputs, extra_files, pages, run_id, created)
         folder._prepare()
         folder._lock()
         try:
@@ -214,12 +232,7 @@ class RunFolder:
 
     def stamp(self, report: dict[str, Any]) -> dict[str, Any]:
         """The report with this run's id (top level and provenance) and ``run_status: finished``."""
-        out = dict(report)
-        out["run_id"] = self.run_id
-        out["run_status"] = FINISHED
-        if isinstance(out.get("provenance"), dict):
-            out["provenance"] = dict(out["provenance"], run_id=self.run_id)
-        return out
+        return stamp_report(report, self.run_id)
 
     def write(self, report: dict[str, Any], table: Any | None = None) -> dict[str, Any]:
         """Write the run's report and files, staged (each beside its final name, moved into place when all
