@@ -401,7 +401,7 @@ class Report:
         a recipe file (only its [[gates]] and [validity] are read), a dict shaped like one, or a list of gate
         tables. Returns a new Report; this one is unchanged."""
         from audit.recipe.load import load_recipe, validate_recipe
-        from audit.report.build import regate
+        from audit.report.build import regate_with_recipe
 
         if isinstance(gates, (str, Path)):
             where = Path(gates)
@@ -414,14 +414,7 @@ class Report:
             r = validate_recipe({"gates": copy.deepcopy(list(gates))}, where, gates_only=True)
         else:
             raise RecipeError(f"Report.gate: expected a recipe file, a dict or a list of gates, got {type(gates).__name__}")
-        if not r.gates and "validity" not in r.present:
-            raise AuditError(f"{where}: the recipe has no [[gates]] and no [validity] table, so there is nothing to "
-                             "check the report against")
-        result = regate(self._report, r.gates, r.section("validity")["downgrade"], new_gates=True)
-        if r.gates and all(g.get("excused") for g in result["gates"]):
-            raise AuditError(f"{where}: none of its gates can be checked on this report (they need "
-                             f"{', '.join(sorted({g['missing_suite'] for g in result['gates']}))}, which this report "
-                             "does not contain); gate the report of the command that makes them (`audit repro`)")
+        result = regate_with_recipe(self._report, r.gates, r.section("validity")["downgrade"], where, r.present)
         return Report(result, self._table)
 
     # ------------------------------------------------------------------------------------------ files
@@ -447,15 +440,19 @@ class Report:
     def summary_html(self) -> str:
         """The HTML report's summary card (verdict, gates, worst findings) with its styles scoped to it, for
         embedding (Jupyter's ``_repr_html_``)."""
-        from audit.report.html import render_html
+        from audit.report.html import render_html, render_summary
 
-        page = render_html(self._report)
-        card = _element_by_id(page, "summary") or _element_by_id(page, "failed") or "<p>(no summary card)</p>"
-        styles = "".join(_scope_css(css, ".audit-summary") for css in re.findall(r"<style[^>]*>(.*?)</style>", page, re.S))
         where = (f"saved to <code>{_esc(str(self.saved_to))}</code>" if self.saved_to is not None
                  else "in memory: <code>report.save(dir)</code> writes report.html and the other files")
-        return (f'<div class="audit-summary"><style>{styles}</style>{card}'
-                f'<p class="muted">audit report {_esc(str(self.run_id))} — {where}</p></div>')
+        foot = f'<p class="muted">audit report {_esc(str(self.run_id))} — {where}</p>'
+        if self._report.get("run_status") not in ("failed", "incomplete"):
+            # the renderer's own card, its styles already scoped to .audit-summary
+            return f'<div class="audit-summary-wrap">{render_summary(self._report)}{foot}</div>'
+        # a failure report loaded from disk (Report.load) has no summary card: its page's "failed" card
+        page = render_html(self._report)
+        card = _element_by_id(page, "failed") or "<p>(no summary card)</p>"
+        styles = "".join(_scope_css(css, ".audit-summary") for css in re.findall(r"<style[^>]*>(.*?)</style>", page, re.S))
+        return f'<div class="audit-summary"><style>{styles}</style>{card}{foot}</div>'
 
     def _repr_html_(self) -> str:
         return self.summary_html()

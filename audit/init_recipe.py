@@ -498,7 +498,7 @@ def _normalisation(module: Any, x: np.ndarray | None, y: np.ndarray | None, boun
     if bounds == [0.0, 1.0]:
         cands.append(("(x - 0.5) / 0.5", [0.5], [0.5]))
     scores = []
-    for name, mean, std in cands:
+    for _name, mean, std in cands:
         wrapped = WrappedModel(module, mean, std)
         try:
             with torch.inference_mode():

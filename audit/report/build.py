@@ -78,6 +78,30 @@ def regate(report: dict[str, Any], gates: list[dict[str, Any]], downgrade: list[
     return out
 
 
+def regate_with_recipe(report: dict[str, Any], gates: list[dict[str, Any]], downgrade: list[str], where: Any,
+                       present: set[str] | list[str], report_name: Any = "this report") -> dict[str, Any]:
+    """``regate`` with gates given now (`audit gate --recipe`, ``audit.Report.gate``), refusing, as input
+    errors (exit 2), the mistakes that would otherwise read as a model failing: a gates file that checks
+    nothing, gates none of which this report can hold, and a gate whose params select no record (an eps
+    written 0.03137 where the sweep says "8/255", a group the data lacks), named with the valid values."""
+    from audit.errors import AuditError
+
+    if not gates and "validity" not in present:  # a wrong file in CI must not turn every gate off
+        raise AuditError(f"{where}: the recipe has no [[gates]] and no [validity] table, so there is "
+                         "nothing to check the report against")
+    result = regate(report, gates, downgrade, new_gates=True)
+    if gates and all(g.get("excused") for g in result["gates"]):
+        # every gate belongs to something this report cannot hold (repro.* on an `audit run` report)
+        raise AuditError(f"{where}: none of its gates can be checked on {report_name} (they need "
+                         f"{', '.join(sorted({g['missing_suite'] for g in result['gates']}))}, which this report does "
+                         "not contain); gate the report of the command that makes them (`audit repro`)")
+    wrong = [g for g in result["gates"] if g["status"] == "error" and g.get("params_mistake")]
+    if wrong:
+        more = f" (and {len(wrong) - 1} more gate(s) like it)" if len(wrong) > 1 else ""
+        raise AuditError(f"{where}: gate {wrong[0]['id']!r}: {wrong[0]['message']}{more}")
+    return result
+
+
 def dumps(report: dict[str, Any]) -> str:
     """Deterministic JSON: sorted keys, fixed separators, NaN refused (undefined numbers are null)."""
     return json.dumps(report, sort_keys=True, indent=1, allow_nan=False, default=_default) + "\n"
