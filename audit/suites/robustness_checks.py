@@ -12,15 +12,28 @@ from typing import Sequence
 Decision = tuple[str, str, float | None]
 
 
-def perturbation_within_eps(excess: float, tol: float, where: str = "") -> Decision:
-    """``excess`` = max over attacked examples of ||x_adv - x|| - eps (measured)."""
+def perturbation_within_eps(excess: float, tol: float, where: str = "", units: str = "") -> Decision:
+    """``excess`` = max over attacked examples of ||x_adv - x|| - eps (measured; in ``units`` when the
+    tabular threat model declares them: the norm of (x_adv - x) / scale over the perturbed features)."""
+    how = f" (measured in {units})" if units else ""
     if excess <= tol:
-        return ("pass", f"Measured after every attack: the largest ||x_adv - x|| exceeds its eps by {max(excess, 0.0):.2g} "
-                        f"at most (tolerance {tol:.0e} for float rounding). The perturbations respect the threat model.",
-                excess)
+        return ("pass", f"Measured after every attack: the largest ||x_adv - x||{how} exceeds its eps by "
+                        f"{max(excess, 0.0):.2g} at most (tolerance {tol:.0e} for float rounding). The perturbations "
+                        "respect the threat model.", excess)
     return ("fail", f"{where or 'An attack'} produced an adversarial input {excess:.3g} beyond its eps (measured "
                     "||x_adv - x||): its robust accuracy is not about the stated threat model. This is a bug in the "
                     "attack or its configuration; report it.", excess)
+
+
+def frozen_features_unchanged(change: float, frozen: dict[str, list[str]]) -> Decision:
+    """``change`` = the largest |x_adv - x| measured on a feature the threat model freezes (must be 0)."""
+    what = "; ".join(f"{why}: {', '.join(names)}" for why, names in frozen.items() if names)
+    if change == 0.0:
+        return ("pass", f"Measured on every adversarial input: the features that must not change ({what}) are "
+                        "exactly as in the clean input.", 0.0)
+    return ("fail", f"An adversarial input changes a feature that must not change ({what}) by {change:.3g}: the attack "
+                    "left the declared threat model, and its robust accuracy is not about it. This is a bug; report it.",
+            change)
 
 
 def within_bounds(out: float | None, tol: float, bounds: Sequence[float] | None) -> Decision:
