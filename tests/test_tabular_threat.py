@@ -98,14 +98,13 @@ def _standardised_mlp(tmp_path: Path) -> tuple[Path, list[float], list[float]]:
     mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
     xs, y = (x - mean) / std, torch.from_numpy(data.y)
     net = CreditMLP(num_features=x.shape[1])
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3, weight_decay=1e-3)
-    for _ in range(30):
-        for i in range(0, len(xs), 64):
-            loss = torch.nn.functional.cross_entropy(net(xs[i:i + 64]), y[i:i + 64])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    net.eval()
+    net.eval()  # no dropout: full-batch Adam on 700 rows converges in a fraction of a second
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2, weight_decay=1e-3)
+    for _ in range(150):
+        loss = torch.nn.functional.cross_entropy(net(xs), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
     path = tmp_path / "scaled.safetensors"
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
     return path, mean.tolist(), std.tolist()
@@ -257,6 +256,7 @@ def test_audit_records_the_threat_model_and_its_checks_confirm_it(credit_checkpo
     checks = {c["id"]: c for c in r["checks"]}
     assert checks["frozen_features_unchanged"]["status"] == "pass"
     assert checks["frozen_features_unchanged"]["value"] == 0.0
+    assert "every noisy copy" in checks["frozen_features_unchanged"]["message"]
     assert checks["perturbation_within_eps"]["status"] == "pass"
     assert "standard deviations" in checks["perturbation_within_eps"]["message"]
     assert checks["perturbation_units"]["status"] == "pass"
@@ -312,3 +312,29 @@ def test_feature_scale_on_images_is_refused(digits_checkpoint, write_recipe, tmp
     rec = write_recipe(DIGITS_MODEL + DIGITS_DATA + '\n[robustness]\nfeature_scale = "std"\n')
     res = run_cli("run", digits_checkpoint, "--recipe", rec, "--out", tmp_path / "o", "--suite", "robustness")
     assert res.exit_code == 2 and "feature_scale is for flat (tabular) inputs" in res.stderr, res.stderr
+
+
+def test_frozen_check_fires_on_an_attack_that_moves_a_frozen_column(credit_wrapped):
+    """The check can fail: an attack that steps every value by eps (frozen ones too) is measured as such by
+    the sweep, and the decision fails; in declared units its size is eps / scale_j on the free features."""
+    from audit.attacks import sweep as S
+    from audit.attacks.config import to_eps
+    from audit.suites import robustness_checks as K
+
+    model, data, _, threat = credit_wrapped
+    x, y = data.x[:64], data.y[:64]
+    eps = to_eps([0.5])
+    res = S.SweepResult("bad", "linf", eps, np.empty(0))
+    s = threat.torch_scale("cpu")
+
+    def bad_attack(xb, yb, rows, e):  # moves every value, frozen ones included, by eps in raw units
+        return xb + e.value
+
+    S.nested_sweep(bad_attack, model, x, y, np.arange(64), eps, np.ones(64, dtype=bool), 32, torch.device("cpu"),
+                   "linf", None, res, scale=s)
+    assert res.max_frozen_change == pytest.approx(0.5, abs=1e-5)
+    assert K.frozen_features_unchanged(res.max_frozen_change, threat.frozen)[0] == "fail"
+    assert K.frozen_features_unchanged(0.0, threat.frozen, noise=1e-3)[0] == "fail"
+    assert K.frozen_features_unchanged(0.0, threat.frozen)[0] == "pass"
+    free = threat.scale[threat.mask]
+    assert res.max_norm == pytest.approx(0.5 / free.min(), rel=1e-4)  # measured in standard deviations

@@ -57,9 +57,12 @@ def perturb(kind: str, x: torch.Tensor, level: float, unit: np.ndarray, salt: np
 def noise_correct(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, index: np.ndarray, kind: str,
                   levels: list[Eps], draws: int, seed: int, bounds: tuple[float, float] | None,
                   device: torch.device, batch_size: int, progress: Any = None,
-                  scale: torch.Tensor | None = None) -> np.ndarray:
+                  scale: torch.Tensor | None = None, measured: dict[str, float] | None = None) -> np.ndarray:
     """(n, L) int: how many of the ``draws`` noisy copies of each example the model classifies correctly,
-    per level."""
+    per level. ``measured["max_frozen_change"]``, when given: the largest change measured on a value the
+    threat model ``scale`` freezes (must stay 0)."""
+    from audit.attacks.sweep import frozen_change
+
     n = len(x)
     out = np.zeros((n, len(levels)), dtype=np.int64)
     bar = progress(total=n * draws, desc=f"noise-{kind}") if progress else None
@@ -71,7 +74,11 @@ def noise_correct(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, index: n
             for d in range(draws):
                 unit, salt = _unit(kind, example_seeds(seed, index[sl], "noise", kind, d), tuple(x.shape[1:]))
                 for j, lv in enumerate(levels):
-                    pred = model(perturb(kind, xb, lv.value, unit, salt, bounds, scale)).argmax(1)
+                    xn = perturb(kind, xb, lv.value, unit, salt, bounds, scale)
+                    if measured is not None and scale is not None:
+                        measured["max_frozen_change"] = max(measured.get("max_frozen_change", 0.0),
+                                                            frozen_change(xn, xb, scale))
+                    pred = model(xn).argmax(1)
                     out[sl, j] += (pred == yb).cpu().numpy()
                 if bar is not None:
                     bar.update(len(xb))

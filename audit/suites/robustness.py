@@ -251,8 +251,9 @@ SECTION = Section(
         Field("noise", "table kind -> list of levels",
               "Noise robustness: gaussian (std), uniform (half-width), salt_pepper (fraction of input values "
               "set to a bound; needs input_bounds: without them it is skipped, and the report's configuration "
-              "says so). Levels are in feature_scale's units on tabular data. An empty table turns it off. Default: gaussian [0.05, 0.1, "
-              "0.2, 0.3], uniform [0.1, 0.2, 0.3, 0.5], salt_pepper [0.02, 0.05, 0.1, 0.2].",
+              "says so). Levels are in feature_scale's units on tabular data. An empty table turns it off. "
+              "Default: gaussian [0.05, 0.1, 0.2, 0.3], uniform [0.1, 0.2, 0.3, 0.5], salt_pepper [0.02, 0.05, "
+              "0.1, 0.2].",
               default=None, parse=parse_noise, example="{ gaussian = [0.05, 0.1, 0.2], salt_pepper = [0.05] }"),
         Field("feature_scale", "'std' | 'range' | list of numbers > 0 | table column -> number > 0",
               "Tabular (N, F) inputs: the unit of eps and of the noise levels, per feature. With scale s_j, Linf "
@@ -395,9 +396,8 @@ def validate(cfg: dict[str, Any], facts: Facts) -> _Plan:
         plan["_threat"] = resolve(cfg, facts.features, tuple(facts.input_shape))
     except ValueError as e:
         raise RecipeError(f"{facts.where}: [robustness] {e}") from None
-    if plan["_threat"] is not None and plan["_threat"].source != "raw" and "autoattack" in plan["attacks"]:
-        raise RecipeError(f"{facts.where}: [robustness] attacks: 'autoattack' cannot honour feature_scale (its "
-                          "torchattacks components use one eps for every input value); use 'pgd'")
+    # (AutoAttack, which could not honour a per-feature scale or frozen columns, refuses flat inputs in
+    # attack_configs: a threat model exists only for flat inputs)
     plan["_bs"] = plan["batch_size"] or facts.batch_size
     plan["_bounds"] = facts.input_bounds
     plan["_large_eps"] = {norm: _large_eps_of(plan, facts, norm) for norm in plan["norm"]}
@@ -519,11 +519,12 @@ def fill(fc: FillContext, plan: _Plan, positions: np.ndarray, rows: Any) -> Part
         name = f"robust:worst:{norm}:eps_broken"
         cols[name], meta[name] = worst, _eps_meta("worst", norm, plan["eps"][norm])
     draws = plan["noise_draws"]
+    noise_measured: dict[str, float] = {"max_frozen_change": 0.0}
     for kind, levels in plan["_noise_kinds"].items():
         if len(y) == 0:
             break
         counts = noise_correct(fc.model, x, y, index, kind, levels, draws, seed, bounds, fc.device, bs, fc.progress,
-                               scale=scale)
+                               scale=scale, measured=noise_measured)
         for j, lv in enumerate(levels):
             name = f"noise:{kind}:{lv.label}:correct"
             cols[name] = counts[:, j]
@@ -535,7 +536,7 @@ def fill(fc: FillContext, plan: _Plan, positions: np.ndarray, rows: Any) -> Part
         name = f"check:random_ball:{norm}"
         cols[name] = random_ball_correct(fc.model, x, y, index, norm, eps, seed, bounds, fc.device, bs, scale=scale)
         meta[name] = {"kind": "check", "eps": [e.label for e in eps]}
-    return Part(positions, cols, meta, {"sweeps": sweeps})
+    return Part(positions, cols, meta, {"sweeps": sweeps, "noise_frozen_change": noise_measured["max_frozen_change"]})
 
 
 def _finite(v: float) -> float | None:
@@ -778,6 +779,7 @@ class _Sum:
         self.cc = table["pred"] == self.y
         self.seed = facts.seed
         self.res = SuiteResult("robustness")
+        self.partials: list[dict[str, Any]] = []
 
     def ci(self, p: float, n: int, *names: Any) -> tuple[float, float] | None:
         return R.binomial_interval(p, n, self.cfg["bootstrap"], rng(self.seed, "robustness", *names),
@@ -830,7 +832,8 @@ def summarise(table: Any, plan: _Plan, facts: Facts, partials: dict[str, list[di
     c = _Sum(table, plan, facts)
     res = c.res
     res.notes.extend(plan["_notes"])
-    sweeps = _merge_sweeps(plan, table, partials.get("robustness", []))
+    c.partials = partials.get("robustness", [])  # the fill's measurements, one per block
+    sweeps = _merge_sweeps(plan, table, c.partials)
     worst = {norm: table[f"robust:worst:{norm}:eps_broken"] for norm in _worst_norms(plan)}
     _adversarial_metrics(c, sweeps, worst)
     noise = _noise(c)
@@ -1031,8 +1034,9 @@ def _checks(c: _Sum, sweeps: list[dict[str, Any]], worst: dict[str, np.ndarray])
                                                                     threat.units() if threat is not None else ""))
         record("adversarial_within_bounds", K.within_bounds(max(s["max_bound_excess"] for s in sweeps), tol, c.bounds))
         if threat is not None and threat.n_frozen():
+            noise = max([p.get("noise_frozen_change", 0.0) for p in c.partials], default=0.0)
             record("frozen_features_unchanged",
-                   K.frozen_features_unchanged(max(s["max_frozen_change"] for s in sweeps), threat.frozen))
+                   K.frozen_features_unchanged(max(s["max_frozen_change"] for s in sweeps), threat.frozen, noise))
     record("eps_within_input_range", K.eps_within_input_range(_eps_too_large(c), c.bounds))
     units = _units_decision(c)
     if units is not None:
