@@ -333,8 +333,8 @@ def test_frozen_check_fires_on_an_attack_that_moves_a_frozen_column(credit_wrapp
     S.nested_sweep(bad_attack, model, x, y, np.arange(64), eps, np.ones(64, dtype=bool), 32, torch.device("cpu"),
                    "linf", None, res, scale=s)
     assert res.max_frozen_change == pytest.approx(0.5, abs=1e-5)
-    assert K.frozen_features_unchanged(res.max_frozen_change, threat.frozen)[0] == "fail"
-    assert K.frozen_features_unchanged(0.0, threat.frozen, noise=1e-3)[0] == "fail"
-    assert K.frozen_features_unchanged(0.0, threat.frozen)[0] == "pass"
+    assert K.frozen_features_unchanged(res.max_frozen_change, threat.frozen_brief())[0] == "fail"
+    assert K.frozen_features_unchanged(0.0, threat.frozen_brief(), noise=1e-3)[0] == "fail"
+    assert K.frozen_features_unchanged(0.0, threat.frozen_brief())[0] == "pass"
     free = threat.scale[threat.mask]
     assert res.max_norm == pytest.approx(0.5 / free.min(), rel=1e-4)  # measured in standard deviations

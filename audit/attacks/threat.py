@@ -69,10 +69,23 @@ class FeatureThreat:
         """One sentence for the report: the units of eps and noise levels, and what was never perturbed."""
         s = f"Tabular threat model: eps and noise levels are in {self.units()}"
         if self.source != "raw":
-            s += " (feature j moves by at most eps x scale_j under Linf; L2 bounds sqrt(sum (delta_j / scale_j)^2))"
-        frozen = [f"{why}: {', '.join(names)}" for why, names in self.frozen.items() if names]
-        s += ("; never perturbed (" + "; ".join(frozen) + ")." if frozen else "; every feature may be perturbed.")
+            s += ": under Linf feature j moves by at most eps x scale_j, under L2 sqrt(sum_j (delta_j / scale_j)^2) <= eps"
+        frozen = self.frozen_brief()
+        s += f". Never perturbed: {frozen}." if frozen else ". Every feature may be perturbed."
         return s
+
+    def frozen_brief(self) -> str:
+        """The frozen features in a few words: one-hot columns by their categorical column ("housing=* (3)"),
+        the others by name; the full list is in ``frozen``."""
+        parts = []
+        for why, names in self.frozen.items():
+            shown: dict[str, int] = {}
+            for n in names:
+                key = f"{n.split('=', 1)[0]}=*" if why == "one-hot" and "=" in n else n
+                shown[key] = shown.get(key, 0) + 1
+            parts.append(f"{why}: " + ", ".join(k if c == 1 and not k.endswith("=*") else f"{k} ({c})"
+                                               for k, c in shown.items()))
+        return "; ".join(parts)
 
     def to_json(self) -> dict[str, Any]:
         return {"units": self.source, "units_text": self.units(),

@@ -1035,8 +1035,8 @@ def _checks(c: _Sum, sweeps: list[dict[str, Any]], worst: dict[str, np.ndarray])
         record("adversarial_within_bounds", K.within_bounds(max(s["max_bound_excess"] for s in sweeps), tol, c.bounds))
         if threat is not None and threat.n_frozen():
             noise = max([p.get("noise_frozen_change", 0.0) for p in c.partials], default=0.0)
-            record("frozen_features_unchanged",
-                   K.frozen_features_unchanged(max(s["max_frozen_change"] for s in sweeps), threat.frozen, noise))
+            moved = max(s["max_frozen_change"] for s in sweeps)
+            record("frozen_features_unchanged", K.frozen_features_unchanged(moved, threat.frozen_brief(), noise))
     record("eps_within_input_range", K.eps_within_input_range(_eps_too_large(c), c.bounds))
     units = _units_decision(c)
     if units is not None:
@@ -1102,7 +1102,8 @@ def _checks(c: _Sum, sweeps: list[dict[str, Any]], worst: dict[str, np.ndarray])
     if norms and c.bounds is not None and threat is not None:
         res.check("reference_attack_agrees", "warn",
                   "Skipped: the reference attack (torchattacks' APGD) uses one eps for every input value in a box, "
-                  f"which cannot honour this tabular threat model ({threat.summary()}). Nothing stronger than the "
+                  "which cannot honour this tabular threat model (a scale per feature, frozen features). Nothing "
+                  "stronger than the "
                   "configured attacks was compared; treat robust accuracy as an upper bound.")
         ref = []
     if no_pgd:  # say so rather than check a PGD that nobody reported
@@ -1201,8 +1202,8 @@ def _large_eps(c: _Sum, sub: np.ndarray, details: dict[str, Any], record: Any) -
     cfg, res, t = c.cfg, c.res, c.table
     if _frozen(cfg):
         res.check("large_eps_reaches_chance", "warn",
-                  f"Skipped: features the attacks may not change ({cfg['_threat'].summary()}) can still carry the "
-                  "label, so no eps, however large, must bring accuracy down to chance.")
+                  f"Skipped: the features the attacks may not change ({cfg['_threat'].frozen_brief()}) can still "
+                  "carry the label, so no eps, however large, must bring accuracy down to chance.")
         return
     ys = c.y[sub]
     chance = float(np.bincount(ys, minlength=c.k).max() / len(ys))
@@ -1246,7 +1247,7 @@ def _units_decision(c: _Sum) -> tuple[str, str, float | None] | None:
     if threat is not None and threat.source != "raw":
         return ("pass", threat.summary(), None)
     r = raw_units_ratio(ff, threat)
-    frozen = (" " + threat.summary()) if threat is not None else ""
+    frozen = f" Never perturbed: {threat.frozen_brief()}." if threat is not None and threat.n_frozen() else ""
     if r is None:
         return ("pass", "Eps and noise levels are in raw feature units; fewer than two perturbed features vary, so "
                         "there is no spread to compare." + frozen, None)

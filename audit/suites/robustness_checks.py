@@ -25,10 +25,9 @@ def perturbation_within_eps(excess: float, tol: float, where: str = "", units: s
                     "attack or its configuration; report it.", excess)
 
 
-def frozen_features_unchanged(change: float, frozen: dict[str, list[str]], noise: float = 0.0) -> Decision:
+def frozen_features_unchanged(change: float, what: str, noise: float = 0.0) -> Decision:
     """``change`` / ``noise`` = the largest |x' - x| measured on a feature the threat model freezes, over
-    every adversarial input / every noisy copy (both must be exactly 0)."""
-    what = "; ".join(f"{why}: {', '.join(names)}" for why, names in frozen.items() if names)
+    every adversarial input / every noisy copy (both must be exactly 0); ``what``: those features, in words."""
     if change == 0.0 and noise == 0.0:
         return ("pass", f"Measured on every adversarial input and every noisy copy: the features that must not change "
                         f"({what}) are exactly as in the clean input.", 0.0)
