@@ -338,3 +338,11 @@ def test_frozen_check_fires_on_an_attack_that_moves_a_frozen_column(credit_wrapp
     assert K.frozen_features_unchanged(0.0, threat.frozen_brief())[0] == "pass"
     free = threat.scale[threat.mask]
     assert res.max_norm == pytest.approx(0.5 / free.min(), rel=1e-4)  # measured in standard deviations
+
+
+def test_constant_predictions_on_a_handful_of_rows_only_warn():
+    y = np.array([0, 1, 1, 0] * 7)  # 14 examples of class 1: too few to call a collapse
+    c = _check(y, np.zeros_like(y))
+    assert c.status == "warn" and "only 14 examples of the other classes" in c.message
+    y = np.array([0, 1] * 30)
+    assert _check(y, np.zeros_like(y)).status == "fail"

@@ -9,6 +9,9 @@ The rule, from the labels y and the predictions of the clean pass (K' = classes 
 
 - **constant** (fail): one class takes at least ``CONSTANT_SHARE`` (99%) of the predictions while it is at
   most ``CONSTANT_LABEL_SHARE`` (95%) of the labels: the predictions collapsed where the labels did not.
+  It needs at least ``MIN_OTHER`` (30, the gates' default min_n) examples of the other classes, all but 1%
+  of them predicted as that class; with fewer, the same pattern is only a warning (four rows predicted
+  alike say little).
 - **worse than chance** (fail): balanced accuracy's one-sided upper confidence bound is below 1/K'. Any
   predictor that ignores its input, whatever its class frequencies q, has expected recall q_c on class c,
   so expected balanced accuracy sum_c q_c / K' = 1/K' exactly; a model confidently below that is
@@ -39,6 +42,7 @@ from audit.report.records import Check
 CHECK_ID = "better_than_baseline"
 CONSTANT_SHARE = 0.99
 CONSTANT_LABEL_SHARE = 0.95
+MIN_OTHER = 30
 
 CAUSES = ("Common causes: the normalisation the model was trained with is missing ([model] mean and std, e.g. the "
           "training set's per-feature mean and std for a tabular model, unless the model carries its own scaler); "
@@ -90,11 +94,15 @@ def better_than_baseline(y: np.ndarray, pred: np.ndarray, class_names: list[str]
              f"any predictor that ignores its input; '{class_names[top]}' is {top_share:.1%} of the predictions and "
              f"{top_label_share:.1%} of the labels ({n} examples)")
     if kp >= 2 and top_share >= CONSTANT_SHARE and top_label_share <= CONSTANT_LABEL_SHARE:
-        return Check(CHECK_ID, "fail",
+        other = n - int(labels[top])
+        few = other < MIN_OTHER
+        return Check(CHECK_ID, "warn" if few else "fail",
                      f"The model predicts '{class_names[top]}' for {preds[top]} of {n} examples ({top_share:.1%}; rule: "
                      f"one class for at least {CONSTANT_SHARE:.0%} of the predictions while it is at most "
                      f"{CONSTANT_LABEL_SHARE:.0%} of the labels): its predictions are (nearly) constant, so it is no "
-                     f"better than a model that ignores its input ({facts}). " + CAUSES, value=float(top_share))
+                     f"better than a model that ignores its input ({facts})"
+                     + (f"; only {other} examples of the other classes (fewer than {MIN_OTHER}), so this is a "
+                        "warning, not a failure. " if few else ". ") + CAUSES, value=float(top_share))
     if kp >= 2 and ba_hi < 1.0 / kp:
         return Check(CHECK_ID, "fail",
                      f"The model is worse than chance: balanced accuracy {ba:.3f} has a one-sided {pct} upper bound "
