@@ -49,7 +49,8 @@ CAUSES = ("Common causes: the normalisation the model was trained with is missin
           "the inputs are in another order than in training ([data] features, [model] input_shape, a one-hot "
           "category order: [data] categorical); the labels are mapped to other classes ([data] label_values, "
           "[model] class_names); or the checkpoint is not the trained model. Fix the recipe and re-run; every other "
-          "number in this report is meaningless until this check passes.")
+          "number in this report is meaningless until this check passes (to audit a deliberately trivial model, "
+          "[validity] downgrade = [\"better_than_baseline\"]).")
 
 
 def balanced_accuracy_upper(y: np.ndarray, pred: np.ndarray, k: int, confidence: float = 0.95
