@@ -321,6 +321,9 @@ def _execute(opts: RunOptions, folder: Any, world: Any) -> tuple[dict[str, Any],
         core_checks, logits = core_validity_checks(raw_logits, cols["check:repeat_max_diff"], needs_logits,
                                                    cols["check:repeat_flip"])
     table = build_core_table(data, logits, cols)
+    from audit.engine.baseline import better_than_baseline  # constant predictions, worse than chance
+
+    core_checks.append(better_than_baseline(table["label"], table["pred"], facts.class_names))
     if loaded.trusted:
         core_checks.append(Check("trusted_checkpoint", "warn",
                                  f"The checkpoint ({loaded.format}) was loaded with --trust-checkpoint: loading it "
@@ -428,6 +431,7 @@ def _run_suite(suite: Any, unit: str, plan: Any, fc: Any, stages: Any, blocks: A
 
 
 def make_facts(recipe: Recipe, data: Any, seed: int, batch_size: int) -> Any:
+    from audit.attacks.threat import feature_facts
     from audit.suites import Facts
 
     m = recipe.section("model")
@@ -438,7 +442,8 @@ def make_facts(recipe: Recipe, data: Any, seed: int, batch_size: int) -> Any:
                  input_shape=tuple(data.x.shape[1:]),
                  input_absmax=float(max(data.x.max(), -data.x.min())) if data.x.size else 0.0,  # no |x| copy
                  n=len(data), attributes=list(data.groups), categories={a: list(c) for a, (_, c) in data.groups.items()},
-                 index=data.index, batch_size=batch_size)
+                 index=data.index, batch_size=batch_size,
+                 features=feature_facts(recipe.section("data"), data.x, data.feature_names, data.meta))
 
 
 def cache_key(recipe: Recipe, loaded: Any, data: Any, seed: int, block: int, batch_size: int, device: Any
@@ -591,7 +596,7 @@ def _require_finite(logits: np.ndarray, index: np.ndarray) -> None:
 
 
 CORE_CHECK_IDS = ("logits_not_probabilities", "inference_deterministic", "trusted_checkpoint",
-                  "one_hot_categories_pinned")
+                  "one_hot_categories_pinned", "better_than_baseline")
 
 
 def core_validity_checks(logits: np.ndarray, repeat_diff: np.ndarray, needs_logits: list[str],

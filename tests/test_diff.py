@@ -168,14 +168,16 @@ threshold = 0.1
 
 
 def _perturbed(src: Path, dst: Path, scale: float, seed: int) -> Path:
-    """A copy of a safetensors model with seeded Gaussian noise (scale x each tensor's std) on its weights."""
+    """A copy of a safetensors model with seeded Gaussian noise (scale x each tensor's std) on its weights.
+    A feature scaler the model carries (the credit MLP's ``mean``/``std`` buffers) is kept: noise on it
+    garbles the inputs into a constant predictor (the core check better_than_baseline fails it)."""
     import torch
     from safetensors.torch import load_file, save_file
 
     g = torch.Generator().manual_seed(seed)
     sd = load_file(str(src))
-    out = {k: (v + scale * v.std() * torch.randn(v.shape, generator=g)) if v.is_floating_point() and v.numel() > 1
-           else v for k, v in sd.items()}
+    out = {k: (v + scale * v.std() * torch.randn(v.shape, generator=g))
+           if v.is_floating_point() and v.numel() > 1 and k not in ("mean", "std") else v for k, v in sd.items()}
     save_file({k: v.contiguous() for k, v in out.items()}, str(dst))
     return dst
 

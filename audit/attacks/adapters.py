@@ -72,10 +72,12 @@ class FGSMAttack(torchattacks.FGSM):
     """
 
     def __init__(self, model: nn.Module, eps: float = 8 / 255, bounds: tuple[float, float] | None = (0.0, 1.0),
-                 counter: Counter | None = None):
+                 counter: Counter | None = None, scale: torch.Tensor | None = None):
         super().__init__(model, eps=eps)
         self.bounds = bounds
         self.counter = counter or Counter()
+        # per input value: the unit of eps there, 0 = never perturbed (``audit.attacks.threat``); None: 1
+        self.scale = scale
 
     def grad_sign(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         x = images.clone().detach().requires_grad_(True)
@@ -87,7 +89,7 @@ class FGSMAttack(torchattacks.FGSM):
         return grad.sign()
 
     def at(self, images: torch.Tensor, sign: torch.Tensor, eps: float) -> torch.Tensor:
-        adv = images + eps * sign
+        adv = images + eps * (sign if self.scale is None else sign * self.scale.to(sign))
         if self.bounds is not None:
             adv = adv.clamp(self.bounds[0], self.bounds[1])
         return adv.detach()
@@ -114,7 +116,7 @@ class PGDAttack(torchattacks.PGD):
     def __init__(self, model: nn.Module, eps: float = 8 / 255, alpha: float | Sequence[float] = 2 / 255,
                  steps: int = 10, norm: str = "linf", random_start: bool = True,
                  bounds: tuple[float, float] | None = (0.0, 1.0), early_stop: bool = True,
-                 counter: Counter | None = None, loss: str = "ce"):
+                 counter: Counter | None = None, loss: str = "ce", scale: torch.Tensor | None = None):
         alphas = [float(alpha)] * steps if isinstance(alpha, (int, float)) else [float(a) for a in alpha]
         if len(alphas) != steps:
             raise ValueError(f"{len(alphas)} step sizes for {steps} steps")
@@ -131,12 +133,18 @@ class PGDAttack(torchattacks.PGD):
         self.early_stop = early_stop
         self.counter = counter or Counter()
         self.supported_mode = ["default"]
+        # per input value (shaped like one example): the unit of eps there, 0 = never perturbed
+        # (``audit.attacks.threat``). The attack runs on u = delta / scale: Linf steps of alpha * sign(grad)
+        # in u are alpha * scale * sign(grad) in x; L2 steps follow grad_u = scale * grad_x; projections
+        # bound ||u||. None: scale 1 everywhere (images), the plain attack.
+        self.scale = scale
 
     def _box(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Linf: the ball intersected with the bounds, as per-value [low, high] (one clamp per step)."""
         if self.norm != "linf":
             return None
-        lo, hi = x0 - self.eps, x0 + self.eps
+        r = self.eps if self.scale is None else self.eps * self.scale.to(x0)
+        lo, hi = x0 - r, x0 + r
         if self.bounds is not None:
             lo.clamp_(min=self.bounds[0])
             hi.clamp_(max=self.bounds[1])
@@ -146,7 +154,12 @@ class PGDAttack(torchattacks.PGD):
         if box is not None:
             return torch.clamp(adv, box[0], box[1])
         delta = adv - x0
-        n = delta.reshape(len(delta), -1).norm(p=2, dim=1)
+        if self.scale is None:
+            n = delta.reshape(len(delta), -1).norm(p=2, dim=1)
+        else:  # the norm in declared units, over the perturbed values; frozen values back to x0 exactly
+            s = self.scale.to(delta)
+            delta = torch.where(s > 0, delta, torch.zeros_like(delta))
+            n = (delta / torch.where(s > 0, s, torch.ones_like(s))).reshape(len(delta), -1).norm(p=2, dim=1)
         factor = torch.clamp(self.eps / torch.clamp(n, min=1e-12), max=1.0)
         adv = x0 + delta * _view(factor, delta)
         if self.bounds is not None:
@@ -155,12 +168,18 @@ class PGDAttack(torchattacks.PGD):
 
     def _step(self, adv: torch.Tensor, grad: torch.Tensor, alpha: float) -> torch.Tensor:
         if self.norm == "linf":
+            if self.scale is not None:
+                return adv.add_(grad.sign_().mul_(self.scale.to(grad)), alpha=alpha)
             return adv.add_(grad.sign_(), alpha=alpha)
+        if self.scale is not None:  # steepest ascent in u = delta / scale: grad_u = scale * grad_x
+            grad = grad * self.scale.to(grad)
         # normalise by the largest entry first: a tiny gradient (1e-30) keeps its direction instead of
         # squaring to 0 in the norm
         scale = grad.reshape(len(grad), -1).abs().amax(dim=1).clamp(min=1e-30)
         grad = grad / _view(scale, grad)
         g = grad.reshape(len(grad), -1).norm(p=2, dim=1).clamp(min=1e-12)
+        if self.scale is not None:  # the u-step back in x: delta_x = scale * delta_u
+            grad = grad * self.scale.to(grad)
         return adv.add_(grad * _view(alpha / g, grad))
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor, start: torch.Tensor | None = None,  # type: ignore[override]
@@ -181,7 +200,8 @@ class PGDAttack(torchattacks.PGD):
         if init is not None:
             adv = self._project(init.to(x0), x0, box)
         elif self.random_start and start is not None:
-            adv = self._project(x0 + self.eps * start.to(x0), x0, box)
+            u0 = start.to(x0) if self.scale is None else start.to(x0) * self.scale.to(x0)
+            adv = self._project(x0 + self.eps * u0, x0, box)
         else:
             adv = x0.clone()
         active = torch.arange(n, device=x0.device)

@@ -38,22 +38,31 @@ def _unit(kind: str, seeds: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndar
 
 
 def perturb(kind: str, x: torch.Tensor, level: float, unit: np.ndarray, salt: np.ndarray | None,
-            bounds: tuple[float, float] | None) -> torch.Tensor:
+            bounds: tuple[float, float] | None, scale: torch.Tensor | None = None) -> torch.Tensor:
+    """The noisy copy of ``x``. ``scale`` (the tabular threat model, ``audit.attacks.threat``): the unit
+    of ``level`` per input value, 0 where a value is never perturbed (salt-and-pepper leaves those too)."""
     if kind == "salt_pepper":
         assert bounds is not None
         hit = torch.from_numpy(unit < level).to(x.device)
+        if scale is not None:
+            hit = hit & (scale.to(x.device) > 0)
         s = torch.from_numpy(salt).to(x.device)
         val = torch.where(s, torch.full_like(x, bounds[1]), torch.full_like(x, bounds[0]))
         return torch.where(hit, val, x)
-    out = x + level * torch.from_numpy(unit).to(x)
+    z = torch.from_numpy(unit).to(x)
+    out = x + level * (z if scale is None else z * scale.to(x))
     return out.clamp(bounds[0], bounds[1]) if bounds is not None else out
 
 
 def noise_correct(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, index: np.ndarray, kind: str,
                   levels: list[Eps], draws: int, seed: int, bounds: tuple[float, float] | None,
-                  device: torch.device, batch_size: int, progress: Any = None) -> np.ndarray:
+                  device: torch.device, batch_size: int, progress: Any = None,
+                  scale: torch.Tensor | None = None, measured: dict[str, float] | None = None) -> np.ndarray:
     """(n, L) int: how many of the ``draws`` noisy copies of each example the model classifies correctly,
-    per level."""
+    per level. ``measured["max_frozen_change"]``, when given: the largest change measured on a value the
+    threat model ``scale`` freezes (must stay 0)."""
+    from audit.attacks.sweep import frozen_change
+
     n = len(x)
     out = np.zeros((n, len(levels)), dtype=np.int64)
     bar = progress(total=n * draws, desc=f"noise-{kind}") if progress else None
@@ -65,7 +74,11 @@ def noise_correct(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, index: n
             for d in range(draws):
                 unit, salt = _unit(kind, example_seeds(seed, index[sl], "noise", kind, d), tuple(x.shape[1:]))
                 for j, lv in enumerate(levels):
-                    pred = model(perturb(kind, xb, lv.value, unit, salt, bounds)).argmax(1)
+                    xn = perturb(kind, xb, lv.value, unit, salt, bounds, scale)
+                    if measured is not None and scale is not None:
+                        measured["max_frozen_change"] = max(measured.get("max_frozen_change", 0.0),
+                                                            frozen_change(xn, xb, scale))
+                    pred = model(xn).argmax(1)
                     out[sl, j] += (pred == yb).cpu().numpy()
                 if bar is not None:
                     bar.update(len(xb))
@@ -76,10 +89,12 @@ def noise_correct(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, index: n
 
 def random_ball_correct(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, index: np.ndarray, norm: str,
                         eps: list[Eps], seed: int, bounds: tuple[float, float] | None, device: torch.device,
-                        batch_size: int) -> np.ndarray:
+                        batch_size: int, scale: torch.Tensor | None = None) -> np.ndarray:
     """(n, E) bool: still correct under one random perturbation of exactly the attack's size (before
     clipping to the bounds): a random corner of the Linf ball (+-eps per value), or a random direction
-    of L2 length eps. An attack must do at least as well as this."""
+    of L2 length eps. An attack must do at least as well as this. With a threat-model ``scale``: in its
+    units (+-eps * scale_j per feature; an L2 direction over the perturbed features, times scale), frozen
+    features untouched."""
     n = len(x)
     out = np.zeros((n, len(eps)), dtype=bool)
     d = int(np.prod(x.shape[1:]))
@@ -91,8 +106,12 @@ def random_ball_correct(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, in
                 u = np.where(uniform01(seeds, d) < 0.5, -1.0, 1.0)
             else:
                 g = normal(seeds, d)
+                if scale is not None:  # a direction among the perturbed features only
+                    g = g * (scale.reshape(1, -1).cpu().numpy() > 0)
                 u = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
             ut = torch.from_numpy(u.astype(np.float32).reshape(x[sl].shape)).to(device)
+            if scale is not None:
+                ut = ut * scale.to(ut)
             xb = torch.from_numpy(x[sl]).to(device)
             yb = torch.from_numpy(y[sl]).to(device)
             for j, e in enumerate(eps):

@@ -59,6 +59,8 @@ class SweepResult:
     max_norm_excess: float = float("-inf")  # max over attacked examples of ||x_adv - x|| - eps (measured)
     max_bound_excess: float = 0.0  # how far any x_adv lies outside the input bounds (measured)
     max_norm: float = 0.0  # largest measured ||x_adv - x||
+    # largest measured |x_adv - x| on a value the threat model freezes (``audit.attacks.threat``); must be 0
+    max_frozen_change: float = 0.0
     counter: Counter = field(default_factory=Counter)
     seconds: float = 0.0
     components: dict[str, dict[str, int]] = field(default_factory=dict)  # autoattack: eps -> component -> broken
@@ -87,9 +89,15 @@ def unit_start(seeds: np.ndarray, shape: tuple[int, ...], norm: str) -> np.ndarr
     return u.astype(np.float32).reshape((len(seeds),) + tuple(shape))
 
 
-def measure(adv: torch.Tensor, x: torch.Tensor, norm: str, bounds: tuple[float, float] | None) -> tuple[np.ndarray, float]:
-    """Per-example ||adv - x|| (float64) and the largest excursion outside the bounds."""
+def measure(adv: torch.Tensor, x: torch.Tensor, norm: str, bounds: tuple[float, float] | None,
+            scale: torch.Tensor | None = None) -> tuple[np.ndarray, float]:
+    """Per-example ||adv - x|| (float64) and the largest excursion outside the bounds. With a threat-model
+    ``scale`` (``audit.attacks.threat``) the norm is in declared units, of (adv - x) / scale over the
+    perturbed values (:func:`frozen_change` measures the others)."""
     d = (adv.double() - x.double()).reshape(len(x), -1)
+    if scale is not None:
+        s = scale.double().reshape(1, -1).to(d.device)
+        d = torch.where(s > 0, d / torch.where(s > 0, s, torch.ones_like(s)), torch.zeros_like(d))
     dist = (d.abs().amax(dim=1) if norm == "linf" else d.norm(p=2, dim=1)).cpu().numpy()
     out = 0.0
     if bounds is not None and len(adv):
@@ -97,11 +105,21 @@ def measure(adv: torch.Tensor, x: torch.Tensor, norm: str, bounds: tuple[float, 
     return dist, out
 
 
+def frozen_change(adv: torch.Tensor, x: torch.Tensor, scale: torch.Tensor | None) -> float:
+    """The largest |adv - x| over the values the threat model freezes (scale 0): 0.0 when none moved."""
+    if scale is None or len(x) == 0:
+        return 0.0
+    frozen = (scale.reshape(1, -1) == 0).to(adv.device)
+    d = (adv.double() - x.double()).reshape(len(x), -1).abs()
+    return float(torch.where(frozen, d, torch.zeros_like(d)).max())
+
+
 def nested_sweep(attack_batch: Callable[[torch.Tensor, torch.Tensor, np.ndarray, Eps], torch.Tensor],
                  model: torch.nn.Module, x: np.ndarray, y: np.ndarray, index: np.ndarray, eps: list[Eps],
                  clean_correct: np.ndarray, batch_size: int, device: torch.device, norm: str,
                  bounds: tuple[float, float] | None, result: SweepResult, progress: Any = None,
-                 desc: str = "attack", eligible: np.ndarray | None = None) -> SweepResult:
+                 desc: str = "attack", eligible: np.ndarray | None = None,
+                 scale: torch.Tensor | None = None) -> SweepResult:
     """Fill ``result.eps_broken`` by attacking only the survivors at each epsilon (ascending).
 
     ``attack_batch(xb, yb, rows, eps)`` returns adversarial inputs for table rows ``rows``. ``eligible``
@@ -128,7 +146,8 @@ def nested_sweep(attack_batch: Callable[[torch.Tensor, torch.Tensor, np.ndarray,
             with torch.no_grad(), fp32_decisions():  # the decision: fp32 (no TF32), whatever the search used
                 wrong = (model(adv).argmax(1) != yb).cpu().numpy()
             result.counter.forward += len(b)
-            dist, out = measure(adv, xb, norm, bounds)
+            dist, out = measure(adv, xb, norm, bounds, scale)
+            result.max_frozen_change = max(result.max_frozen_change, frozen_change(adv, xb, scale))
             result.max_norm_excess = max(result.max_norm_excess, float(np.max(dist - e.value)))
             result.max_norm = max(result.max_norm, float(dist.max()))
             result.max_bound_excess = max(result.max_bound_excess, out)
@@ -150,11 +169,13 @@ def nested_sweep(attack_batch: Callable[[torch.Tensor, torch.Tensor, np.ndarray,
 
 def fgsm_sweep(model: torch.nn.Module, cfg: AttackConfig, x: np.ndarray, y: np.ndarray, index: np.ndarray,
                clean_correct: np.ndarray, batch_size: int, device: torch.device,
-               bounds: tuple[float, float] | None, progress: Any = None) -> SweepResult:
+               bounds: tuple[float, float] | None, progress: Any = None, scale: torch.Tensor | None = None
+               ) -> SweepResult:
     """FGSM at every epsilon from one gradient per clean-correct example (the gradient is taken at the
-    clean input, so it does not depend on epsilon)."""
+    clean input, so it does not depend on epsilon). ``scale``: the tabular threat model's per-feature unit
+    of eps (0: frozen), ``audit.attacks.threat``."""
     res = SweepResult("fgsm", cfg.norm, sorted(cfg.eps), np.empty(0))
-    atk = FGSMAttack(model, bounds=bounds, counter=res.counter)
+    atk = FGSMAttack(model, bounds=bounds, counter=res.counter, scale=scale)
     t0 = time.perf_counter()
     sign = np.zeros(x.shape, dtype=np.int8)
     cc = np.flatnonzero(clean_correct)
@@ -167,12 +188,12 @@ def fgsm_sweep(model: torch.nn.Module, cfg: AttackConfig, x: np.ndarray, y: np.n
         return atk.at(xb, torch.from_numpy(sign[rows]).to(xb), e.value)
 
     return nested_sweep(attack_batch, model, x, y, index, cfg.eps, clean_correct, batch_size, device, cfg.norm,
-                        bounds, res, progress, "fgsm")
+                        bounds, res, progress, "fgsm", scale=scale)
 
 
 def pgd_attack_fn(model: torch.nn.Module, cfg: AttackConfig, seed: int, bounds: tuple[float, float] | None,
                   counter: Counter, index: np.ndarray, steps: int | None = None, stream: str = "pgd",
-                  early_stop: bool = True, restarts: int | None = None):
+                  early_stop: bool = True, restarts: int | None = None, scale: torch.Tensor | None = None):
     """``attack_batch(xb, yb, rows, eps) -> adv`` for PGD: ``restarts`` (default ``cfg.restarts``) seeded
     restarts, each running every loss of ``cfg.losses`` in turn on the examples still unbroken (the
     per-example worst case over all runs). ``index`` maps table rows to global example indices (the seeds'
@@ -201,7 +222,7 @@ def pgd_attack_fn(model: torch.nn.Module, cfg: AttackConfig, seed: int, bounds: 
                 continue
             atk = PGDAttack(model, eps=e.value, alpha=alphas, steps=steps, norm=cfg.norm,
                             random_start=cfg.random_start, bounds=bounds, early_stop=early_stop, counter=counter,
-                            loss=loss)
+                            loss=loss, scale=scale)
             start = None
             if cfg.random_start:
                 names = (stream, cfg.norm, e.label, r, loss) + (() if j is None else (j,))
@@ -220,11 +241,13 @@ def pgd_attack_fn(model: torch.nn.Module, cfg: AttackConfig, seed: int, bounds: 
 def pgd_sweep(model: torch.nn.Module, cfg: AttackConfig, x: np.ndarray, y: np.ndarray, index: np.ndarray,
               clean_correct: np.ndarray, batch_size: int, device: torch.device, bounds: tuple[float, float] | None,
               seed: int, progress: Any = None, steps: int | None = None, stream: str = "pgd",
-              restarts: int | None = None, eligible: np.ndarray | None = None) -> SweepResult:
+              restarts: int | None = None, eligible: np.ndarray | None = None,
+              scale: torch.Tensor | None = None) -> SweepResult:
+    """``scale``: the tabular threat model's per-feature unit of eps (0: frozen), ``audit.attacks.threat``."""
     res = SweepResult("pgd", cfg.norm, sorted(cfg.eps), np.empty(0))
-    fn = pgd_attack_fn(model, cfg, seed, bounds, res.counter, index, steps, stream, restarts=restarts)
+    fn = pgd_attack_fn(model, cfg, seed, bounds, res.counter, index, steps, stream, restarts=restarts, scale=scale)
     return nested_sweep(fn, model, x, y, index, cfg.eps, clean_correct, batch_size, device, cfg.norm, bounds, res,
-                        progress, f"pgd-{cfg.norm}", eligible)
+                        progress, f"pgd-{cfg.norm}", eligible, scale=scale)
 
 
 def autoattack_sweep(model: torch.nn.Module, cfg: AttackConfig, x: np.ndarray, y: np.ndarray, index: np.ndarray,

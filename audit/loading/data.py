@@ -173,7 +173,7 @@ def _load_csv(cfg: dict[str, Any], recipe: Recipe):
     for c in categorical:
         if c not in cfg["features"]:
             raise DataError(f"{recipe.path}: [data] categorical column {c!r} is not listed in features")
-    parts, names, from_file = [], [], {}
+    parts, names, owners, from_file = [], [], [], {}
     for c in cfg["features"]:
         col = df[c]
         if c in categorical:
@@ -192,6 +192,7 @@ def _load_csv(cfg: dict[str, Any], recipe: Recipe):
             for cat in cats:
                 parts.append((values == cat).astype(np.float32))
                 names.append(f"{c}={cat}")
+                owners.append(c)
             continue
         numeric = pd.to_numeric(col, errors="coerce")
         bad = numeric.isna().to_numpy() & col.notna().to_numpy()
@@ -202,6 +203,7 @@ def _load_csv(cfg: dict[str, Any], recipe: Recipe):
             raise DataError(f"{path}: feature column {c!r} has missing values in {_rows(numeric.isna().to_numpy())}")
         parts.append(numeric.to_numpy(dtype=np.float64))
         names.append(c)
+        owners.append(c)
     x = np.stack(parts, axis=1) if parts else np.zeros((len(df), 0))
     label = df[cfg["label"]]
     if cfg["label_values"] is not None:
@@ -215,7 +217,9 @@ def _load_csv(cfg: dict[str, Any], recipe: Recipe):
     else:
         y = label.to_numpy()
     sensitive = {c: df[c].to_numpy() for c in (cfg["sensitive"] or [])}
-    meta: dict[str, Any] = {"path": str(path), "file_sha256": sha256_file(path), "encoded_features": names}
+    meta: dict[str, Any] = {"path": str(path), "file_sha256": sha256_file(path), "encoded_features": names,
+                            # inputs made by the one-hot encoding: attacks and noise never perturb them
+                            "one_hot_features": [n for n, c in zip(names, owners) if c in categorical]}
     if from_file:
         meta["categories_from_file"] = from_file
     return x, y, sensitive, np.arange(len(df)), names, meta

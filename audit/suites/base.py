@@ -96,6 +96,9 @@ class Facts:
     categories: dict[str, list[str]]  # attribute -> its group names
     index: "np.ndarray"  # global index of every evaluated example, in table order
     batch_size: int
+    # flat (N, F) data only, else None: feature names, one-hot and sensitive features, per-feature std and
+    # range (``audit.attacks.threat.feature_facts``): what the tabular threat model is resolved from
+    features: dict[str, Any] | None = None
 
     @property
     def where(self) -> str:

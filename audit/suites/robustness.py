@@ -95,6 +95,40 @@ def _p_norms(v: Any) -> list[str]:
     return p_list(p_str(NORMS), "norms", min_len=1, unique=True)(v)
 
 
+def _p_feature_scale(v: Any) -> Any:
+    """'std' | 'range' | a list of numbers > 0 (one per feature) | a table column -> number > 0."""
+    from audit.attacks.threat import SCALE_SOURCES
+
+    if isinstance(v, str):
+        if v not in SCALE_SOURCES:
+            raise FieldError(f"expected {' or '.join(repr(x) for x in SCALE_SOURCES)}, a list of numbers or a table "
+                             f"column -> number, got {v!r}")
+        return v
+    if isinstance(v, dict):
+        out = {}
+        for k, x in v.items():
+            try:
+                out[str(k)] = p_float(0.0, lo_open=True)(x)
+            except FieldError as e:
+                raise FieldError(f"column {k!r}: {e}") from None
+        if not out:
+            raise FieldError("the table is empty: name each perturbed feature's scale, or write \"std\"")
+        return out
+    return p_list(p_float(0.0, lo_open=True), "numbers > 0", min_len=1)(v)
+
+
+def _p_columns(v: Any) -> list[Any]:
+    """A list of column names (strings) or feature indices (integers >= 0)."""
+    if not isinstance(v, list):
+        raise FieldError("expected a list of column names or feature indices")
+    out = []
+    for i, x in enumerate(v):
+        if isinstance(x, bool) or not isinstance(x, (str, int)) or (isinstance(x, int) and x < 0):
+            raise FieldError(f"item {i}: expected a column name or an index >= 0, got {x!r}")
+        out.append(x)
+    return out
+
+
 def _post(c: dict[str, Any]) -> None:
     """Cross-field checks; normalises eps and large_eps to tables by norm (kept JSON-able in the recipe)."""
     norms = c["norm"] if isinstance(c["norm"], list) else [c["norm"]]
@@ -217,9 +251,33 @@ SECTION = Section(
               parse=p_int(1)),
         Field("noise", "table kind -> list of levels",
               "Noise robustness: gaussian (std), uniform (half-width), salt_pepper (fraction of input values "
-              "set to a bound; needs input_bounds). An empty table turns it off. Default: gaussian [0.05, 0.1, "
-              "0.2, 0.3], uniform [0.1, 0.2, 0.3, 0.5], salt_pepper [0.02, 0.05, 0.1, 0.2].",
+              "set to a bound; needs input_bounds: without them it is skipped, and the report's configuration "
+              "says so). Levels are in feature_scale's units on tabular data. An empty table turns it off. "
+              "Default: gaussian [0.05, 0.1, 0.2, 0.3], uniform [0.1, 0.2, 0.3, 0.5], salt_pepper [0.02, 0.05, "
+              "0.1, 0.2].",
               default=None, parse=parse_noise, example="{ gaussian = [0.05, 0.1, 0.2], salt_pepper = [0.05] }"),
+        Field("feature_scale", "'std' | 'range' | list of numbers > 0 | table column -> number > 0",
+              "Tabular (N, F) inputs: the unit of eps and of the noise levels, per feature. With scale s_j, Linf "
+              "lets feature j move by at most eps * s_j, and L2 bounds sqrt(sum_j (delta_j / s_j)^2) <= eps over "
+              "the perturbed features; gaussian/uniform noise of level l adds l * s_j * z_j. 'std': each feature's "
+              "standard deviation over the evaluated data (eps 0.1 = a tenth of a standard deviation); 'range': "
+              "its max - min there; a list: one value per model input, in input order (one-hot columns' values "
+              "are ignored); a table: by column name (a categorical column's name covers its one-hot columns). "
+              "Default: raw units (a warning says so when the features' spreads differ more than 10-fold). A "
+              "feature with zero spread under 'std'/'range' is not perturbed. Not with AutoAttack (torchattacks' "
+              "components work in a box with one eps everywhere); the reference-attack check is then skipped.",
+              parse=_p_feature_scale, example='"std"'),
+        Field("immutable", "list of column names or feature indices",
+              "Tabular inputs: features that attacks and noise never change (e.g. age, a contract's start "
+              "date). A categorical column's name freezes all its one-hot columns. One-hot columns ([data] "
+              "categorical) are never perturbed anyway: a fraction of an indicator is not an input a row can "
+              "have. Validity checks confirm on every adversarial input that these stay unchanged.",
+              default=[], parse=_p_columns, example='["age"]'),
+        Field("perturb_sensitive", "true | false",
+              "Tabular inputs: whether the sensitive attributes that are also model features ([data] sensitive "
+              "and features) may be perturbed. Default false: they stay as they are, so robust accuracy is about "
+              "changes to the other features (changing someone's age or sex to flip a decision is a fairness "
+              "question: see the fairness suite).", default=False, parse=p_bool),
         Field("noise_draws", "integer >= 1", "Seeded noisy copies of each example per level.", default=5,
               parse=p_int(1), example="5"),
         Field("batch_size", "integer >= 1", "Examples per attack batch (default: [run] batch_size).",
@@ -327,14 +385,35 @@ def validate(cfg: dict[str, Any], facts: Facts) -> _Plan:
     plan["_notes"] = []
     plan["_configs"] = attack_configs(plan, facts)
     kinds = dict(plan["noise"])
-    if "salt_pepper" in kinds and facts.input_bounds is None:
-        kinds.pop("salt_pepper")
-        plan["_noise_note"] = "Salt-and-pepper noise needs [model] input_bounds (the values it writes): not run."
+    plan["_noise_skipped"] = {}
+    for kind in list(kinds):
+        if kind in BOUNDED_NOISE and facts.input_bounds is None:  # configuration, not a finding about the model
+            kinds.pop(kind)
+            plan["_noise_skipped"][kind] = BOUNDED_NOISE[kind]
     plan["_noise_kinds"] = kinds
+    from audit.attacks.threat import resolve
+
+    try:
+        plan["_threat"] = resolve(cfg, facts.features, tuple(facts.input_shape))
+    except ValueError as e:
+        raise RecipeError(f"{facts.where}: [robustness] {e}") from None
+    # (AutoAttack, which could not honour a per-feature scale or frozen columns, refuses flat inputs in
+    # attack_configs: a threat model exists only for flat inputs)
     plan["_bs"] = plan["batch_size"] or facts.batch_size
     plan["_bounds"] = facts.input_bounds
     plan["_large_eps"] = {norm: _large_eps_of(plan, facts, norm) for norm in plan["norm"]}
     return plan
+
+
+# noise kinds that write the input bounds, and why they are skipped without them
+BOUNDED_NOISE = {"salt_pepper": "salt-and-pepper sets values to the input bounds, and the data has no [model] "
+                                "input_bounds: not run (set input_bounds to run it)"}
+
+
+def _scale(fc: FillContext, plan: _Plan) -> Any:
+    """The threat model's per-feature scale as a tensor on the device, or None (plain attacks)."""
+    t = plan.get("_threat")
+    return None if t is None else t.torch_scale(fc.device)
 
 
 def pgd_config(cfg: dict[str, Any], norm: str, eps: list[Eps]) -> AttackConfig:
@@ -416,14 +495,15 @@ def fill(fc: FillContext, plan: _Plan, positions: np.ndarray, rows: Any) -> Part
     x, y, index = take(fc.data.x, positions), rows["label"], rows["index"]
     cc = rows["pred"] == y
     bounds, bs, seed = fc.facts.input_bounds, plan["_bs"], fc.seed
+    scale = _scale(fc, plan)
     cols: dict[str, np.ndarray] = {}
     meta: dict[str, dict[str, Any]] = {}
     sweeps: list[dict[str, Any]] = []
     for a in plan["_configs"]:
         if a.name == "fgsm":
-            s = S.fgsm_sweep(fc.model, a, x, y, index, cc, bs, fc.device, bounds, fc.progress)
+            s = S.fgsm_sweep(fc.model, a, x, y, index, cc, bs, fc.device, bounds, fc.progress, scale=scale)
         elif a.name == "pgd":
-            s = S.pgd_sweep(fc.model, a, x, y, index, cc, bs, fc.device, bounds, seed, fc.progress)
+            s = S.pgd_sweep(fc.model, a, x, y, index, cc, bs, fc.device, bounds, seed, fc.progress, scale=scale)
         else:
             s = S.autoattack_sweep(fc.model, a, x, y, index, cc, fc.device, bounds, seed, fc.facts.num_classes,
                                    fc.progress)
@@ -431,6 +511,7 @@ def fill(fc: FillContext, plan: _Plan, positions: np.ndarray, rows: Any) -> Part
         cols[name], meta[name] = s.eps_broken, _eps_meta(a.name, a.norm, a.eps)
         sweeps.append({"attack": a.name, "norm": a.norm, "max_norm_excess": _finite(s.max_norm_excess),
                        "max_bound_excess": s.max_bound_excess, "max_norm": s.max_norm,
+                       "max_frozen_change": s.max_frozen_change,
                        "forward_rows": s.counter.forward, "backward_rows": s.counter.backward,
                        "seconds": s.seconds, "components": s.components})
     for norm in _worst_norms(plan):
@@ -439,10 +520,12 @@ def fill(fc: FillContext, plan: _Plan, positions: np.ndarray, rows: Any) -> Part
         name = f"robust:worst:{norm}:eps_broken"
         cols[name], meta[name] = worst, _eps_meta("worst", norm, plan["eps"][norm])
     draws = plan["noise_draws"]
+    noise_measured: dict[str, float] = {"max_frozen_change": 0.0}
     for kind, levels in plan["_noise_kinds"].items():
         if len(y) == 0:
             break
-        counts = noise_correct(fc.model, x, y, index, kind, levels, draws, seed, bounds, fc.device, bs, fc.progress)
+        counts = noise_correct(fc.model, x, y, index, kind, levels, draws, seed, bounds, fc.device, bs, fc.progress,
+                               scale=scale, measured=noise_measured)
         for j, lv in enumerate(levels):
             name = f"noise:{kind}:{lv.label}:correct"
             cols[name] = counts[:, j]
@@ -452,9 +535,9 @@ def fill(fc: FillContext, plan: _Plan, positions: np.ndarray, rows: Any) -> Part
     for norm in _worst_norms(plan):
         eps = plan["eps"][norm]
         name = f"check:random_ball:{norm}"
-        cols[name] = random_ball_correct(fc.model, x, y, index, norm, eps, seed, bounds, fc.device, bs)
+        cols[name] = random_ball_correct(fc.model, x, y, index, norm, eps, seed, bounds, fc.device, bs, scale=scale)
         meta[name] = {"kind": "check", "eps": [e.label for e in eps]}
-    return Part(positions, cols, meta, {"sweeps": sweeps})
+    return Part(positions, cols, meta, {"sweeps": sweeps, "noise_frozen_change": noise_measured["max_frozen_change"]})
 
 
 def _finite(v: float) -> float | None:
@@ -483,7 +566,8 @@ def check_tasks(table: Any, plan: _Plan) -> list[tuple[np.ndarray, dict[str, Any
 
     cc = table["pred"] == table["label"]
     sub = np.flatnonzero(cc)[: plan["check_examples"]]
-    bounded = plan["_bounds"] is not None  # the reference attack works in a box
+    # the reference attack works in a box with one eps everywhere: not with a tabular threat model
+    bounded = plan["_bounds"] is not None and plan.get("_threat") is None
     steps, restarts = plan["steps"], plan["restarts"]
     runs = len(plan["losses"]) + (plan["targets"] - 1 if "targeted" in plan["losses"] else 0)
     runs_all = len(LOSSES) + plan["targets"] - 1
@@ -517,7 +601,7 @@ def check_tasks(table: Any, plan: _Plan) -> list[tuple[np.ndarray, dict[str, Any
                 for chunk in chunks(sub[worst[sub] > e.value], REFERENCE_CHUNK):
                     out.append((chunk, {"do": "reference", "norm": norm, "eps": j, "cost": 20.0 * 4 * len(chunk)}))
         large = plan["_large_eps"].get(norm)
-        if large is not None:
+        if large is not None and not _frozen(plan):
             rows = sub[worst[sub] > large.value]
             if len(rows):
                 out.append((rows, {"do": "large_eps", "norm": norm, "cost": max(steps, 20) * runs * 0.5 * len(rows)}))
@@ -577,6 +661,7 @@ def fill_checks(fc: FillContext, plan: _Plan, positions: np.ndarray, rows: Any, 
 
     xs, ys, ids = fc.data.x[positions], rows["label"], rows["index"]
     bounds, bs, seed, cfg = fc.facts.input_bounds, plan["_bs"], fc.seed, plan
+    scale = _scale(fc, plan)
     m = len(positions)
     ones = np.ones(m, dtype=bool)
     cols: dict[str, np.ndarray] = {}
@@ -591,7 +676,8 @@ def fill_checks(fc: FillContext, plan: _Plan, positions: np.ndarray, rows: Any, 
             cols[f"check:grad:{loss}:l1"] = v["l1"]
     elif do == "pgd_rerun":  # the independent run at one eps, on the examples the sweep broke at a smaller one
         e = cfg["eps"][norm][task["eps"]]
-        r1 = S.pgd_sweep(fc.model, pgd_config(cfg, norm, [e]), xs, ys, ids, ones, bs, fc.device, bounds, seed)
+        r1 = S.pgd_sweep(fc.model, pgd_config(cfg, norm, [e]), xs, ys, ids, ones, bs, fc.device, bounds, seed,
+                         scale=scale)
         cols[f"check:pgd_rerun:{norm}:{e.label}"] = r1.eps_broken > e.value
     elif do == "stronger":
         # the stronger PGD: twice the steps at each stride, one restart more, from fresh random starts, with
@@ -603,11 +689,11 @@ def fill_checks(fc: FillContext, plan: _Plan, positions: np.ndarray, rows: Any, 
         eligible = np.stack([pgd > e.value for e in eps], axis=1)
         r2 = S.pgd_sweep(fc.model, stronger_pgd(pgd_config(cfg, norm, eps)), xs, ys, ids, eligible[:, 0], bs,
                          fc.device, bounds, seed, steps=2 * cfg["steps"], restarts=cfg["restarts"] + 1,
-                         stream="pgd-stronger", eligible=eligible)
+                         stream="pgd-stronger", eligible=eligible, scale=scale)
         cols[f"check:pgd_stronger:{norm}"] = r2.eps_broken
     elif do == "fgsm":
         f = S.fgsm_sweep(fc.model, AttackConfig("fgsm", norm, cfg["eps"][norm]), xs, ys, ids, ones, bs, fc.device,
-                         bounds)
+                         bounds, scale=scale)
         cols[f"check:fgsm_independent:{norm}"] = f.eps_broken
     elif do == "reference":  # on one chunk of the examples that the configured attacks left standing at e
         e = cfg["eps"][norm][task["eps"]]
@@ -619,7 +705,8 @@ def fill_checks(fc: FillContext, plan: _Plan, positions: np.ndarray, rows: Any, 
         e = cfg["_large_eps"][norm]
         one = AttackConfig("pgd", norm, [e], steps=max(cfg["steps"], 20), restarts=1, random_start=True,
                            losses=tuple(cfg["losses"]), targets=cfg["targets"])
-        r = S.pgd_sweep(fc.model, one, xs, ys, ids, ones, bs, fc.device, bounds, seed, stream="large-eps")
+        r = S.pgd_sweep(fc.model, one, xs, ys, ids, ones, bs, fc.device, bounds, seed, stream="large-eps",
+                        scale=scale)
         cols[f"check:large_eps:{norm}"] = r.eps_broken > e.value
     else:
         raise ValueError(f"unknown check task {task!r}")
@@ -698,6 +785,7 @@ class _Sum:
         self.cc = table["pred"] == self.y
         self.seed = facts.seed
         self.res = SuiteResult("robustness")
+        self.partials: list[dict[str, Any]] = []
 
     def ci(self, p: float, n: int, *names: Any) -> tuple[float, float] | None:
         return R.binomial_interval(p, n, self.cfg["bootstrap"], rng(self.seed, "robustness", *names),
@@ -728,6 +816,7 @@ def _merge_sweeps(plan: _Plan, table: Any, parts: list[dict[str, Any]]) -> list[
             "forward_rows": sum(m["forward_rows"] for m in mine), "backward_rows": sum(m["backward_rows"] for m in mine),
             "max_norm_excess": max(excess) if excess else None,  # +inf kept: perturbation_within_eps fails on it
             "max_bound_excess": max([m["max_bound_excess"] for m in mine], default=0.0),
+            "max_frozen_change": max([m.get("max_frozen_change", 0.0) for m in mine], default=0.0),
             "seconds": sum(m["seconds"] for m in mine),
             "components": {e.label: comps[e.label] for e in eps if e.label in comps},
         })
@@ -749,11 +838,10 @@ def summarise(table: Any, plan: _Plan, facts: Facts, partials: dict[str, list[di
     c = _Sum(table, plan, facts)
     res = c.res
     res.notes.extend(plan["_notes"])
-    sweeps = _merge_sweeps(plan, table, partials.get("robustness", []))
+    c.partials = partials.get("robustness", [])  # the fill's measurements, one per block
+    sweeps = _merge_sweeps(plan, table, c.partials)
     worst = {norm: table[f"robust:worst:{norm}:eps_broken"] for norm in _worst_norms(plan)}
     _adversarial_metrics(c, sweeps, worst)
-    if plan.get("_noise_note"):
-        res.notes.append(plan["_noise_note"])
     noise = _noise(c)
     _checks(c, sweeps, worst)
     for step in plan.get("_escalation", []):
@@ -776,6 +864,10 @@ def summarise(table: Any, plan: _Plan, facts: Facts, partials: dict[str, list[di
         "n": int(len(c.y)),
         "noise": {k: [e.label for e in v] for k, v in plan["_noise_kinds"].items()} if noise else {},
         "noise_draws": plan["noise_draws"],
+        # noise kinds left out for want of input bounds (a configuration fact, not a finding about the model)
+        "noise_skipped": dict(plan["_noise_skipped"]),
+        # the tabular threat model: units of eps and noise levels, and the features never perturbed
+        "threat_model": plan["_threat"].to_json() if plan.get("_threat") is not None else None,
         "bootstrap": plan["bootstrap"], "confidence": plan["confidence"],
         "interval": "percentile bootstrap over examples (binomial / multinomial replicates)",
         "determinism": DETERMINISM,
@@ -932,7 +1024,10 @@ def _checks(c: _Sum, sweeps: list[dict[str, Any]], worst: dict[str, np.ndarray])
     parts combine: the largest perturbation and bound excursion over all parts; every other check reads
     per-example columns, so it sees the checked examples of every rank at once."""
     res, cfg, t = c.res, c.cfg, c.table
+    threat = cfg.get("_threat")
     scale = max(1.0, c.facts.input_absmax)
+    if threat is not None and c.facts.features is not None:  # measured in declared units
+        scale = threat.rounding_scale(c.facts.features["absmax"])
     tol = 1e-6 * scale  # float32 rounding of x + delta - x, relative to the inputs' magnitude
     details: dict[str, Any] = {}
 
@@ -944,9 +1039,17 @@ def _checks(c: _Sum, sweeps: list[dict[str, Any]], worst: dict[str, np.ndarray])
     if sweeps:
         w = max(sweeps, key=lambda s: -math.inf if s["max_norm_excess"] is None else s["max_norm_excess"])
         excess = -math.inf if w["max_norm_excess"] is None else w["max_norm_excess"]
-        record("perturbation_within_eps", K.perturbation_within_eps(excess, tol, f"{w['attack']} ({w['norm']})"))
+        record("perturbation_within_eps", K.perturbation_within_eps(excess, tol, f"{w['attack']} ({w['norm']})",
+                                                                    threat.units() if threat is not None else ""))
         record("adversarial_within_bounds", K.within_bounds(max(s["max_bound_excess"] for s in sweeps), tol, c.bounds))
+        if threat is not None and threat.n_frozen():
+            noise = max([p.get("noise_frozen_change", 0.0) for p in c.partials], default=0.0)
+            moved = max(s["max_frozen_change"] for s in sweeps)
+            record("frozen_features_unchanged", K.frozen_features_unchanged(moved, threat.frozen_brief(), noise))
     record("eps_within_input_range", K.eps_within_input_range(_eps_too_large(c), c.bounds))
+    units = _units_decision(c)
+    if units is not None:
+        record("perturbation_units", units)
 
     sub = np.flatnonzero(t["check:subset"]) if "check:subset" in t else np.zeros(0, dtype=np.int64)
     if len(sub) == 0:
@@ -1005,6 +1108,13 @@ def _checks(c: _Sum, sweeps: list[dict[str, Any]], worst: dict[str, np.ndarray])
             ref.append((share[j], f"{norm} eps {labels[j]}" if share[j] > 0 else f"{norm}, every eps", before[j],
                         after[j], desc))
 
+    if norms and c.bounds is not None and threat is not None:
+        res.check("reference_attack_agrees", "warn",
+                  "Skipped: the reference attack (torchattacks' APGD) uses one eps for every input value in a box, "
+                  "which cannot honour this tabular threat model (a scale per feature, frozen features). Nothing "
+                  "stronger than the "
+                  "configured attacks was compared; treat robust accuracy as an upper bound.")
+        ref = []
     if no_pgd:  # say so rather than check a PGD that nobody reported
         why = (f"Not measured for {', '.join(no_pgd)}: no PGD ran there (attacks = {cfg['attacks']}), and this "
                "check examines the PGD sweep. Add 'pgd' to attacks to have it checked"
@@ -1032,7 +1142,7 @@ def _checks(c: _Sum, sweeps: list[dict[str, Any]], worst: dict[str, np.ndarray])
     if ref:
         d, where, a, b, name = max(ref)
         record("reference_attack_agrees", K.reference_attack_agrees(d, where, a, b, name, cfg["reference_tolerance"], n))
-    elif norms:
+    elif norms and not (c.bounds is not None and threat is not None):
         res.check("reference_attack_agrees", "warn",
                   "Skipped: the reference attack (torchattacks' APGD) works in a box, and the model has no [model] "
                   "input_bounds. Nothing stronger than the configured attacks was compared; treat robust accuracy as "
@@ -1090,11 +1200,20 @@ def _eps_too_large(c: _Sum) -> list[str]:
     span = c.bounds[1] - c.bounds[0]
     d = int(np.prod(c.facts.input_shape)) if len(c.facts.input_shape) else 1
     lim = {"linf": span, "l2": span * math.sqrt(d)}
+    threat = c.cfg.get("_threat")
+    if threat is not None:  # in declared units, over the perturbed features: every one can cross the box
+        s = threat.scale[threat.mask].astype(np.float64)
+        lim = {"linf": float(span / s.min()), "l2": float(span * np.sqrt(np.sum(1.0 / s ** 2)))}
     return [f"{norm} eps {e.label}" for norm, eps in c.cfg["eps"].items() for e in eps if e.value >= lim[norm]]
 
 
 def _large_eps(c: _Sum, sub: np.ndarray, details: dict[str, Any], record: Any) -> None:
     cfg, res, t = c.cfg, c.res, c.table
+    if _frozen(cfg):
+        res.check("large_eps_reaches_chance", "warn",
+                  f"Skipped: the features the attacks may not change ({cfg['_threat'].frozen_brief()}) can still "
+                  "carry the label, so no eps, however large, must bring accuracy down to chance.")
+        return
     ys = c.y[sub]
     chance = float(np.bincount(ys, minlength=c.k).max() / len(ys))
     steps = max(cfg["steps"], 20)
@@ -1122,9 +1241,41 @@ def _large_eps(c: _Sum, sub: np.ndarray, details: dict[str, Any], record: Any) -
         record("large_eps_reaches_chance", K.large_eps_reaches_chance(results, cfg["chance_margin"], steps, len(sub)))
 
 
+def _frozen(plan: Any) -> bool:
+    t = plan.get("_threat")
+    return t is not None and t.n_frozen() > 0
+
+
+def _units_decision(c: _Sum) -> tuple[str, str, float | None] | None:
+    """perturbation_units: on flat (tabular) data, whether eps means the same on every feature."""
+    from audit.attacks.threat import RAW_UNITS_RATIO, raw_units_ratio
+
+    ff, threat = c.facts.features, c.cfg.get("_threat")
+    if ff is None:
+        return None
+    if threat is not None and threat.source != "raw":
+        return ("pass", threat.summary(), None)
+    r = raw_units_ratio(ff, threat)
+    frozen = f" Never perturbed: {threat.frozen_brief()}." if threat is not None and threat.n_frozen() else ""
+    if r is None:
+        return ("pass", "Eps and noise levels are in raw feature units; fewer than two perturbed features vary, so "
+                        "there is no spread to compare." + frozen, None)
+    ratio, wide, narrow = r
+    if ratio > RAW_UNITS_RATIO:
+        return ("warn", f"Eps and noise levels are in raw feature units, and the perturbed features' spreads differ "
+                        f"{ratio:.3g}-fold (standard deviation of {wide!r} over that of {narrow!r}; warns above "
+                        f"{RAW_UNITS_RATIO:g}): the same eps is negligible on one feature and large on another, so "
+                        "robust and noise accuracy are dominated by the narrowest features. Declare the units: "
+                        "[robustness] feature_scale = \"std\" (eps in standard deviations of each feature), a list, "
+                        "or a table by column; immutable = [...] for features that must not change." + frozen, ratio)
+    return ("pass", f"Eps and noise levels are in raw feature units; the perturbed features' spreads are within "
+                    f"{ratio:.3g}-fold of each other (standard deviation of {wide!r} over {narrow!r}).{frozen}", ratio)
+
+
 CHECK_IDS = ("perturbation_within_eps", "adversarial_within_bounds", "eps_within_input_range", "gradients_not_masked",
              "accuracy_non_increasing_in_eps", "pgd_stronger_than_fgsm", "large_eps_reaches_chance",
-             "attack_stronger_than_noise", "pgd_converged", "reference_attack_agrees", "attack_escalated")
+             "attack_stronger_than_noise", "pgd_converged", "reference_attack_agrees", "attack_escalated",
+             "frozen_features_unchanged", "perturbation_units")
 
 # the checks whose failure means "the configured PGD is too weak for this model", which a stronger PGD fixes
 _ESCALATE_ON = ("pgd_converged", "reference_attack_agrees")

@@ -12,15 +12,29 @@ from typing import Sequence
 Decision = tuple[str, str, float | None]
 
 
-def perturbation_within_eps(excess: float, tol: float, where: str = "") -> Decision:
-    """``excess`` = max over attacked examples of ||x_adv - x|| - eps (measured)."""
+def perturbation_within_eps(excess: float, tol: float, where: str = "", units: str = "") -> Decision:
+    """``excess`` = max over attacked examples of ||x_adv - x|| - eps (measured; in ``units`` when the
+    tabular threat model declares them: the norm of (x_adv - x) / scale over the perturbed features)."""
+    how = f" (measured in {units})" if units else ""
     if excess <= tol:
-        return ("pass", f"Measured after every attack: the largest ||x_adv - x|| exceeds its eps by {max(excess, 0.0):.2g} "
-                        f"at most (tolerance {tol:.0e} for float rounding). The perturbations respect the threat model.",
-                excess)
+        return ("pass", f"Measured after every attack: the largest ||x_adv - x||{how} exceeds its eps by "
+                        f"{max(excess, 0.0):.2g} at most (tolerance {tol:.0e} for float rounding). The perturbations "
+                        "respect the threat model.", excess)
     return ("fail", f"{where or 'An attack'} produced an adversarial input {excess:.3g} beyond its eps (measured "
                     "||x_adv - x||): its robust accuracy is not about the stated threat model. This is a bug in the "
                     "attack or its configuration; report it.", excess)
+
+
+def frozen_features_unchanged(change: float, what: str, noise: float = 0.0) -> Decision:
+    """``change`` / ``noise`` = the largest |x' - x| measured on a feature the threat model freezes, over
+    every adversarial input / every noisy copy (both must be exactly 0); ``what``: those features, in words."""
+    if change == 0.0 and noise == 0.0:
+        return ("pass", f"Measured on every adversarial input and every noisy copy: the features that must not change "
+                        f"({what}) are exactly as in the clean input.", 0.0)
+    which = "An adversarial input" if change > 0 else "A noisy copy"
+    return ("fail", f"{which} changes a feature that must not change ({what}) by {max(change, noise):.3g}: the "
+                    "perturbation left the declared threat model, and the accuracy measured under it is not about it. "
+                    "This is a bug; report it.", max(change, noise))
 
 
 def within_bounds(out: float | None, tol: float, bounds: Sequence[float] | None) -> Decision:
