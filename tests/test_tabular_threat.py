@@ -61,6 +61,16 @@ def test_baseline_check_decisions_on_synthetic_predictions():
     # a dataset that is itself (nearly) one class: predicting it is not a collapse
     y1 = np.r_[np.zeros(97, dtype=int), np.ones(3, dtype=int)]
     assert _check(y1, np.zeros_like(y1)).status != "fail"
+    # heavy imbalance (a fraud set, 96% one class): always predicting the majority finds none of the 40
+    # others and fails; finding 5 of them is only a warning; finding 30 passes
+    y2 = np.r_[np.zeros(960, dtype=int), np.ones(40, dtype=int)]
+    c = _check(y2, np.zeros_like(y2))
+    assert c.status == "fail" and "finds 0 of the 40" in c.message
+    p2 = np.zeros_like(y2)
+    p2[960:965] = 1
+    assert _check(y2, p2).status == "warn"
+    p2[960:990] = 1
+    assert _check(y2, p2).status == "pass"
 
 
 def test_balanced_accuracy_and_its_bound_against_scikit_learn_and_a_simulation():

@@ -8,10 +8,13 @@ disparities, calibration) is then a number about garbage. This check says so bef
 The rule, from the labels y and the predictions of the clean pass (K' = classes present in y):
 
 - **constant** (fail): one class takes at least ``CONSTANT_SHARE`` (99%) of the predictions while it is at
-  most ``CONSTANT_LABEL_SHARE`` (95%) of the labels: the predictions collapsed where the labels did not.
-  It needs at least ``MIN_OTHER`` (30, the gates' default min_n) examples of the other classes, all but 1%
-  of them predicted as that class; with fewer, the same pattern is only a warning (four rows predicted
-  alike say little).
+  most ``CONSTANT_LABEL_SHARE`` (95%) of the labels: the predictions collapsed where the labels did not
+  (then the model finds at most 20% of the other classes' examples). Under heavier imbalance (the class is
+  over 95% of the labels, a fraud or churn set) the same collapse fails when the model finds none of the
+  other classes' examples, and warns when it finds at most ``CONSTANT_OTHER_RECALL`` (20%) of them: a
+  rare-class model that weak may still be real, one that finds none ignores its input as far as this data
+  can tell. Either way it needs at least ``MIN_OTHER`` (30, the gates' default min_n) examples of the other
+  classes; with fewer, the pattern is only a warning (four rows predicted alike say little).
 - **worse than chance** (fail): balanced accuracy's one-sided upper confidence bound is below 1/K'. Any
   predictor that ignores its input, whatever its class frequencies q, has expected recall q_c on class c,
   so expected balanced accuracy sum_c q_c / K' = 1/K' exactly; a model confidently below that is
@@ -43,6 +46,7 @@ CHECK_ID = "better_than_baseline"
 CONSTANT_SHARE = 0.99
 CONSTANT_LABEL_SHARE = 0.95
 MIN_OTHER = 30
+CONSTANT_OTHER_RECALL = 0.2
 
 CAUSES = ("Common causes: the normalisation the model was trained with is missing ([model] mean and std, e.g. the "
           "training set's per-feature mean and std for a tabular model, unless the model carries its own scaler); "
@@ -94,16 +98,25 @@ def better_than_baseline(y: np.ndarray, pred: np.ndarray, class_names: list[str]
              f"'{class_names[major]}'; balanced accuracy {ba:.3f} (upper bound {ba_hi:.3f}) against {1 / kp:.3f} for "
              f"any predictor that ignores its input; '{class_names[top]}' is {top_share:.1%} of the predictions and "
              f"{top_label_share:.1%} of the labels ({n} examples)")
-    if kp >= 2 and top_share >= CONSTANT_SHARE and top_label_share <= CONSTANT_LABEL_SHARE:
-        other = n - int(labels[top])
+    other = n - int(labels[top])
+    found = int(((pred == y) & (y != top)).sum())  # the other classes' examples the model gets right
+    other_recall = found / other if other else 1.0
+    if kp >= 2 and top_share >= CONSTANT_SHARE and other_recall <= CONSTANT_OTHER_RECALL:
         few = other < MIN_OTHER
-        return Check(CHECK_ID, "warn" if few else "fail",
-                     f"The model predicts '{class_names[top]}' for {preds[top]} of {n} examples ({top_share:.1%}; rule: "
-                     f"one class for at least {CONSTANT_SHARE:.0%} of the predictions while it is at most "
-                     f"{CONSTANT_LABEL_SHARE:.0%} of the labels): its predictions are (nearly) constant, so it is no "
-                     f"better than a model that ignores its input ({facts})"
-                     + (f"; only {other} examples of the other classes (fewer than {MIN_OTHER}), so this is a "
-                        "warning, not a failure. " if few else ". ") + CAUSES, value=float(top_share))
+        balanced = top_label_share <= CONSTANT_LABEL_SHARE
+        status = "warn" if few or not (balanced or found == 0) else "fail"
+        why = (f"; only {other} examples of the other classes (fewer than {MIN_OTHER}), so this is a warning, not "
+               "a failure. " if few else
+               ". " if status == "fail" else
+               f"; under this imbalance ('{class_names[top]}' is {top_label_share:.1%} of the labels) it still finds "
+               f"{found} of them, so this is a warning, not a failure. ")
+        return Check(CHECK_ID, status,
+                     f"The model predicts '{class_names[top]}' for {preds[top]} of {n} examples ({top_share:.1%}) and "
+                     f"finds {found} of the {other} examples of the other classes (rule: one class for at least "
+                     f"{CONSTANT_SHARE:.0%} of the predictions and at most {CONSTANT_OTHER_RECALL:.0%} of the others "
+                     f"found; a failure when that class is at most {CONSTANT_LABEL_SHARE:.0%} of the labels or none "
+                     f"are found): its predictions are (nearly) constant, so it is no better than a model that "
+                     f"ignores its input ({facts}){why}" + CAUSES, value=float(top_share))
     if kp >= 2 and ba_hi < 1.0 / kp:
         return Check(CHECK_ID, "fail",
                      f"The model is worse than chance: balanced accuracy {ba:.3f} has a one-sided {pct} upper bound "
