@@ -40,7 +40,7 @@ DATA_WHERE = "in-memory data (x, y)"
 IN_MEMORY = "in_memory"  # the model's format in report.json
 
 
-def run(model: Any, x: Any, y: Any = None, *, sensitive: Any = None, recipe: Any = None,
+def run(model: Any, x: Any, y: Any = None, /, *, sensitive: Any = None, recipe: Any = None,
         suites: Any = None, **options: Any) -> "Report":
     """Audit ``model`` (an in-memory ``torch.nn.Module``) on ``x``, ``y``.
 
@@ -401,7 +401,7 @@ class Report:
         a recipe file (only its [[gates]] and [validity] are read), a dict shaped like one, or a list of gate
         tables. Returns a new Report; this one is unchanged."""
         from audit.recipe.load import load_recipe, validate_recipe
-        from audit.report.build import regate_with_recipe
+        from audit.report.build import regate_with_recipe, stamp_regated
 
         if isinstance(gates, (str, Path)):
             where = Path(gates)
@@ -414,7 +414,14 @@ class Report:
             r = validate_recipe({"gates": copy.deepcopy(list(gates))}, where, gates_only=True)
         else:
             raise RecipeError(f"Report.gate: expected a recipe file, a dict or a list of gates, got {type(gates).__name__}")
-        result = regate_with_recipe(self._report, r.gates, r.section("validity")["downgrade"], where, r.present)
+        validity = r.section("validity")
+        if isinstance(gates, (list, tuple)):  # gates alone: the run's [validity] downgrades still hold
+            validity = self._report.get("recipe", {}).get("sections", {}).get("validity") or validity
+        result = regate_with_recipe(self._report, r.gates, validity["downgrade"], where, r.present)
+        # recorded as `audit gate --out` records it: saved, the report says it was re-gated, and `audit gate`
+        # on its report.json (without --recipe) reaches this verdict
+        result = stamp_regated(result, self._report, "audit.Report.gate",
+                               None if str(where) == "<gates>" else where, _file_sha256(where), None, r.gates, validity)
         return Report(result, self._table)
 
     # ------------------------------------------------------------------------------------------ files
@@ -550,3 +557,9 @@ def _scope_css(css: str, scope: str) -> str:
 
 
 __all__ = ["Report", "run", "state_dict_sha256"]
+
+
+def _file_sha256(path: Path) -> str | None:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None

@@ -362,17 +362,12 @@ def gate(report_path: Path, recipe: Path | None, out: Path | None, junit: Path |
         result = regate(report, gates, downgrade)
     paths: dict[str, Path | None] = {"json": report_path}
     if out is not None:
-        from datetime import datetime, timezone
-
+        from audit.report.build import stamp_regated
         from audit.report.outdir import write_regated
 
-        result["regated"] = {"by": "audit gate", "recipe": str(recipe) if recipe is not None else None,
-                             "recipe_sha256": recipe_sha, "source": str(report_path),
-                             "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                             "previous_verdict": report["verdict"], "previous_exit_code": report["exit_code"]}
-        if recipe is not None:  # the gates it was judged by, where `audit gate` without --recipe reads them
-            sections = dict(result["recipe"].get("sections", {}), validity=r.section("validity"))
-            result["recipe"] = dict(result["recipe"], gates=gates, sections=sections)
+        result = stamp_regated(result, report, "audit gate", recipe, recipe_sha, report_path,
+                               gates if recipe is not None else None,
+                               r.section("validity") if recipe is not None else None)
         paths = dict(write_regated(result, report_path, out))
     if junit is not None:
         from audit.report.junit import render_junit

@@ -195,7 +195,15 @@ def test_gate_regates_like_audit_gate_recipe(both_runs, tmp_path):
     assert res.exit_code == again.exit_code
     assert again.gates[0]["status"] == "fail" and len(again.gates) == 1
     # a list of gates, and a dict, do the same
-    assert report.gate([{"metric": "accuracy", "op": ">=", "threshold": 0.999}]).gates == again.gates
+    listed = report.gate([{"metric": "accuracy", "op": ">=", "threshold": 0.999}])
+    assert listed.gates == again.gates
+    # gates alone keep the run's [validity] downgrades (there is nowhere else to give them)
+    assert listed.to_dict()["recipe"]["sections"]["validity"] == report.to_dict()["recipe"]["sections"]["validity"]
+    # saved, the re-gated report says so and `audit gate` without --recipe reaches the same verdict
+    regated = again.save(tmp_path / "g")
+    assert run_cli("gate", regated / "report.json").exit_code == again.exit_code == 1
+    assert "re-evaluated by `audit.Report.gate`" in (regated / "summary.md").read_text()
+    assert "Gates re-evaluated by <code>audit.Report.gate</code>" in (regated / "report.html").read_text()
     assert report.gate({"gates": [{"metric": "accuracy", "op": ">=", "threshold": 0.0}]}).passed is (
         report.verdict != "invalid")
     with pytest.raises(RecipeError, match="unknown metric 'acuracy'.*did you mean 'accuracy'"):
@@ -248,6 +256,10 @@ def test_a_torch_dataset_a_dict_recipe_and_keyword_overrides(digits_net, digits_
     b = audit.run(digits_net, ds, recipe=recipe, suites="performance", seed=5, performance={"bootstrap": 100},
                   quiet=True)
     assert b.to_dict()["metrics"] == d["metrics"] and b.to_dict()["data"]["sha256"] == d["data"]["sha256"]
+    # the [model] section by keyword too (model, x and y are positional-only, so `model=` is an option)
+    m = audit.run(digits_net, x, y, suites=["performance"], seed=5, performance={"bootstrap": 100},
+                  model=recipe["model"], quiet=True)
+    assert m.to_dict()["metrics"] == d["metrics"]
     # sensitive attributes as a DataFrame, [data] limit applied to memory
     import pandas as pd
 

@@ -587,3 +587,23 @@ def test_a_child_input_error_surfaces_as_one_line_exit_2(tmp_path):
     assert line.startswith("audit: error: repro run seed 0 (seed 0, log ") and "junk.safetensors" in line
     # only the first seed ran: the rest never started
     assert sorted(p.name for p in (tmp_path / "o" / "runs").iterdir()) == ["seed-0"]
+
+
+def test_child_runs_do_not_write_the_github_job_summary_or_annotations(tmp_path, monkeypatch):
+    """Under GitHub Actions the study writes one job summary and its annotations; its child runs (every seed,
+    repeat and the capture run) must not append theirs: run_child drops those variables from their
+    environment (a real child process reports what it was given)."""
+    import sys as _sys
+
+    from audit.repro.runs import ChildArgs, ChildRun, run_child
+
+    class EnvProbe(ChildArgs):
+        def command(self, seed, out):
+            return [_sys.executable, "-c", "import os, sys; sys.stderr.write(repr(sorted(k for k in os.environ "
+                    "if k.startswith('GITHUB_'))))"]
+
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "summary.md"))
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_SHA", "abc")  # other GitHub variables stay
+    run = run_child(ChildRun("seed", 0, tmp_path / "c", "seed 0"), EnvProbe(tmp_path / "m", tmp_path / "r", []))
+    assert run.exit_code == 0 and run.stderr.strip() == "['GITHUB_SHA']", run.stderr

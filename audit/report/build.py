@@ -78,6 +78,25 @@ def regate(report: dict[str, Any], gates: list[dict[str, Any]], downgrade: list[
     return out
 
 
+def stamp_regated(result: dict[str, Any], previous: dict[str, Any], by: str, recipe: Any, recipe_sha256: str | None,
+                  source: Any, gates: list[dict[str, Any]] | None, validity: dict[str, Any] | None) -> dict[str, Any]:
+    """Record on a re-gated report what judged it (``regated``: the recipe, when, the run's own verdict), and,
+    with gates given now, store them and their [validity] where the report's recipe keeps its gates: so that
+    `audit gate` on the written report.json, without --recipe, reaches the same verdict, and the page and
+    summary.md say that the report was re-gated. ``audit gate --out`` and ``audit.Report.gate`` both call it."""
+    from datetime import datetime, timezone
+
+    out = dict(result)
+    out["regated"] = {"by": by, "recipe": str(recipe) if recipe is not None else None, "recipe_sha256": recipe_sha256,
+                      "source": str(source) if source is not None else None,
+                      "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                      "previous_verdict": previous["verdict"], "previous_exit_code": previous["exit_code"]}
+    if gates is not None:
+        sections = dict(out["recipe"].get("sections", {}), validity=validity)
+        out["recipe"] = dict(out["recipe"], gates=gates, sections=sections)
+    return out
+
+
 def regate_with_recipe(report: dict[str, Any], gates: list[dict[str, Any]], downgrade: list[str], where: Any,
                        present: set[str] | list[str], report_name: Any = "this report") -> dict[str, Any]:
     """``regate`` with gates given now (`audit gate --recipe`, ``audit.Report.gate``), refusing, as input

@@ -105,8 +105,10 @@ def render_markdown(report: dict[str, Any], html_path: Any = None) -> str:
     lines.append("")
     regated = report.get("regated")
     if isinstance(regated, dict):
-        src = regated.get("recipe") or "the gates stored in the report"
-        lines += [f"Gates re-evaluated by {md_code('audit gate')} with {md_code(src)} on {md_text(regated.get('at', '?'))} "
+        by = regated.get("by") or "audit gate"
+        src = regated.get("recipe") or ("gates given in Python" if by == "audit.Report.gate" else
+                                        "the gates stored in the report")
+        lines += [f"Gates re-evaluated by {md_code(by)} with {md_code(src)} on {md_text(regated.get('at', '?'))} "
                   f"(measured by run {md_code(report.get('run_id', '?'))}).", ""]
     if report["gates"]:
         lines += ["| gate | status | value | threshold | n |", "|---|---|---|---|---|"]

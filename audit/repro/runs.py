@@ -88,6 +88,9 @@ def _error_line(stderr: str) -> str:
 def run_child(run: ChildRun, args: ChildArgs) -> ChildRun:
     """Run one child to completion (no timeout: a long audit is a long audit)."""
     env = dict(os.environ)
+    # the study writes the job summary and the annotations once, for itself: a child run must not add its own
+    for var in ("GITHUB_STEP_SUMMARY", "GITHUB_ACTIONS"):
+        env.pop(var, None)
     env.pop(ENV_VAR, None)
     if run.capture:
         env[ENV_VAR] = "1"
