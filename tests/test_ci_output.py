@@ -606,3 +606,19 @@ def test_format_json_usage_error_is_an_object_too(ci_run):
     v = json.loads(res.stdout)
     assert v["exit_code"] == 2 and v["command"] == "gate" and "--no-such-option" in v["error"]
     _error_line(res, 2, "No such option '--no-such-option'")
+
+
+def test_run_gates_are_checked_against_the_default_sweep_and_bounds(tmp_path, write_recipe):
+    """Without a [robustness] table the suite runs its defaults, and a gate is checked against those when
+    the recipe loads; a gate on salt-and-pepper noise, which is skipped without [model] input_bounds, is
+    refused then too, with the reason (both were ERROR gates and exit 1 after the whole run)."""
+    model = DIGITS_MODEL.replace("input_bounds = [0.0, 1.0]\n", "")
+    assert "input_bounds" not in model
+    data = '[data]\nsource = "sklearn"\nname = "digits"\n'
+    recipe = write_recipe(model + data + _gate("robust_accuracy", {"norm": "linf", "eps": 0.03137}, gid="r8"))
+    res = run_cli("run", tmp_path / "never-read.pt", "--recipe", recipe, "--out", tmp_path / "o")
+    _error_line(res, 2, "params: eps = 0.03137 is not one of", "(what [robustness] runs); did you mean '8/255'")
+    recipe = write_recipe(model + data + _gate("noise_accuracy", {"noise": "salt_pepper", "level": 0.05}, gid="sp"))
+    res = run_cli("run", tmp_path / "never-read.pt", "--recipe", recipe, "--out", tmp_path / "o")
+    _error_line(res, 2, "params: noise = 'salt_pepper' is not run: salt-and-pepper sets values to the input "
+                        "bounds", "set input_bounds")

@@ -356,3 +356,27 @@ def test_constant_predictions_on_a_handful_of_rows_only_warn():
     assert c.status == "warn" and "only 14 examples of the other classes" in c.message
     y = np.array([0, 1] * 30)
     assert _check(y, np.zeros_like(y)).status == "fail"
+
+
+def test_flattened_pixels_in_one_box_are_not_raw_units(tmp_path):
+    """An MLP on flattened images (N, 64) is flat data, but with [model] input_bounds every feature shares
+    one box: perturbation_units passes (it warned, the pixels' spreads differing 277-fold)."""
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    import audit
+    from audit.loading.data import sklearn_split
+
+    x, y, _, _ = sklearn_split("digits", "test", 0.25, 0)
+    x = x.reshape(len(x), -1)[:120]
+    y = y[:120]
+    lr = LogisticRegression(max_iter=300).fit(x, y)
+    net = torch.nn.Linear(64, 10)
+    with torch.no_grad():
+        net.weight.copy_(torch.from_numpy(lr.coef_).float())
+        net.bias.copy_(torch.from_numpy(lr.intercept_).float())
+    r = audit.run(net, x, y, suites=["robustness"], quiet=True, model={"input_bounds": [0.0, 1.0]},
+                  robustness={"attacks": ["fgsm"], "eps": ["0.1"], "noise": {}, "check_examples": 20,
+                              "bootstrap": 0})
+    c = {c["id"]: c for c in r.checks}["perturbation_units"]
+    assert c["status"] == "pass" and "units of [model] input_bounds" in c["message"], c

@@ -1255,6 +1255,9 @@ def _units_decision(c: _Sum) -> tuple[str, str, float | None] | None:
         return None
     if threat is not None and threat.source != "raw":
         return ("pass", threat.summary(), None)
+    if c.facts.input_bounds is not None:  # one box for every feature (flattened pixels): one unit, declared
+        return ("pass", f"Eps and noise levels are in the units of [model] input_bounds {list(c.facts.input_bounds)}, "
+                        "one box for every feature, so they mean the same on each.", None)
     r = raw_units_ratio(ff, threat)
     frozen = f" Never perturbed: {threat.frozen_brief()}." if threat is not None and threat.n_frozen() else ""
     if r is None:
