@@ -144,7 +144,8 @@ def test_gate_param_values_of_other_suites(write_recipe):
     assert "binning = 'equal_widht' is not one of 'equal_width', 'equal_mass'" in msg
     msg = _load_error(write_recipe, BASE + '\n[[gates]]\nmetric = "robust_accuracy"\nparams = { norm = "Linf", eps = '
                       '"8/255" }\nop = ">="\nthreshold = 0.5\n')
-    assert "norm = 'Linf' is not one of 'linf', 'l2'" in msg
+    # no [robustness] table: checked against what the defaults run (L-inf only)
+    assert "norm = 'Linf' is not one of 'linf' (what [robustness] runs); did you mean 'linf'?" in msg
 
 
 ROB = '\n[robustness]\nnorm = "linf"\neps = ["4/255", "8/255"]\nnoise = { gaussian = [0.1] }\n'
